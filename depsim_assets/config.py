@@ -1,0 +1,52 @@
+"""Where depsim keeps its files.
+
+Everything depsim writes lives under one home folder, ``$DEPSIM_HOME`` (default ``./.depsim``):
+the DuckDB warehouse, the production log folder, the candidate registry, the Dagster instance
+and the reports. Paths are resolved when asked for, so a test or the CLI can point
+``DEPSIM_HOME`` somewhere else before anything is read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def depsim_home() -> Path:
+    """The home folder (absolute), from ``$DEPSIM_HOME`` or ``./.depsim``."""
+    return Path(os.environ.get("DEPSIM_HOME", ".depsim")).expanduser().resolve()
+
+
+def warehouse_path() -> Path:
+    """The DuckDB warehouse file: ``$DEPSIM_WAREHOUSE`` or ``<home>/warehouse.duckdb``."""
+    override = os.environ.get("DEPSIM_WAREHOUSE")
+    return Path(override).expanduser().resolve() if override else depsim_home() / "warehouse.duckdb"
+
+
+def registry_path() -> Path:
+    """The candidate registry, ``<home>/candidates.yaml``."""
+    return depsim_home() / "candidates.yaml"
+
+
+def log_root() -> Path:
+    """The production log: one folder per day of JSONL files, ``<home>/logs/production/<date>/``."""
+    return depsim_home() / "logs" / "production"
+
+
+def reports_dir() -> Path:
+    """Where reports are written, ``<home>/reports``."""
+    return depsim_home() / "reports"
+
+
+def dagster_home() -> Path:
+    """The Dagster instance folder used by the CLI: ``$DAGSTER_HOME`` or ``<home>/dagster``."""
+    override = os.environ.get("DAGSTER_HOME")
+    return Path(override).expanduser().resolve() if override else depsim_home() / "dagster"
+
+
+def taxonomy_dir() -> Path:
+    """The taxonomy folder: ``$DEPSIM_TAXONOMY_DIR`` or the project's ``taxonomy/``."""
+    override = os.environ.get("DEPSIM_TAXONOMY_DIR")
+    return Path(override).expanduser().resolve() if override else PROJECT_ROOT / "taxonomy"

@@ -1,0 +1,276 @@
+"""The warehouse: table layouts and the one way partitions are written.
+
+Every table is declared once here as a :class:`Table`; its DDL and its Dagster
+``column_schema`` metadata both come from that declaration, so the two cannot drift.
+A partition is written with :func:`replace_partition`: delete its rows and insert the new ones
+in ONE transaction, so a crash mid-write leaves the previous rows intact, never half of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Column:
+    """One warehouse column: name, DuckDB type, and what it means."""
+
+    name: str
+    type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A warehouse table declared once: columns and the columns that key a partition."""
+
+    name: str
+    columns: tuple[Column, ...]
+    partition_columns: tuple[str, ...] = ()
+
+    @property
+    def column_names(self) -> list[str]:
+        """Column names in declaration order."""
+        return [c.name for c in self.columns]
+
+    def ddl(self) -> str:
+        """``CREATE TABLE IF NOT EXISTS`` for this table."""
+        cols = ", ".join(f'"{c.name}" {c.type}' for c in self.columns)
+        return f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})"
+
+    def column_schema(self) -> dg.TableSchema:
+        """The table's columns as Dagster ``dagster/column_schema`` metadata."""
+        return dg.TableSchema(
+            columns=[
+                dg.TableColumn(name=c.name, type=c.type, description=c.description)
+                for c in self.columns
+            ]
+        )
+
+
+def _cols(*rows: tuple[str, str, str]) -> tuple[Column, ...]:
+    return tuple(Column(*r) for r in rows)
+
+
+SAMPLED_CONVERSATIONS = Table(
+    "sampled_conversations",
+    _cols(
+        ("conversation_id", "VARCHAR", "Conversation id as given in the production log."),
+        ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
+        ("user_hash", "VARCHAR", "Salted hash of the account id; the id itself is dropped."),
+        ("source", "VARCHAR", "Traffic source named in the log (e.g. chat, api)."),
+        ("production_model", "VARCHAR", "Model that served the conversation in production."),
+        ("n_messages", "INTEGER", "Messages in the conversation, final reply included."),
+        ("has_tool_calls", "BOOLEAN", "Whether any assistant turn called a tool."),
+        ("messages_json", "VARCHAR", "The de-identified conversation, OpenAI chat messages JSON."),
+        ("pii_counts_json", "VARCHAR", "Spans replaced by surrogates, by PII type (JSON)."),
+        ("sampling_weight", "DOUBLE", "Eligible conversations of the day per sampled one."),
+        ("sample_seed", "BIGINT", "Seed of the uniform sample."),
+        ("deid_version", "VARCHAR", "Version of the de-identification rules applied."),
+    ),
+    ("traffic_date",),
+)
+
+SAMPLING_QUARANTINE = Table(
+    "sampling_quarantine",
+    _cols(
+        ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
+        ("source_file", "VARCHAR", "Log file the record came from, relative to the log root."),
+        ("line_number", "BIGINT", "1-based line of the record in that file."),
+        ("reason", "VARCHAR", "Reason code: why the record cannot be used."),
+        ("detail", "VARCHAR", "Short explanation; never contains the record's text."),
+    ),
+    ("traffic_date",),
+)
+
+SAMPLING_FUNNEL = Table(
+    "sampling_funnel",
+    _cols(
+        ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
+        ("stage", "VARCHAR", "records_in, quarantined, ineligible, eligible or sampled."),
+        ("reason", "VARCHAR", "Reason code for quarantined/ineligible rows, else empty."),
+        ("n", "BIGINT", "Records at this stage for this reason."),
+    ),
+    ("traffic_date",),
+)
+
+CONVERSATION_PREFIXES = Table(
+    "conversation_prefixes",
+    _cols(
+        ("conversation_id", "VARCHAR", "Conversation id as given in the production log."),
+        ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
+        ("prefix_json", "VARCHAR", "Every message before the final assistant turn (JSON)."),
+        ("n_prefix_messages", "INTEGER", "Messages in the prefix."),
+        ("prefix_hash", "VARCHAR", "SHA-256 of the prefix JSON: identifies the fixed context."),
+        ("original_reply", "VARCHAR", "The production model's final reply (de-identified)."),
+        ("production_model", "VARCHAR", "Model that wrote the original reply."),
+    ),
+    ("traffic_date",),
+)
+
+CANDIDATE_COMPLETIONS = Table(
+    "candidate_completions",
+    _cols(
+        ("completion_id", "VARCHAR", "Hash of candidate, date, conversation and sample index."),
+        ("candidate", "VARCHAR", "Candidate name (partition); 'production' = original replies."),
+        ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
+        ("conversation_id", "VARCHAR", "Conversation id as given in the production log."),
+        ("sample_index", "INTEGER", "k-th sample of the same prefix (0-based)."),
+        ("reply", "VARCHAR", "The regenerated final reply; NULL when the call failed."),
+        ("reasoning", "VARCHAR", "Reasoning text when the endpoint returns it, else NULL."),
+        ("tool_trace", "VARCHAR", "Tool calls made while producing the reply (JSON list)."),
+        ("status", "VARCHAR", "ok or error."),
+        ("error", "VARCHAR", "Error class and message when status is error."),
+        ("endpoint", "VARCHAR", "Endpoint base URL (credentials stripped), or 'sim'."),
+        ("model", "VARCHAR", "Model name sent to the endpoint."),
+        ("params_json", "VARCHAR", "Generation parameters sent (JSON)."),
+        ("prompt_tokens", "BIGINT", "Input tokens reported by the endpoint."),
+        ("completion_tokens", "BIGINT", "Output tokens reported by the endpoint."),
+        ("latency_ms", "DOUBLE", "Wall time of the call in milliseconds."),
+    ),
+    ("candidate", "traffic_date"),
+)
+
+JUDGE_GRADES = Table(
+    "judge_grades",
+    _cols(
+        ("grade_id", "VARCHAR", "Hash of completion id and category."),
+        ("completion_id", "VARCHAR", "The graded completion."),
+        ("candidate", "VARCHAR", "Candidate name (partition)."),
+        ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
+        ("conversation_id", "VARCHAR", "Conversation id as given in the production log."),
+        ("sample_index", "INTEGER", "k-th sample of the same prefix."),
+        ("category", "VARCHAR", "Taxonomy category id."),
+        ("family", "VARCHAR", "disallowed_content or misalignment."),
+        ("severity", "INTEGER", "0-4 per the category's severity guide; NULL when unscored."),
+        ("flagged", "BOOLEAN", "severity >= flag_threshold; NULL when unscored."),
+        ("evidence", "VARCHAR", "Quoted span of the reply supporting the severity."),
+        ("rationale", "VARCHAR", "One-sentence reason from the judge."),
+        ("other_concern", "VARCHAR", "Free-text concern outside the taxonomy, if any."),
+        ("status", "VARCHAR", "scored or unscored; unscored rows never count as clean."),
+        ("unscored_reason", "VARCHAR", "Why the reply has no grade (failed call, bad output...)."),
+        ("flag_threshold", "INTEGER", "Severity at or above which a grade is flagged."),
+        ("taxonomy_version", "VARCHAR", "Content hash of the taxonomy used."),
+        ("judge_prompt_version", "VARCHAR", "Content hash of the judge prompt template."),
+        ("judge_model", "VARCHAR", "Judge model name."),
+        ("judge_endpoint", "VARCHAR", "Judge endpoint base URL (credentials stripped), or 'sim'."),
+    ),
+    ("candidate", "traffic_date"),
+)
+
+BEHAVIOR_RATES = Table(
+    "behavior_rates",
+    _cols(
+        ("candidate", "VARCHAR", "Candidate name (partition)."),
+        ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
+        ("category", "VARCHAR", "Taxonomy category id."),
+        ("family", "VARCHAR", "disallowed_content or misalignment."),
+        ("n_replies", "BIGINT", "Replies in the partition (graded + unscored)."),
+        ("graded", "BIGINT", "Replies with a valid grade for this category."),
+        ("flagged", "BIGINT", "Graded replies flagged for this category."),
+        ("unscored", "BIGINT", "Replies without a valid grade; excluded from the rate."),
+        ("rate_per_100k", "DOUBLE", "flagged / graded x 100,000."),
+        ("ci_low_per_100k", "DOUBLE", "Lower Jeffreys interval bound per 100k."),
+        ("ci_high_per_100k", "DOUBLE", "Upper Jeffreys interval bound per 100k."),
+        ("ci_level", "DOUBLE", "Interval level (e.g. 0.95)."),
+        ("flag_threshold", "INTEGER", "Severity threshold the flags used."),
+        ("taxonomy_version", "VARCHAR", "Taxonomy version of every grade counted."),
+        ("judge_prompt_version", "VARCHAR", "Judge prompt version of every grade counted."),
+    ),
+    ("candidate", "traffic_date"),
+)
+
+CANDIDATE_COMPARISON = Table(
+    "candidate_comparison",
+    _cols(
+        ("candidate", "VARCHAR", "Candidate compared with the baseline."),
+        ("baseline", "VARCHAR", "Baseline candidate (the production model, resampled)."),
+        ("category", "VARCHAR", "Taxonomy category id."),
+        ("family", "VARCHAR", "disallowed_content or misalignment."),
+        ("dates", "VARCHAR", "Comma-separated traffic dates pooled."),
+        ("n_paired", "BIGINT", "Prefixes graded for both candidate and baseline."),
+        ("n_graded", "BIGINT", "Candidate replies graded on the shared prefixes."),
+        ("n_flagged", "BIGINT", "Candidate replies flagged."),
+        ("rate_per_100k", "DOUBLE", "Candidate rate per 100k."),
+        ("ci_low_per_100k", "DOUBLE", "Lower Jeffreys bound per 100k."),
+        ("ci_high_per_100k", "DOUBLE", "Upper Jeffreys bound per 100k."),
+        ("baseline_n_graded", "BIGINT", "Baseline replies graded on the shared prefixes."),
+        ("baseline_n_flagged", "BIGINT", "Baseline replies flagged."),
+        ("baseline_rate_per_100k", "DOUBLE", "Baseline rate per 100k."),
+        ("rate_ratio", "DOUBLE", "Candidate rate / baseline rate (0.5 added to zero counts)."),
+        ("ci_low_ratio", "DOUBLE", "Lower bound of the ratio's log-scale interval."),
+        ("ci_high_ratio", "DOUBLE", "Upper bound of the ratio's log-scale interval."),
+        ("p_value", "DOUBLE", "Two-sided Fisher exact p."),
+        ("alpha", "DOUBLE", "Significance level used."),
+        ("significant", "BOOLEAN", "p_value < alpha."),
+        ("change", "VARCHAR", "up / down when significant and ratio >= 1.5x either way, else none."),
+        ("taxonomy_version", "VARCHAR", "Taxonomy version of the grades compared."),
+    ),
+)
+
+ALL_TABLES = (
+    SAMPLED_CONVERSATIONS,
+    SAMPLING_QUARANTINE,
+    SAMPLING_FUNNEL,
+    CONVERSATION_PREFIXES,
+    CANDIDATE_COMPLETIONS,
+    JUDGE_GRADES,
+    BEHAVIOR_RATES,
+    CANDIDATE_COMPARISON,
+)
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create every warehouse table that does not exist yet."""
+    for table in ALL_TABLES:
+        conn.execute(table.ddl())
+
+
+def replace_partition(
+    conn: duckdb.DuckDBPyConnection,
+    table: Table,
+    frame: pd.DataFrame,
+    keys: Mapping[str, str],
+) -> int:
+    """Replace the rows of one partition of ``table`` with ``frame``; return rows written.
+
+    ``keys`` maps partition columns to values (empty: the whole table). Delete and insert
+    share one transaction so a failure leaves the old partition whole; columns are matched
+    by name, and values only ever travel as bound parameters.
+    """
+    unknown = set(keys) - set(table.partition_columns)
+    if unknown:
+        raise ValueError(f"{table.name}: {sorted(unknown)} are not partition columns")
+    missing = [c for c in table.column_names if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in table.column_names]
+    if missing or extra:
+        raise ValueError(f"{table.name}: frame columns differ (missing {missing}, extra {extra})")
+    ensure_tables(conn)
+    where = " AND ".join(f'"{k}" = ?' for k in keys) or "TRUE"
+    view = f"_incoming_{table.name}"
+    conn.register(view, frame[table.column_names])
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        conn.execute(f"DELETE FROM {table.name} WHERE {where}", list(keys.values()))
+        conn.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM {view}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.unregister(view)
+    return len(frame)
+
+
+def read_partition(
+    conn: duckdb.DuckDBPyConnection, table: Table, keys: Mapping[str, str]
+) -> pd.DataFrame:
+    """All rows of one partition of ``table`` (an empty frame if the table is new)."""
+    ensure_tables(conn)
+    where = " AND ".join(f'"{k}" = ?' for k in keys) or "TRUE"
+    return conn.execute(f"SELECT * FROM {table.name} WHERE {where}", list(keys.values())).df()
