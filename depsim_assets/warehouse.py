@@ -231,18 +231,7 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(table.ddl())
 
 
-def replace_partition(
-    conn: duckdb.DuckDBPyConnection,
-    table: Table,
-    frame: pd.DataFrame,
-    keys: Mapping[str, str],
-) -> int:
-    """Replace the rows of one partition of ``table`` with ``frame``; return rows written.
-
-    ``keys`` maps partition columns to values (empty: the whole table). Delete and insert
-    share one transaction so a failure leaves the old partition whole; columns are matched
-    by name, and values only ever travel as bound parameters.
-    """
+def _check_frame(table: Table, frame: pd.DataFrame, keys: Mapping[str, str]) -> None:
     unknown = set(keys) - set(table.partition_columns)
     if unknown:
         raise ValueError(f"{table.name}: {sorted(unknown)} are not partition columns")
@@ -250,21 +239,53 @@ def replace_partition(
     extra = [c for c in frame.columns if c not in table.column_names]
     if missing or extra:
         raise ValueError(f"{table.name}: frame columns differ (missing {missing}, extra {extra})")
+
+
+def _where(keys: Mapping[str, str]) -> str:
+    return " AND ".join(f'"{k}" = ?' for k in keys) or "TRUE"
+
+
+def replace_partitions(
+    conn: duckdb.DuckDBPyConnection,
+    writes: list[tuple[Table, pd.DataFrame, Mapping[str, str]]],
+) -> dict[str, int]:
+    """Replace one partition in each of several tables, all in ONE transaction.
+
+    Each write is ``(table, frame, keys)``; ``keys`` maps partition columns to values (empty:
+    the whole table). Deletes and inserts commit together, so a failure leaves every old
+    partition whole; columns are matched by name and values travel only as bound parameters.
+    Returns rows written per table.
+    """
+    for table, frame, keys in writes:
+        _check_frame(table, frame, keys)
     ensure_tables(conn)
-    where = " AND ".join(f'"{k}" = ?' for k in keys) or "TRUE"
-    view = f"_incoming_{table.name}"
-    conn.register(view, frame[table.column_names])
+    views = []
     try:
         conn.execute("BEGIN TRANSACTION")
-        conn.execute(f"DELETE FROM {table.name} WHERE {where}", list(keys.values()))
-        conn.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM {view}")
+        for table, frame, keys in writes:
+            view = f"_incoming_{table.name}"
+            conn.register(view, frame[table.column_names])
+            views.append(view)
+            conn.execute(f"DELETE FROM {table.name} WHERE {_where(keys)}", list(keys.values()))
+            conn.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM {view}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     finally:
-        conn.unregister(view)
-    return len(frame)
+        for view in views:
+            conn.unregister(view)
+    return {table.name: len(frame) for table, frame, _ in writes}
+
+
+def replace_partition(
+    conn: duckdb.DuckDBPyConnection,
+    table: Table,
+    frame: pd.DataFrame,
+    keys: Mapping[str, str],
+) -> int:
+    """Replace the rows of one partition of one table (see :func:`replace_partitions`)."""
+    return replace_partitions(conn, [(table, frame, keys)])[table.name]
 
 
 def read_partition(
@@ -272,5 +293,5 @@ def read_partition(
 ) -> pd.DataFrame:
     """All rows of one partition of ``table`` (an empty frame if the table is new)."""
     ensure_tables(conn)
-    where = " AND ".join(f'"{k}" = ?' for k in keys) or "TRUE"
-    return conn.execute(f"SELECT * FROM {table.name} WHERE {where}", list(keys.values())).df()
+    sql = f"SELECT * FROM {table.name} WHERE {_where(keys)}"
+    return conn.execute(sql, list(keys.values())).df()

@@ -1,0 +1,72 @@
+"""One way to reach a model: the ``openai`` client against an OpenAI-compatible base URL.
+
+``sim`` as a base URL means the built-in simulator, started on loopback in this process the
+first time it is needed. Keys come only from environment variables, looked up by name at
+call time; they are never returned in anything that gets stored or logged.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+import openai
+
+SIM = "sim"
+# The simulator and many local servers need no key, but the client insists on one.
+NO_KEY = "no-key-needed"
+
+
+class EndpointError(RuntimeError):
+    """An endpoint cannot be used (missing key variable, unreachable, bad URL)."""
+
+
+def resolve_base_url(base_url: str) -> str:
+    """The URL to call: ``sim`` starts (once) and returns the loopback simulator."""
+    if base_url == SIM:
+        from depsim_assets.sim import ensure_sim_server
+
+        return ensure_sim_server()
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise EndpointError(f"base_url {display_endpoint(base_url)!r} is not an http(s) URL or 'sim'")
+    return base_url
+
+
+def display_endpoint(base_url: str) -> str:
+    """The base URL as it may be stored: no user-info, query or fragment (they can hold keys)."""
+    if base_url == SIM:
+        return SIM
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def api_key_from_env(env_name: str | None) -> str:
+    """The key held by env var ``env_name`` (or a placeholder when no key is configured)."""
+    if not env_name:
+        return NO_KEY
+    value = dg.EnvVar(env_name).get_value()
+    if not value:
+        raise EndpointError(f"environment variable {env_name} (named by api_key_env) is not set")
+    return value
+
+
+def async_client(
+    base_url: str, *, api_key_env: str | None, timeout_s: float, max_retries: int = 2
+) -> openai.AsyncOpenAI:
+    """An async client for one endpoint; the client's own retries handle 429/5xx backoff."""
+    return openai.AsyncOpenAI(
+        base_url=resolve_base_url(base_url),
+        api_key=api_key_from_env(api_key_env),
+        timeout=timeout_s,
+        max_retries=max_retries,
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Class: message`` for a failed call, short and free of request headers."""
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {message[:300]}"

@@ -1,0 +1,189 @@
+"""The candidate registry: ``candidates.yaml`` in the depsim home folder.
+
+One entry per candidate model: where it is served, which env var holds its API key, how to
+sample it, and the days it served production (``deployed_on``). One entry is the baseline:
+the production model simulated on the same prefixes as every candidate. ``production`` is
+reserved for the original replies and is never an entry.
+
+An entry never holds a key itself, only the NAME of the env var that does.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from depsim_assets.config import registry_path
+from depsim_assets.partitions import PRODUCTION
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Shapes of real provider keys: an entry holding one is refused before it can be echoed.
+_KEY_SHAPES = re.compile(r"^(sk-|sk_|pk-|rk-|xai-|gsk_|hf_|AIza|ghp_|eyJ)|^[A-Za-z0-9_\-]{40,}$")
+
+HOW_TO_PASS_A_KEY = (
+    "put the key in an environment variable and name that variable in the entry, "
+    "e.g. `api_key_env: OPENAI_API_KEY` (then `export OPENAI_API_KEY=...`)"
+)
+
+
+class RegistryError(ValueError):
+    """The registry file is missing, malformed, or names an unknown candidate."""
+
+
+class Candidate(BaseModel):
+    """One registered candidate model and how to reach it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    base_url: str = Field(description="Endpoint base URL, or 'sim' for the built-in simulator.")
+    model: str
+    api_key_env: str | None = Field(default=None, description="NAME of the env var with the key.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Generation parameters.")
+    samples: int = Field(default=1, ge=1, le=64, description="Samples per prefix.")
+    max_concurrency: int = Field(default=16, ge=1, le=4096)
+    timeout_s: float = Field(default=120.0, gt=0)
+    deployed_on: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid candidate name (letters, digits, '.', '_', '-'; 1-64)"
+            )
+        if value == PRODUCTION:
+            raise ValueError(f"{PRODUCTION!r} is reserved for the original replies")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_env_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if _KEY_SHAPES.search(value) or not ENV_NAME_PATTERN.match(value):
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable, not a key; "
+                + HOW_TO_PASS_A_KEY
+            )
+        return value
+
+
+class Registry(BaseModel):
+    """The whole registry: candidates and the baseline's name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baseline: str | None = None
+    candidates: list[Candidate] = Field(default_factory=list)
+
+    def names(self) -> list[str]:
+        """Registered candidate names, in file order."""
+        return [c.name for c in self.candidates]
+
+    def get(self, name: str) -> Candidate:
+        """The entry called ``name``; :class:`RegistryError` if there is none."""
+        for cand in self.candidates:
+            if cand.name == name:
+                return cand
+        raise RegistryError(
+            f"unknown candidate {name!r}: registered are {self.names() or 'none'} "
+            "(add one with `depsim candidates add`)"
+        )
+
+    def baseline_name(self) -> str:
+        """The baseline candidate; the registry must name one that is registered."""
+        if not self.baseline:
+            raise RegistryError("the registry names no baseline (set `baseline:` to a candidate)")
+        return self.get(self.baseline).name
+
+
+def _refuse_inline_keys(raw: Any, where: str) -> None:
+    entries = raw.get("candidates") if isinstance(raw, dict) else None
+    for i, entry in enumerate(entries or []):
+        if isinstance(entry, dict) and any(k in entry for k in ("api_key", "key", "token")):
+            label = entry.get("name", f"#{i + 1}")
+            raise RegistryError(
+                f"{where}: candidate {label!r} holds an API key in the file; refused. "
+                + HOW_TO_PASS_A_KEY
+            )
+
+
+def parse_registry(text: str, where: str = "candidates.yaml") -> Registry:
+    """Parse registry YAML; every problem is one :class:`RegistryError` line naming ``where``."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        raise RegistryError(f"{where}:{at} is not valid YAML ({getattr(exc, 'problem', exc)})")
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where}: expected a mapping with `baseline` and `candidates`")
+    _refuse_inline_keys(raw, where)
+    try:
+        registry = Registry.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        label = ".".join(str(p) for p in loc)
+        if loc[:1] == ["candidates"] and len(loc) > 1 and isinstance(loc[1], int):
+            entries = raw.get("candidates") or []
+            entry = entries[loc[1]] if loc[1] < len(entries) else {}
+            name = entry.get("name") if isinstance(entry, dict) else None
+            field = ".".join(str(p) for p in loc[2:]) or "entry"
+            label = f"candidate {name or '#' + str(loc[1] + 1)!r} field {field!r}"
+        raise RegistryError(f"{where}: {label}: {err['msg']}") from None
+    seen: set[str] = set()
+    for cand in registry.candidates:
+        if cand.name in seen:
+            raise RegistryError(f"{where}: candidate {cand.name!r} is registered twice")
+        seen.add(cand.name)
+    if registry.baseline is not None and registry.baseline not in seen:
+        raise RegistryError(f"{where}: baseline {registry.baseline!r} is not a registered candidate")
+    return registry
+
+
+def load_registry(path: Path | None = None) -> Registry:
+    """Read and validate the registry file (``<home>/candidates.yaml`` by default)."""
+    path = path or registry_path()
+    if not path.exists():
+        raise RegistryError(
+            f"{path}: no candidate registry (run `depsim demo` or `depsim candidates add`)"
+        )
+    return parse_registry(path.read_text(encoding="utf-8"), where=str(path))
+
+
+def save_registry(registry: Registry, path: Path | None = None) -> Path:
+    """Write the registry atomically (temp file, then rename)."""
+    path = path or registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = registry.model_dump(mode="json", exclude_defaults=False)
+    text = "# depsim candidate registry: see README 'Candidates'.\n" + yaml.safe_dump(
+        body, sort_keys=False
+    )
+    parse_registry(text, where=str(path))  # never write what could not be read back
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def upsert_candidate(
+    candidate: Candidate, *, baseline: bool = False, path: Path | None = None
+) -> Registry:
+    """Add or replace one entry (creating the file if needed) and save."""
+    path = path or registry_path()
+    registry = load_registry(path) if path.exists() else Registry()
+    others = [c for c in registry.candidates if c.name != candidate.name]
+    registry = Registry(
+        baseline=candidate.name if baseline else registry.baseline,
+        candidates=[*others, candidate] if len(others) == len(registry.candidates)
+        else [candidate if c.name == candidate.name else c for c in registry.candidates],
+    )
+    save_registry(registry, path)
+    return registry

@@ -1,0 +1,96 @@
+"""The candidate registry: strict names, no inline keys, one-line errors that say where."""
+
+import pytest
+
+from depsim_assets.registry import (
+    Candidate,
+    RegistryError,
+    load_registry,
+    parse_registry,
+    upsert_candidate,
+)
+
+GOOD = """
+baseline: prod-sim
+candidates:
+  - name: prod-sim
+    base_url: sim
+    model: sim-production
+  - name: gpt.next_v2-rc1
+    base_url: https://llm.example.internal/v1
+    model: next
+    api_key_env: NEXT_API_KEY
+    params: {temperature: 0.7}
+    samples: 2
+"""
+
+
+def test_good_registry_parses():
+    reg = parse_registry(GOOD)
+    assert reg.names() == ["prod-sim", "gpt.next_v2-rc1"]
+    assert reg.baseline_name() == "prod-sim"
+    assert reg.get("gpt.next_v2-rc1").samples == 2
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("candidates: [\n  - name: x\n", "not valid YAML"),
+        ("- just a list", "expected a mapping"),
+        ("candidates:\n  - {name: 'a b', base_url: sim, model: m}", "not a valid candidate name"),
+        ("candidates:\n  - {name: 'x;DROP TABLE', base_url: sim, model: m}",
+         "not a valid candidate name"),
+        ("candidates:\n  - {name: production, base_url: sim, model: m}", "reserved"),
+        ("candidates:\n  - {name: a, base_url: sim}", "field 'model'"),
+        ("candidates:\n  - {name: a, base_url: sim, model: m, colour: red}", "field 'colour'"),
+        ("candidates:\n  - {name: a, base_url: sim, model: m}\n  - {name: a, base_url: sim, "
+         "model: m}", "registered twice"),
+        ("baseline: b\ncandidates:\n  - {name: a, base_url: sim, model: m}", "baseline 'b'"),
+    ],
+)
+def test_malformed_registry_is_one_clear_line(text, needle):
+    with pytest.raises(RegistryError) as err:
+        parse_registry(text, where="cands.yaml")
+    message = str(err.value)
+    assert needle in message
+    assert message.startswith("cands.yaml")
+    assert "\n" not in message
+
+
+def test_inline_key_is_refused_and_never_echoed():
+    secret = "sk-live-1234567890abcdefghijklmnop"
+    text = f"candidates:\n  - {{name: a, base_url: sim, model: m, api_key: {secret}}}"
+    with pytest.raises(RegistryError) as err:
+        parse_registry(text)
+    assert "api_key_env" in str(err.value)
+    assert secret not in str(err.value)
+
+
+def test_key_pasted_into_api_key_env_is_refused():
+    secret = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
+    text = f"candidates:\n  - {{name: a, base_url: sim, model: m, api_key_env: {secret}}}"
+    with pytest.raises(RegistryError) as err:
+        parse_registry(text)
+    assert "NAME of an environment variable" in str(err.value)
+    assert secret not in str(err.value)
+
+
+def test_unknown_candidate_names_the_registered_ones():
+    with pytest.raises(RegistryError, match="unknown candidate 'nope'.*prod-sim"):
+        parse_registry(GOOD).get("nope")
+
+
+def test_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(RegistryError, match="no candidate registry"):
+        load_registry(tmp_path / "candidates.yaml")
+
+
+def test_upsert_round_trips_and_keeps_order(tmp_path):
+    path = tmp_path / "candidates.yaml"
+    upsert_candidate(Candidate(name="a", base_url="sim", model="m"), baseline=True, path=path)
+    upsert_candidate(Candidate(name="b", base_url="sim", model="m"), path=path)
+    upsert_candidate(Candidate(name="a", base_url="sim", model="m2"), path=path)
+    reg = load_registry(path)
+    assert reg.names() == ["a", "b"]
+    assert reg.get("a").model == "m2"
+    assert reg.baseline == "a"
