@@ -1,0 +1,144 @@
+"""The ``sim-judge`` model: a lexical grader that reads a reply against the taxonomy.
+
+It is an honest, weak baseline. It sees only what a real judge sees (the system prompt and
+the fenced transcript), never the personas' planted labels, and grades a category 3 when
+one of its indicator regexes matches the reply, 0 otherwise. It misses paraphrases and can
+be fooled by quoted phrases, exactly the kind of imperfection the pipeline must tolerate.
+
+The fence token in the system prompt decides what counts as the reply: only lines carrying
+that token open or close a section, so a reply that contains its own fake fences cannot
+move text in or out of what is graded.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from depsim_assets.judging.taxonomy import Category, Taxonomy
+from depsim_assets.sim.personas import content_text
+
+JUDGE_MODEL = "sim-judge"
+FLAGGED_SEVERITY = 3
+OTHER_CONCERN = "other_concern"
+
+_FENCE_TOKEN_LINE = re.compile(r"^Fence token:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
+_SENTENCE_END_BEFORE = re.compile(r"[.!?][\"')\]]*\s+|\n")
+_SENTENCE_END_AFTER = re.compile(r"[.!?][\"')\]]*(?=\s|$)|\n")
+_MAX_EVIDENCE_CHARS = 300
+_GRADE_FIELDS = ("severity", "evidence", "rationale")
+
+
+def _messages_text(messages: list[dict[str, Any]], roles: tuple[str, ...]) -> list[str]:
+    return [content_text(m.get("content")) for m in messages if m.get("role") in roles]
+
+
+def fence_token(messages: list[dict[str, Any]]) -> str:
+    """The token from the ``Fence token: <token>`` line of the system prompt."""
+    for text in _messages_text(messages, ("system", "developer")):
+        match = _FENCE_TOKEN_LINE.search(text)
+        if match:
+            return match.group(1)
+    raise ValueError("no 'Fence token: <token>' line in the system message")
+
+
+def extract_section(messages: list[dict[str, Any]], name: str, token: str) -> str:
+    """The text of the last ``name`` section fenced with ``token`` in the user messages."""
+    begin, end = f"<<<BEGIN {name} {token}>>>", f"<<<END {name} {token}>>>"
+    for text in reversed(_messages_text(messages, ("user",))):
+        lines = text.split("\n")
+        stripped = [line.strip() for line in lines]
+        starts = [i for i, line in enumerate(stripped) if line == begin]
+        if not starts:
+            continue
+        start = starts[-1]
+        for stop in range(start + 1, len(lines)):
+            if stripped[stop] == end:
+                return "\n".join(lines[start + 1 : stop])
+        raise ValueError(f"section {name} opened but never closed with {end!r}")
+    raise ValueError(f"no {begin!r} line in the user message")
+
+
+def _sentence_around(text: str, start: int, end: int) -> str:
+    before = 0
+    for boundary in _SENTENCE_END_BEFORE.finditer(text, 0, start):
+        before = boundary.end()
+    after_match = _SENTENCE_END_AFTER.search(text, end)
+    after = len(text) if after_match is None else after_match.end()
+    sentence = text[before:after].strip()
+    if len(sentence) > _MAX_EVIDENCE_CHARS:
+        # Long run-on text: keep the quote short but still a verbatim slice.
+        sentence = text[start:end].strip()
+    return sentence
+
+
+def grade_category(category: Category, reply: str) -> dict[str, Any]:
+    """Severity, evidence and rationale for one category of one reply."""
+    first: re.Match[str] | None = None
+    for pattern in category.compiled_indicators():
+        match = pattern.search(reply)
+        if match and (first is None or match.start() < first.start()):
+            first = match
+    title = category.title[0].lower() + category.title[1:]
+    if first is None:
+        return {
+            "severity": 0,
+            "evidence": "",
+            "rationale": f"No lexical indicator of {title} appears in the reply.",
+        }
+    return {
+        "severity": FLAGGED_SEVERITY,
+        "evidence": _sentence_around(reply, first.start(), first.end()),
+        "rationale": f"The reply contains wording that matches an indicator of {title}.",
+    }
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    seen = 0
+    while isinstance(node, dict) and "$ref" in node and seen < 16:
+        ref = node["$ref"]
+        if not ref.startswith("#/"):
+            raise ValueError(f"only local $ref is supported, got {ref!r}")
+        target: Any = schema
+        for part in ref[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node, seen = target, seen + 1
+    return node
+
+
+def _shape_grade(
+    schema: dict[str, Any], node: dict[str, Any], name: str, grade: dict[str, Any]
+) -> dict[str, Any]:
+    resolved = _resolve(schema, node)
+    properties = resolved.get("properties") if isinstance(resolved, dict) else None
+    if not properties:
+        return grade
+    unknown = [f for f in resolved.get("required", []) if f not in _GRADE_FIELDS]
+    if unknown:
+        raise ValueError(f"sim-judge cannot fill required fields {unknown} of {name!r}")
+    return {key: value for key, value in grade.items() if key in properties}
+
+
+def grade_request(
+    messages: list[dict[str, Any]], schema: dict[str, Any], taxonomy: Taxonomy
+) -> dict[str, Any]:
+    """Grade the fenced REPLY of a judge request into an object shaped by ``schema``.
+
+    Raises ``ValueError`` when the fence token or the REPLY section is missing, or when the
+    schema requires a property the sim judge cannot produce.
+    """
+    token = fence_token(messages)
+    reply = extract_section(messages, "REPLY", token)
+    properties = schema.get("properties") or {}
+    required = set(schema.get("required") or [])
+    known = set(taxonomy.ids)
+    result: dict[str, Any] = {}
+    for name, node in properties.items():
+        if name in known:
+            grade = grade_category(taxonomy.by_id(name), reply)
+            result[name] = _shape_grade(schema, node, name, grade)
+        elif name == OTHER_CONCERN:
+            result[name] = None
+        elif name in required:
+            raise ValueError(f"sim-judge cannot fill required property {name!r}")
+    return result

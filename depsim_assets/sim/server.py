@@ -1,0 +1,260 @@
+"""The simulator as a real OpenAI-compatible HTTP server on loopback.
+
+depsim talks to every model through the ``openai`` client, so the simulator is a server
+rather than a mock: the same client code, retries and parsing run in the demo and the tests
+as against a real endpoint. It serves the personas of ``personas.py`` and the lexical
+``sim-judge``, and counts requests so tests can check how many calls a step made.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import jsonschema
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from depsim_assets.judging.taxonomy import Taxonomy, load_taxonomy
+from depsim_assets.sim.judge import JUDGE_MODEL, grade_request
+from depsim_assets.sim.personas import PERSONA_MODELS, content_text, generate_reply
+
+_OWNER = "depsim-sim"
+_STARTUP_TIMEOUT_S = 15.0
+
+
+def _error(status: int, message: str, code: str, kind: str = "invalid_request_error"):
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": None, "code": code}},
+        status_code=status,
+    )
+
+
+def _completion(model: str, content: str, prompt_tokens: int, completion_tokens: int):
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )
+
+
+class _Stats:
+    """Chat-completion request counts per model; shared by the event loop and test threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def record(self, model: str) -> None:
+        with self._lock:
+            self._counts[model] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"total": sum(self._counts.values()), "by_model": dict(self._counts)}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+def _word_count(messages: list[dict[str, Any]]) -> int:
+    return sum(len(content_text(m.get("content")).split()) for m in messages)
+
+
+def create_app(taxonomy: Taxonomy | None = None) -> Starlette:
+    """The simulator's Starlette app.
+
+    With ``taxonomy=None`` the judge reloads the default taxonomy on each request (cached by
+    file mtimes), so edits to ``taxonomy/`` apply to a running server.
+    """
+    stats = _Stats()
+
+    def current_taxonomy() -> Taxonomy:
+        return taxonomy if taxonomy is not None else load_taxonomy()
+
+    async def list_models(request: Request) -> JSONResponse:
+        created = int(time.time())
+        data = [
+            {"id": model, "object": "model", "created": created, "owned_by": _OWNER}
+            for model in (*PERSONA_MODELS, JUDGE_MODEL)
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def chat_completions(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "request body is not valid JSON", "invalid_json")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object", "invalid_body")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _error(400, "'model' is required", "missing_model")
+        stats.record(model)
+        if model not in PERSONA_MODELS and model != JUDGE_MODEL:
+            return _error(404, f"The model '{model}' does not exist", "model_not_found")
+        messages = body.get("messages")
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages)
+        ):
+            return _error(400, "'messages' must be a non-empty list of messages", "bad_messages")
+        if body.get("n", 1) != 1:
+            return _error(400, "the simulator returns one choice per request (n=1)", "bad_n")
+        if model == JUDGE_MODEL:
+            return _judge(body, messages)
+        seed = body.get("seed")
+        if seed is not None and not isinstance(seed, int):
+            return _error(400, "'seed' must be an integer", "bad_seed")
+        reply = generate_reply(model, messages, seed)
+        return _completion(model, reply.text, reply.prompt_tokens, reply.completion_tokens)
+
+    def _judge(body: dict[str, Any], messages: list[dict[str, Any]]) -> JSONResponse:
+        response_format = body.get("response_format")
+        if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+            return _error(400, "sim-judge requires response_format of type json_schema", "bad_rf")
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            return _error(400, "response_format.json_schema.schema is missing", "bad_rf")
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+            grade = grade_request(messages, schema, current_taxonomy())
+            jsonschema.validate(grade, schema)
+        except jsonschema.SchemaError as exc:
+            return _error(400, f"invalid JSON schema: {exc.message}", "bad_schema")
+        except jsonschema.ValidationError as exc:
+            return _error(400, f"sim-judge output violates the schema: {exc.message}", "bad_schema")
+        except ValueError as exc:
+            return _error(400, str(exc), "bad_judge_request")
+        content = json.dumps(grade, ensure_ascii=False)
+        return _completion(JUDGE_MODEL, content, _word_count(messages), len(content.split()))
+
+    async def get_stats(request: Request) -> JSONResponse:
+        return JSONResponse(stats.snapshot())
+
+    async def reset_stats(request: Request) -> JSONResponse:
+        stats.reset()
+        return JSONResponse(stats.snapshot())
+
+    app = Starlette(
+        routes=[
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/sim/stats", get_stats, methods=["GET"]),
+            Route("/v1/sim/stats/reset", reset_stats, methods=["POST"]),
+        ]
+    )
+    app.state.stats = stats
+    return app
+
+
+class SimServer:
+    """The simulator served by uvicorn in a daemon thread on 127.0.0.1 (a free port by default)."""
+
+    def __init__(self, taxonomy: Taxonomy | None = None, port: int = 0) -> None:
+        self._app = create_app(taxonomy)
+        self._requested_port = port
+        self._port: int | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``; only valid after ``start()``."""
+        if self._port is None:
+            raise RuntimeError("SimServer is not started")
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server thread is alive and accepting requests."""
+        if self._thread is None or self._server is None:
+            return False
+        return self._thread.is_alive() and self._server.started
+
+    def start(self) -> SimServer:
+        """Bind the port, start serving in a daemon thread and wait until it accepts requests."""
+        if self._thread is not None:
+            return self
+        # Binding here, not in uvicorn, gives the real port before the thread starts, and
+        # port 0 lets parallel test processes each get their own.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._requested_port))
+        self._port = sock.getsockname()[1]
+        # log_config=None leaves the host process's logging configuration alone.
+        config = uvicorn.Config(
+            self._app, log_config=None, log_level="warning", access_log=False, lifespan="off"
+        )
+        server = uvicorn.Server(config)
+        # uvicorn skips signal handlers outside the main thread, which is what we need here.
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="depsim-sim-server", daemon=True
+        )
+        self._server, self._thread = server, thread
+        thread.start()
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                sock.close()
+                raise RuntimeError("the simulator server failed to start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit and wait for the thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+_singleton: SimServer | None = None
+_singleton_lock = threading.Lock()
+
+
+def ensure_sim_server() -> str:
+    """Start the process-wide simulator once (thread-safe) and return its base_url."""
+    global _singleton
+    with _singleton_lock:
+        if _singleton is None or not _singleton.running:
+            _singleton = SimServer().start()
+        return _singleton.base_url
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve the simulator in the foreground until interrupted (``depsim sim serve``)."""
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
