@@ -29,7 +29,9 @@ def resolve_base_url(base_url: str) -> str:
         return ensure_sim_server()
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise EndpointError(f"base_url {display_endpoint(base_url)!r} is not an http(s) URL or 'sim'")
+        raise EndpointError(
+            f"base_url {display_endpoint(base_url)!r} is not an http(s) URL or 'sim'"
+        )
     return base_url
 
 

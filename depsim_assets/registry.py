@@ -121,7 +121,9 @@ def parse_registry(text: str, where: str = "candidates.yaml") -> Registry:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark is not None else ""
-        raise RegistryError(f"{where}:{at} is not valid YAML ({getattr(exc, 'problem', exc)})")
+        raise RegistryError(
+            f"{where}:{at} is not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
     if not isinstance(raw, dict):
         raise RegistryError(f"{where}: expected a mapping with `baseline` and `candidates`")
     _refuse_inline_keys(raw, where)
@@ -144,8 +146,21 @@ def parse_registry(text: str, where: str = "candidates.yaml") -> Registry:
             raise RegistryError(f"{where}: candidate {cand.name!r} is registered twice")
         seen.add(cand.name)
     if registry.baseline is not None and registry.baseline not in seen:
-        raise RegistryError(f"{where}: baseline {registry.baseline!r} is not a registered candidate")
+        raise RegistryError(
+            f"{where}: baseline {registry.baseline!r} is not a registered candidate"
+        )
     return registry
+
+
+def make_candidate(**fields: Any) -> Candidate:
+    """Build one entry from keyword fields; a bad field is one :class:`RegistryError` line."""
+    try:
+        return Candidate(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "entry"
+        name = fields.get("name")
+        raise RegistryError(f"candidate {name!r} field {field!r}: {err['msg']}") from None
 
 
 def load_registry(path: Path | None = None) -> Registry:
@@ -182,7 +197,8 @@ def upsert_candidate(
     others = [c for c in registry.candidates if c.name != candidate.name]
     registry = Registry(
         baseline=candidate.name if baseline else registry.baseline,
-        candidates=[*others, candidate] if len(others) == len(registry.candidates)
+        candidates=[*others, candidate]
+        if len(others) == len(registry.candidates)
         else [candidate if c.name == candidate.name else c for c in registry.candidates],
     )
     save_registry(registry, path)

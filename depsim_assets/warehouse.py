@@ -208,7 +208,11 @@ CANDIDATE_COMPARISON = Table(
         ("p_value", "DOUBLE", "Two-sided Fisher exact p."),
         ("alpha", "DOUBLE", "Significance level used."),
         ("significant", "BOOLEAN", "p_value < alpha."),
-        ("change", "VARCHAR", "up / down when significant and ratio >= 1.5x either way, else none."),
+        (
+            "change",
+            "VARCHAR",
+            "up / down when significant and ratio >= 1.5x either way, else none.",
+        ),
         ("taxonomy_version", "VARCHAR", "Taxonomy version of the grades compared."),
     ),
 )

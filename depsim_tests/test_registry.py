@@ -38,13 +38,18 @@ def test_good_registry_parses():
         ("candidates: [\n  - name: x\n", "not valid YAML"),
         ("- just a list", "expected a mapping"),
         ("candidates:\n  - {name: 'a b', base_url: sim, model: m}", "not a valid candidate name"),
-        ("candidates:\n  - {name: 'x;DROP TABLE', base_url: sim, model: m}",
-         "not a valid candidate name"),
+        (
+            "candidates:\n  - {name: 'x;DROP TABLE', base_url: sim, model: m}",
+            "not a valid candidate name",
+        ),
         ("candidates:\n  - {name: production, base_url: sim, model: m}", "reserved"),
         ("candidates:\n  - {name: a, base_url: sim}", "field 'model'"),
         ("candidates:\n  - {name: a, base_url: sim, model: m, colour: red}", "field 'colour'"),
-        ("candidates:\n  - {name: a, base_url: sim, model: m}\n  - {name: a, base_url: sim, "
-         "model: m}", "registered twice"),
+        (
+            "candidates:\n  - {name: a, base_url: sim, model: m}\n  - {name: a, base_url: sim, "
+            "model: m}",
+            "registered twice",
+        ),
         ("baseline: b\ncandidates:\n  - {name: a, base_url: sim, model: m}", "baseline 'b'"),
     ],
 )

@@ -21,9 +21,15 @@ def _funnel(day: str, n: int) -> pd.DataFrame:
 
 def test_replace_is_idempotent_and_scoped_to_the_partition(tmp_path):
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
-    replace_partition(conn, SAMPLING_FUNNEL, _funnel("2026-11-01", 5), {"traffic_date": "2026-11-01"})
-    replace_partition(conn, SAMPLING_FUNNEL, _funnel("2026-11-02", 7), {"traffic_date": "2026-11-02"})
-    replace_partition(conn, SAMPLING_FUNNEL, _funnel("2026-11-01", 9), {"traffic_date": "2026-11-01"})
+    replace_partition(
+        conn, SAMPLING_FUNNEL, _funnel("2026-11-01", 5), {"traffic_date": "2026-11-01"}
+    )
+    replace_partition(
+        conn, SAMPLING_FUNNEL, _funnel("2026-11-02", 7), {"traffic_date": "2026-11-02"}
+    )
+    replace_partition(
+        conn, SAMPLING_FUNNEL, _funnel("2026-11-01", 9), {"traffic_date": "2026-11-01"}
+    )
     got = conn.execute("SELECT traffic_date, n FROM sampling_funnel ORDER BY 1").fetchall()
     assert got == [("2026-11-01", 9), ("2026-11-02", 7)]
 
@@ -35,8 +41,9 @@ def test_failed_write_keeps_the_old_partition_whole(tmp_path):
     bad = _funnel("2026-11-01", 0)
     bad["n"] = ["not a number"]
     with pytest.raises(duckdb.Error):
-        replace_partitions(conn, [(SAMPLING_FUNNEL, _funnel("2026-11-01", 6), keys),
-                                  (SAMPLING_FUNNEL, bad, keys)])
+        replace_partitions(
+            conn, [(SAMPLING_FUNNEL, _funnel("2026-11-01", 6), keys), (SAMPLING_FUNNEL, bad, keys)]
+        )
     assert read_partition(conn, SAMPLING_FUNNEL, keys)["n"].tolist() == [5]
 
 
@@ -51,6 +58,8 @@ def test_frame_must_match_the_declared_columns(tmp_path):
 def test_values_travel_as_parameters(tmp_path):
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
     hostile = "2026-11-01' OR '1'='1"
-    replace_partition(conn, SAMPLING_FUNNEL, _funnel("2026-11-02", 1), {"traffic_date": "2026-11-02"})
+    replace_partition(
+        conn, SAMPLING_FUNNEL, _funnel("2026-11-02", 1), {"traffic_date": "2026-11-02"}
+    )
     replace_partition(conn, SAMPLING_FUNNEL, _funnel(hostile, 2), {"traffic_date": hostile})
     assert conn.execute("SELECT count(*) FROM sampling_funnel").fetchone()[0] == 2

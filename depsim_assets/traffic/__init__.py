@@ -1,0 +1,56 @@
+"""Traffic stage: production log -> sampled, de-identified conversations and fixed prefixes."""
+
+from depsim_assets.traffic.deid import DEID_VERSION, PII_TYPES, Deidentifier, hash_user, luhn_valid
+from depsim_assets.traffic.eligibility import (
+    INELIGIBLE_REASONS,
+    EligibilityConfig,
+    ineligible_reason,
+    is_multimodal,
+)
+from depsim_assets.traffic.logs import (
+    DEFAULT_MAX_LINE_BYTES,
+    REJECT_REASONS,
+    LogRecord,
+    Rejected,
+    iter_log,
+)
+from depsim_assets.traffic.pipeline import (
+    DUPLICATE_ID,
+    SamplingResult,
+    prefix_rows_from_sampled,
+    run_sampling,
+)
+from depsim_assets.traffic.sample import Sampler, sample_items, sample_key
+from depsim_assets.traffic.strip import canonical_json, prefix_hash, split_final_turn
+from depsim_assets.traffic.synth import Planted, demo_lines, planted_pii, write_demo_log
+
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "DEID_VERSION",
+    "DUPLICATE_ID",
+    "INELIGIBLE_REASONS",
+    "PII_TYPES",
+    "REJECT_REASONS",
+    "Deidentifier",
+    "EligibilityConfig",
+    "LogRecord",
+    "Planted",
+    "Rejected",
+    "Sampler",
+    "SamplingResult",
+    "canonical_json",
+    "demo_lines",
+    "hash_user",
+    "ineligible_reason",
+    "is_multimodal",
+    "iter_log",
+    "luhn_valid",
+    "planted_pii",
+    "prefix_hash",
+    "prefix_rows_from_sampled",
+    "run_sampling",
+    "sample_items",
+    "sample_key",
+    "split_final_turn",
+    "write_demo_log",
+]

@@ -1,0 +1,188 @@
+"""Dagster wrapper of the replay stage: regenerate every final reply with a candidate."""
+
+import asyncio
+import hashlib
+import json
+import time
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from depsim_assets.endpoints import async_client, display_endpoint
+from depsim_assets.metadata import md_table
+from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
+from depsim_assets.replay.engine import (
+    ReplayOutcome,
+    ReplayRequest,
+    complete_one,
+    params_json,
+    run_bounded,
+)
+from depsim_assets.resources import CandidateRegistry
+from depsim_assets.traffic.assets import conversation_prefixes
+from depsim_assets.warehouse import (
+    CANDIDATE_COMPLETIONS,
+    CONVERSATION_PREFIXES,
+    read_partition,
+    replace_partitions,
+)
+
+GROUP = "replay"
+
+
+def completion_id(candidate: str, day: str, conversation_id: str, sample_index: int) -> str:
+    """Deterministic id from content, never from a list position."""
+    raw = f"{candidate}|{day}|{conversation_id}|{sample_index}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def _rows(
+    candidate: str,
+    day: str,
+    requests: list[ReplayRequest],
+    outcomes: list[ReplayOutcome],
+    *,
+    endpoint: str,
+    model: str,
+    params: str,
+) -> pd.DataFrame:
+    rows = [
+        {
+            "completion_id": completion_id(candidate, day, req.conversation_id, req.sample_index),
+            "candidate": candidate,
+            "traffic_date": day,
+            "conversation_id": req.conversation_id,
+            "sample_index": req.sample_index,
+            "reply": out.reply,
+            "reasoning": out.reasoning,
+            "tool_trace": json.dumps(out.tool_trace),
+            "status": out.status,
+            "error": out.error,
+            "endpoint": endpoint,
+            "model": model,
+            "params_json": params,
+            "prompt_tokens": out.prompt_tokens,
+            "completion_tokens": out.completion_tokens,
+            "latency_ms": out.latency_ms,
+        }
+        for req, out in zip(requests, outcomes, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=CANDIDATE_COMPLETIONS.column_names)
+
+
+@dg.asset(
+    partitions_def=candidate_by_date,
+    group_name=GROUP,
+    deps=[conversation_prefixes],
+    code_version="replay-v1",
+    metadata={"dagster/column_schema": CANDIDATE_COMPLETIONS.column_schema()},
+)
+def candidate_completions(
+    context: dg.AssetExecutionContext, warehouse: DuckDBResource, registry: CandidateRegistry
+) -> dg.MaterializeResult:
+    """One row per prefix x sample: the candidate's regenerated final reply.
+
+    Each row has the reply, reasoning (when the endpoint returns it), tool trace, tokens,
+    latency and a status; a failed call is a row with status ``error``, never a missing row.
+    The ``production`` candidate makes no call: its completions are the original replies.
+    """
+    candidate, day = split_key(context)
+    with warehouse.get_connection() as conn:
+        prefixes = read_partition(conn, CONVERSATION_PREFIXES, {"traffic_date": day})
+    # The connection is released here: DuckDB allows one writer, and model calls are slow.
+    if prefixes.empty:
+        raise dg.Failure(
+            f"no conversation_prefixes for {day}: materialize that day's traffic assets first"
+        )
+    started = time.perf_counter()
+    if candidate == PRODUCTION:
+        requests = [ReplayRequest(cid, 0, []) for cid in prefixes["conversation_id"]]
+        outcomes = [ReplayOutcome(status="ok", reply=text) for text in prefixes["original_reply"]]
+        frame = _rows(
+            candidate,
+            day,
+            requests,
+            outcomes,
+            endpoint="production-log",
+            model=",".join(sorted(set(prefixes["production_model"]))),
+            params="{}",
+        )
+    else:
+        entry = registry.load().get(candidate)
+        requests = [
+            ReplayRequest(cid, k, json.loads(prefix))
+            for cid, prefix in zip(
+                prefixes["conversation_id"], prefixes["prefix_json"], strict=True
+            )
+            for k in range(entry.samples)
+        ]
+        total = len(requests)
+        step = max(1, total // 10)
+
+        def progress(done: int) -> None:
+            if done % step == 0 or done == total:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                context.log.info(f"replay {candidate} {day}: {done}/{total} ({rate:.1f}/s)")
+
+        async def replay() -> list[ReplayOutcome]:
+            client = async_client(
+                entry.base_url, api_key_env=entry.api_key_env, timeout_s=entry.timeout_s
+            )
+            async with client:
+                return await run_bounded(
+                    requests,
+                    lambda req: complete_one(client, req, model=entry.model, params=entry.params),
+                    concurrency=entry.max_concurrency,
+                    on_done=progress,
+                )
+
+        outcomes = asyncio.run(replay())
+        if all(out.status == "error" for out in outcomes):
+            # Nothing came back: keep the partition's previous rows rather than overwrite them.
+            raise dg.Failure(
+                f"candidate {candidate!r}: all {total} calls to "
+                f"{display_endpoint(entry.base_url)} failed, first: {outcomes[0].error}"
+            )
+        frame = _rows(
+            candidate,
+            day,
+            requests,
+            outcomes,
+            endpoint=display_endpoint(entry.base_url),
+            model=entry.model,
+            params=params_json(entry.params),
+        )
+    with warehouse.get_connection() as conn:
+        replace_partitions(
+            conn, [(CANDIDATE_COMPLETIONS, frame, {"candidate": candidate, "traffic_date": day})]
+        )
+    n_error = int((frame["status"] == "error").sum())
+    if n_error:
+        context.log.warning(f"{n_error} of {len(frame)} calls failed; rows kept with status=error")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            "dagster/column_schema": CANDIDATE_COMPLETIONS.column_schema(),
+            "ok": int((frame["status"] == "ok").sum()),
+            "error": n_error,
+            "errors_by_class": dg.MetadataValue.json(
+                frame.loc[frame["status"] == "error", "error"]
+                .str.split(":")
+                .str[0]
+                .value_counts()
+                .to_dict()
+            ),
+            "prompt_tokens": int(frame["prompt_tokens"].sum()),
+            "completion_tokens": int(frame["completion_tokens"].sum()),
+            "mean_latency_ms": float(frame["latency_ms"].mean()),
+            "wall_s": round(time.perf_counter() - started, 2),
+            "preview": dg.MetadataValue.md(
+                md_table(
+                    frame,
+                    columns=["conversation_id", "sample_index", "status", "reply"],
+                    max_rows=10,
+                )
+            ),
+        }
+    )

@@ -1,0 +1,88 @@
+"""Materializing partitions from Python (the CLI and tests): one run per partition group."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from depsim_assets.definitions import ASSETS, build_resources
+from depsim_assets.partitions import CANDIDATE_DIM, PRODUCTION, multi_key
+
+TRAFFIC_ASSETS = ("sampled_conversations", "conversation_prefixes")
+CANDIDATE_ASSETS = ("candidate_completions", "judge_grades", "behavior_rates")
+COMPARISON_ASSETS = ("candidate_comparison",)
+
+
+class RunFailed(RuntimeError):
+    """A materialization failed; the message is the underlying error, one line."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run: which assets, for which partition key (None: unpartitioned)."""
+
+    label: str
+    assets: tuple[str, ...]
+    partition_key: str | None
+    run_config: dict[str, Any] | None = None
+
+
+def plan_graph(
+    dates: Sequence[str], candidates: Sequence[str], *, sample_size: int | None = None
+) -> list[PlannedRun]:
+    """Runs that materialize the whole graph for ``dates`` x (``production`` + candidates)."""
+    traffic_config = (
+        {"ops": {"sampled_conversations": {"config": {"sample_size": sample_size}}}}
+        if sample_size is not None
+        else None
+    )
+    runs = [PlannedRun(f"traffic {d}", TRAFFIC_ASSETS, d, traffic_config) for d in dates]
+    for name in [PRODUCTION, *[c for c in candidates if c != PRODUCTION]]:
+        for day in dates:
+            key = str(multi_key(name, day))
+            runs.append(PlannedRun(f"{name} {day}", CANDIDATE_ASSETS, key))
+    runs.append(PlannedRun("comparison", COMPARISON_ASSETS, None))
+    return runs
+
+
+def ensure_candidate_partitions(instance: dg.DagsterInstance, names: Sequence[str]) -> None:
+    """Register ``production`` and ``names`` as candidate partitions (what the sensor does)."""
+    existing = set(instance.get_dynamic_partitions(CANDIDATE_DIM))
+    new = [n for n in [PRODUCTION, *names] if n not in existing]
+    if new:
+        instance.add_dynamic_partitions(CANDIDATE_DIM, new)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    inner = getattr(exc, "user_exception", None)
+    return inner if isinstance(inner, BaseException) else exc
+
+
+def execute(
+    runs: Sequence[PlannedRun],
+    instance: dg.DagsterInstance,
+    *,
+    on_run: Callable[[PlannedRun], None] | None = None,
+) -> None:
+    """Materialize ``runs`` in order against ``instance``; stop at the first failure."""
+    resources = build_resources()
+    for run in runs:
+        try:
+            dg.materialize(
+                ASSETS,
+                selection=list(run.assets),
+                partition_key=run.partition_key,
+                instance=instance,
+                resources=resources,
+                run_config=run.run_config,
+                tags={"depsim/source": "cli"},
+            )
+        except Exception as exc:  # noqa: BLE001 - reported as one line, chained for debugging
+            cause = _root_cause(exc)
+            first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            raise RunFailed(f"{run.label}: {type(cause).__name__}: {first}") from exc
+        if on_run is not None:
+            on_run(run)

@@ -1,0 +1,684 @@
+"""De-identification: identifying text replaced by consistent synthetic surrogates.
+
+Every text a conversation carries (string contents, text parts, tool-call arguments and tool
+results) is scanned for emails, phone numbers, payment cards, US social security numbers, IPv4
+and IPv6 addresses, street addresses, person names in context, secrets (API keys) and token
+values in URLs. Each found span is replaced by a surrogate from Faker, seeded from
+``(salt, conversation, type, original)``: the same original gets the same surrogate throughout
+one conversation, and unrelated surrogates elsewhere.
+
+Surrogates are chosen so a later residue check can tell them from leaks: card numbers fail
+the Luhn check, SSNs use the never-issued area 000, US phones use the fictional 555-01xx
+range, IPs come from the documentation ranges, emails use example.com/.org/.net, secrets and
+URL tokens carry an EXAMPLE/redacted marker.
+
+Detection works in two passes over the whole conversation: the first finds spans by pattern
+and context ("my name is ...", "Thanks, ..."), the second replaces every other standalone
+occurrence of a name found in context, so a name introduced once is not left bare later
+(in an assistant reply addressing the user, say). Spans are resolved by priority and never
+overlap, and replacement happens once, so a surrogate is never scanned again.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import ipaddress
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from faker import Faker
+
+DEID_VERSION = "deid-1"
+
+EMAIL = "email"
+PHONE = "phone"
+PAYMENT_CARD = "payment_card"
+SSN = "ssn"
+IPV4 = "ipv4"
+IPV6 = "ipv6"
+STREET_ADDRESS = "street_address"
+PERSON_NAME = "person_name"
+PARTICIPANT_NAME = "participant_name"
+SECRET = "secret"
+URL_TOKEN = "url_token"
+
+PII_TYPES = (
+    EMAIL,
+    PHONE,
+    PAYMENT_CARD,
+    SSN,
+    IPV4,
+    IPV6,
+    STREET_ADDRESS,
+    PERSON_NAME,
+    PARTICIPANT_NAME,
+    SECRET,
+    URL_TOKEN,
+)
+
+SURROGATE_EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
+SURROGATE_IPV4_NETS = ("192.0.2", "198.51.100", "203.0.113")
+SURROGATE_IPV6_NET = ipaddress.ip_network("2001:db8::/32")
+_DOC_IPV4_NETS = tuple(ipaddress.ip_network(f"{n}.0/24") for n in SURROGATE_IPV4_NETS)
+
+# --- patterns ---------------------------------------------------------------------------------
+
+_SECRET_RE = re.compile(
+    r"(?<![\w-])(?:"
+    r"sk-(?:proj-|live-|test-)?[A-Za-z0-9_\-]{20,}"
+    r"|AKIA[0-9A-Z]{16}"
+    r"|gh[pousr]_[A-Za-z0-9]{30,}"
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}"
+    r"|AIza[0-9A-Za-z_\-]{35}"
+    r")(?![\w-])"
+)
+_SECRET_PREFIX_RE = re.compile(r"^(?:sk-(?:proj-|live-|test-)?|AKIA|gh[pousr]_|xox[abprs]-|AIza)")
+_URL_TOKEN_RE = re.compile(
+    r"(?<=[?&;])(?i:access_token|refresh_token|id_token|token|api_key|apikey|key|secret"
+    r"|client_secret|password|passwd|pwd|sig|signature|auth|session|sessionid|sid|code)"
+    r"=(?P<v>[^&#\s\"'<>]+)"
+)
+_EMAIL_RE = re.compile(
+    r"(?<![\w.+%-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![\w-])"
+)
+# Cards in the usual groupings (4-4-4-4[-3], Amex 4-6-5) with one consistent separator, or
+# 13-19 digits run together; Luhn decides.
+_CARD_RE = re.compile(
+    r"(?<![\d+-])(?:"
+    r"\d{4}(?P<s1>[ -]?)\d{4}(?P=s1)\d{4}(?P=s1)\d{4}(?:(?P=s1)\d{1,3})?"
+    r"|\d{4}(?P<s2>[ -]?)\d{6}(?P=s2)\d{5}"
+    r"|\d{13,19}"
+    r")(?![\d]|-\d)"
+)
+_SSN_RE = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w]|-\d)")
+_IPV4_RE = re.compile(
+    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?![\w]|\.\d)"
+)
+# A loose candidate; ipaddress decides what is an IPv6 address.
+_IPV6_RE = re.compile(
+    r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}"
+    r"(?:(?<=:)(?:\d{1,3}\.){3}\d{1,3})?(?![\w:]|\.\d)"
+)
+_PHONE_US_RE = re.compile(
+    r"(?<![\w+.-])(?:\+?1[ .\-]?)?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}(?![\w]|-\d)"
+)
+_PHONE_INTL_RE = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}(?![\w]|-\d)")
+_STREET_SUFFIX = (
+    r"(?:Street|Avenue|Road|Boulevard|Lane|Drive|Court|Way|Place|Terrace|Circle|Parkway"
+    r"|Highway|Square|Trail|Crescent|Close|Row|Alley|Plaza"
+    r"|St|Ave|Rd|Blvd|Ln|Dr|Ct|Pl|Ter|Cir|Pkwy|Hwy|Sq|Trl)"
+)
+_ADDRESS_RE = re.compile(
+    r"(?<![\w.,-])\d{1,6}[A-Za-z]?[ \t]+(?:(?:N|S|E|W|North|South|East|West)\.?[ \t]+)?"
+    r"(?:(?:\d{1,3}(?:st|nd|rd|th)|[A-Z][a-z]+)[ \t]+){1,3}"
+    rf"{_STREET_SUFFIX}(?![\w])"
+    r"(?:,?[ \t]+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?[ \t]*#?[A-Za-z0-9-]+)?"
+)
+
+_UP = "A-ZÀ-ÖØ-Þ"
+_LO = "a-zß-öø-ÿ"
+_TOKEN = rf"(?:[{_UP}][{_LO}]?['’])?[{_UP}][{_LO}]+(?:[{_UP}][{_LO}]+)?(?:-[{_UP}][{_LO}]+)?"
+_NAMES = rf"{_TOKEN}(?:[ \t]+{_TOKEN}){{0,2}}"
+_TOKEN_RE = re.compile(_TOKEN)
+_DIGIT_RE = re.compile(r"\d")
+_NAMES_FULL_RE = re.compile(_NAMES)
+
+_RELATIONS = (
+    r"wife|husband|partner|spouse|son|daughter|kid|child|mom|mum|mother|dad|father|brother"
+    r"|sister|friend|best\s+friend|boss|manager|supervisor|colleague|coworker|co-worker"
+    r"|neighbou?r|landlord|landlady|doctor|therapist|teacher|professor|roommate|flatmate"
+    r"|boyfriend|girlfriend|fianc[ée]e?|client|customer|tenant|uncle|aunt|cousin|grandma"
+    r"|grandpa|grandmother|grandfather|nephew|niece|employee|student|coach|lawyer|dentist"
+)
+_NAME_KEYS = (
+    r"name|full[_ ]?name|first[_ ]?name|last[_ ]?name|given[_ ]?name|family[_ ]?name"
+    r"|customer(?:[_ ]?name)?|contact(?:[_ ]?name)?|recipient(?:[_ ]?name)?"
+    r"|sender(?:[_ ]?name)?|patient(?:[_ ]?name)?|employee(?:[_ ]?name)?|author|signed|attendee"
+    r"|owner|to[_ ]name|from[_ ]name"
+)
+_NAME_KEY_RE = re.compile(rf"(?i:{_NAME_KEYS})")
+
+# (pattern, whether every token is a family name)
+_NAME_PATTERNS: tuple[tuple[re.Pattern[str], bool], ...] = (
+    (
+        re.compile(
+            r"(?i:\bmy\s+name\s+is|\bmy\s+name's|\bname's|\bi\s+am\s+called|\bi'm\s+called"
+            r"|\bcall\s+me|\bi\s+go\s+by|\bsigned,?)"
+            rf"[ \t]+(?P<n>{_NAMES})"
+        ),
+        False,
+    ),
+    (
+        re.compile(
+            r"(?:(?m:^)[ \t]*|(?<=[.!?])\s+|(?i:\b(?:hi|hello|hey|greetings))[,!.]?[ \t]+)"
+            rf"(?i:i'm|i’m|i\s+am|this\s+is|it's|it’s)[ \t]+(?P<n>{_NAMES})"
+        ),
+        False,
+    ),
+    (re.compile(rf"(?<![\w])(?i:dear|hi|hello|hey)[ \t]+(?P<n>{_NAMES})[ \t]*[,!:\n]"), False),
+    (
+        re.compile(
+            r"(?m)(?<![\w])(?i:thanks|thank\s+you|thx|cheers|regards|best|best\s+wishes"
+            r"|kind\s+regards|warm\s+regards|warmly|sincerely|yours|yours\s+truly|love"
+            r"|take\s+care|all\s+the\s+best)"
+            rf"[ \t]*(?:[,!.][ \t]*\n?|\n)[ \t]*(?P<n>{_NAMES})[ \t]*[.!]?[ \t]*$"
+        ),
+        False,
+    ),
+    (re.compile(rf"(?m)(?:^|(?<=\s))(?:—|–|--|~)[ \t]*(?P<n>{_NAMES})[ \t]*$"), False),
+    (
+        re.compile(
+            rf"(?i:\b(?:my|our|his|her|their|your)\s+(?:{_RELATIONS}))[ \t]*,?[ \t]+"
+            rf"(?P<n>{_NAMES})"
+        ),
+        False,
+    ),
+    (
+        re.compile(
+            rf"(?m)(?:^|(?<=[\s{{,\"']))[\"']?(?i:{_NAME_KEYS})[\"']?[ \t]*[:=][ \t]*[\"']?"
+            rf"(?P<n>{_NAMES})"
+        ),
+        False,
+    ),
+    (
+        re.compile(rf"(?<![\w])(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame)\.?[ \t]+(?P<n>{_NAMES})"),
+        True,
+    ),
+)
+
+# Capitalised words that follow a trigger ("I'm Sorry", "Hi Team,", "Thanks, Everyone") but
+# are not names. A name stops at the first of these.
+_NOT_NAMES = frozenset(
+    """
+    I A An The And But Or Nor So Yet Not No Yes Ok Okay Just Also Still Even Only Here There
+    This That These Those It Its Is Am Are Was Were Be Been Being Do Does Did Have Has Had
+    Sorry Going Trying Looking Working Writing Asking Wondering Hoping Planning Thinking
+    Using Building Learning Getting Making Doing Feeling Reaching Following Back Done
+    New Happy Glad Sure Fine Good Great Well Really Very Quite Pretty Totally Kind Sort
+    Hi Hello Hey Dear Thanks Thank Please Cheers Regards Best Love Sincerely Yours Warmly
+    What How Why When Where Who Whom Which Whose Can Could Would Should Will Shall May Might
+    Must My Your Our Their His Her We You He She They Me Us Them Him
+    In On At For From With To Of By As If Then Now Today Tomorrow Yesterday Tonight Again
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday Weekend
+    Sir Madam Team All Everyone Everybody Folks Guys World There Friend Friends Sirs
+    Customer Support Service Admin Manager Bot Assistant Chatbot Gpt Chat User Guest
+    English Spanish French German Chinese Python Java Excel Google Microsoft Apple Amazon
+    Also Anyway Otherwise Regarding Re Fw Fwd Subject Note Update Question Quick
+    """.split()
+)
+
+_PRIORITY = (SECRET, URL_TOKEN, EMAIL, PAYMENT_CARD, SSN, IPV6, IPV4, PHONE, STREET_ADDRESS)
+
+
+class _Span(NamedTuple):
+    start: int
+    end: int
+    kind: str
+    value: str
+    family_only: bool = False
+
+
+def luhn_valid(number: str) -> bool:
+    """Whether the digits of ``number`` pass the Luhn check (payment card checksum)."""
+    digits = [int(c) for c in number if c.isdigit()]
+    if len(digits) < 2:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def hash_user(user_id: str, salt: str) -> str:
+    """Salted SHA-256 (HMAC) of an account id, 16 hex characters; the id itself is dropped."""
+    return hmac.new(salt.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _digits(s: str) -> str:
+    return "".join(c for c in s if c.isdigit())
+
+
+def _ipv6_candidate_ok(value: str) -> bool:
+    groups = [g for g in re.split(r":+", value) if g]
+    if len(groups) < 3 and "." not in value:
+        return False
+    try:
+        addr = ipaddress.IPv6Address(value)
+    except ValueError:
+        return False
+    return not (addr.is_loopback or addr.is_unspecified or addr in SURROGATE_IPV6_NET)
+
+
+def _ipv4_ok(value: str) -> bool:
+    addr = ipaddress.IPv4Address(value)
+    if addr.is_loopback or addr.is_unspecified or str(addr) == "255.255.255.255":
+        return False
+    return not any(addr in net for net in _DOC_IPV4_NETS)
+
+
+def _clean_name(text: str, start: int) -> tuple[int, int] | None:
+    """Trim a captured name at its first non-name word; None when nothing is left."""
+    end = start
+    for tok in _TOKEN_RE.finditer(text):
+        if tok.group() in _NOT_NAMES:
+            break
+        end = start + tok.end()
+    return (start, end) if end > start else None
+
+
+def find_spans(text: str) -> list[_Span]:
+    """Non-overlapping PII spans of one text by pattern and context, in text order."""
+    found: list[_Span] = []
+
+    def add(kind: str, start: int, end: int, family_only: bool = False) -> None:
+        found.append(_Span(start, end, kind, text[start:end], family_only))
+
+    for m in _SECRET_RE.finditer(text):
+        add(SECRET, m.start(), m.end())
+    if "=" in text:
+        for m in _URL_TOKEN_RE.finditer(text):
+            add(URL_TOKEN, m.start("v"), m.end("v"))
+    if "@" in text:
+        for m in _EMAIL_RE.finditer(text):
+            add(EMAIL, m.start(), m.end())
+    if _DIGIT_RE.search(text):
+        for m in _CARD_RE.finditer(text):
+            if luhn_valid(m.group()):
+                add(PAYMENT_CARD, m.start(), m.end())
+        for m in _SSN_RE.finditer(text):
+            add(SSN, m.start(), m.end())
+        for m in _IPV4_RE.finditer(text):
+            if _ipv4_ok(m.group()):
+                add(IPV4, m.start(), m.end())
+        for m in _PHONE_US_RE.finditer(text):
+            add(PHONE, m.start(), m.end())
+        for m in _PHONE_INTL_RE.finditer(text):
+            if 8 <= len(_digits(m.group())) <= 15:
+                add(PHONE, m.start(), m.end())
+        for m in _ADDRESS_RE.finditer(text):
+            add(STREET_ADDRESS, m.start(), m.end())
+    if ":" in text:
+        for m in _IPV6_RE.finditer(text):
+            if _ipv6_candidate_ok(m.group()):
+                add(IPV6, m.start(), m.end())
+    for pattern, family_only in _NAME_PATTERNS:
+        for m in pattern.finditer(text):
+            cleaned = _clean_name(m.group("n"), m.start("n"))
+            if cleaned:
+                add(PERSON_NAME, *cleaned, family_only=family_only)
+
+    rank = {kind: i for i, kind in enumerate((*_PRIORITY, PERSON_NAME))}
+    found.sort(key=lambda s: (rank[s.kind], s.start, -(s.end - s.start)))
+    return _merge([], found)
+
+
+def _merge(accepted: list[_Span], candidates: list[_Span]) -> list[_Span]:
+    """Add candidates (in priority order) that overlap nothing already accepted."""
+    kept = list(accepted)
+    for span in candidates:
+        if all(span.end <= k.start or span.start >= k.end for k in kept):
+            kept.append(span)
+    kept.sort(key=lambda s: s.start)
+    return kept
+
+
+@dataclass
+class _Slot:
+    """One string inside the copied messages: where it lives and what was found in it."""
+
+    holder: Any
+    key: Any
+    text: str
+    name_field: bool = False
+    spans: list[_Span] = field(default_factory=list)
+
+
+@dataclass
+class _JsonDoc:
+    holder: Any
+    key: Any
+    parsed: Any
+    compact: bool
+    slots: list[_Slot]
+
+
+class Deidentifier:
+    """Replaces identifying text in conversations with consistent Faker surrogates.
+
+    ``salt`` keys every surrogate and user hash: the same salt reproduces the same output,
+    another salt gives unrelated surrogates. One Faker instance is reseeded per surrogate.
+    """
+
+    def __init__(self, salt: str, *, locale: str = "en_US") -> None:
+        self.salt = salt
+        self._fake = Faker(locale)
+
+    # --- public ---------------------------------------------------------------------------
+
+    def deidentify_messages(
+        self, messages: list[dict[str, Any]], conversation_id: str
+    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """De-identified copies of ``messages`` and the count of replaced spans by PII type.
+
+        Only the OpenAI chat keys are kept (role, name, content, refusal, tool_calls,
+        tool_call_id); non-text content parts are reduced to their type, since only text is
+        de-identified. The input is not modified.
+        """
+        out = [_copy_message(m) for m in messages]
+        slots, docs = _collect_slots(out)
+        counts: Counter[str] = Counter()
+        self._rewrite(slots, conversation_id, counts)
+        for doc in docs:
+            if any(s.spans for s in doc.slots):
+                separators = (",", ":") if doc.compact else (", ", ": ")
+                doc.holder[doc.key] = json.dumps(
+                    doc.parsed, ensure_ascii=False, separators=separators
+                )
+        for msg in out:
+            name = msg.get("name")
+            if isinstance(name, str) and msg.get("role") != "tool" and name:
+                msg["name"] = self._surrogate(PARTICIPANT_NAME, name, conversation_id, set())
+                counts[PARTICIPANT_NAME] += 1
+        return out, dict(sorted(counts.items()))
+
+    def deidentify_text(self, text: str, conversation_id: str) -> tuple[str, dict[str, int]]:
+        """One text de-identified on its own (as if it were a whole conversation)."""
+        holder = [text]
+        slot = _Slot(holder, 0, text)
+        counts: Counter[str] = Counter()
+        self._rewrite([slot], conversation_id, counts)
+        return holder[0], dict(sorted(counts.items()))
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _rewrite(self, slots: list[_Slot], cid: str, counts: Counter[str]) -> None:
+        for slot in slots:
+            slot.spans = find_spans(slot.text)
+            if slot.name_field and not any(s.kind == PERSON_NAME for s in slot.spans):
+                stripped = slot.text.strip()
+                if _NAMES_FULL_RE.fullmatch(stripped) and stripped not in _NOT_NAMES:
+                    start = slot.text.index(stripped)
+                    whole = _Span(start, start + len(stripped), PERSON_NAME, stripped)
+                    slot.spans = _merge([], [whole, *slot.spans])
+
+        # Name tokens in first-seen order decide given/family roles deterministically.
+        token_roles: dict[str, bool] = {}
+        for slot in slots:
+            for span in slot.spans:
+                if span.kind == PERSON_NAME:
+                    for i, tok in enumerate(_TOKEN_RE.findall(span.value)):
+                        token_roles.setdefault(tok, span.family_only or i > 0)
+        if token_roles:
+            by_length = sorted(token_roles, key=len, reverse=True)
+            alternatives = "|".join(re.escape(t) for t in by_length)
+            bare = re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])")
+            for slot in slots:
+                extra = [
+                    _Span(m.start(), m.end(), PERSON_NAME, m.group())
+                    for m in bare.finditer(slot.text)
+                ]
+                if extra:
+                    slot.spans = _merge(slot.spans, extra)
+
+        originals: dict[str, set[str]] = {}
+        for slot in slots:
+            for span in slot.spans:
+                if span.kind != PERSON_NAME:
+                    originals.setdefault(span.kind, set()).add(_normalise(span.kind, span.value))
+        originals[PERSON_NAME] = set(token_roles)
+        token_map = {
+            tok: self._surrogate(PERSON_NAME, tok, cid, originals[PERSON_NAME], family=family)
+            for tok, family in token_roles.items()
+        }
+
+        for slot in slots:
+            if not slot.spans:
+                continue
+            pieces: list[str] = []
+            pos = 0
+            for span in slot.spans:
+                pieces.append(slot.text[pos : span.start])
+                if span.kind == PERSON_NAME:
+                    repl = _TOKEN_RE.sub(lambda m: token_map.get(m.group(), m.group()), span.value)
+                else:
+                    repl = self._surrogate(
+                        span.kind, span.value, cid, originals.get(span.kind, set())
+                    )
+                pieces.append(repl)
+                counts[span.kind] += 1
+                pos = span.end
+            pieces.append(slot.text[pos:])
+            slot.holder[slot.key] = "".join(pieces)
+
+    def _surrogate(
+        self, kind: str, original: str, cid: str, avoid: set[str], *, family: bool = False
+    ) -> str:
+        norm = _normalise(kind, original)
+        make = _MAKERS[kind]
+        value = original
+        for attempt in range(20):
+            digest = hashlib.sha256(f"{self.salt}|{cid}|{kind}|{norm}|{attempt}".encode()).digest()
+            self._fake.seed_instance(int.from_bytes(digest[:8], "big"))
+            value = make(self._fake, original, family)
+            if _normalise(kind, value) not in avoid and _normalise(kind, value) != norm:
+                break
+        return value
+
+
+def _normalise(kind: str, value: str) -> str:
+    if kind == PHONE:
+        digits = _digits(value)
+        # "+1 415 ..." and "(415) ..." are one North American number.
+        return digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
+    if kind in (PAYMENT_CARD, SSN):
+        return _digits(value)
+    if kind in (EMAIL, IPV6):
+        return value.lower()
+    return value
+
+
+# --- surrogate makers -------------------------------------------------------------------------
+
+
+def _format_like(original: str, digits: str) -> str:
+    """Put ``digits`` into the digit positions of ``original``, keeping its separators."""
+    it = iter(digits)
+    return "".join(next(it) if c.isdigit() else c for c in original)
+
+
+def _random_digits(fake: Faker, n: int) -> str:
+    return "".join(str(fake.random_digit()) for _ in range(n))
+
+
+def _make_email(fake: Faker, original: str, family: bool) -> str:
+    return f"{fake.user_name()}@{fake.random_element(SURROGATE_EMAIL_DOMAINS)}"
+
+
+def _make_phone(fake: Faker, original: str, family: bool) -> str:
+    digits = _digits(original)
+    if not original.lstrip().startswith("+") or original.lstrip().startswith("+1 "):
+        # North American: keep a leading 1, use the fictional 555-0100..0199 range.
+        lead = digits[:-10]
+        new = f"{lead}{fake.random_int(201, 989)}55501{fake.random_int(0, 99):02d}"
+        return _format_like(original, new)
+    country = re.match(r"\+(\d+)", original.strip())
+    cc_len = len(country.group(1)) if country else 2
+    cc_len = cc_len if cc_len <= 3 else 2
+    new = digits[:cc_len] + _random_digits(fake, len(digits) - cc_len)
+    return _format_like(original, new)
+
+
+def _make_card(fake: Faker, original: str, family: bool) -> str:
+    digits = _digits(original)
+    body = digits[0] + _random_digits(fake, len(digits) - 2)
+    good = next(d for d in "0123456789" if luhn_valid(body + d))
+    bad = str((int(good) + fake.random_int(1, 9)) % 10)
+    return _format_like(original, body + bad)
+
+
+def _make_ssn(fake: Faker, original: str, family: bool) -> str:
+    return _format_like(original, "000" + _random_digits(fake, len(_digits(original)) - 3))
+
+
+def _make_ipv4(fake: Faker, original: str, family: bool) -> str:
+    return f"{fake.random_element(SURROGATE_IPV4_NETS)}.{fake.random_int(1, 254)}"
+
+
+def _make_ipv6(fake: Faker, original: str, family: bool) -> str:
+    a, b, c = (fake.random_int(1, 0xFFFF) for _ in range(3))
+    return f"2001:db8:{a:x}:{b:x}::{c:x}"
+
+
+def _make_address(fake: Faker, original: str, family: bool) -> str:
+    return fake.street_address()
+
+
+def _make_person(fake: Faker, original: str, family: bool) -> str:
+    # A surrogate must stay one token so multi-token names keep their shape.
+    for _ in range(10):
+        name = fake.last_name() if family else fake.first_name()
+        if " " not in name:
+            return name
+    return name.replace(" ", "-")
+
+
+def _make_participant(fake: Faker, original: str, family: bool) -> str:
+    return fake.user_name()
+
+
+def _make_secret(fake: Faker, original: str, family: bool) -> str:
+    prefix = _SECRET_PREFIX_RE.match(original)
+    head = prefix.group() if prefix else ""
+    tail_len = max(len(original) - len(head) - len("EXAMPLE"), 8)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    tail = "".join(fake.random_element(alphabet) for _ in range(tail_len))
+    return f"{head}EXAMPLE{tail}"
+
+
+def _make_url_token(fake: Faker, original: str, family: bool) -> str:
+    return "redacted-" + fake.hexify("^" * 12)
+
+
+_MAKERS: dict[str, Callable[[Faker, str, bool], str]] = {
+    EMAIL: _make_email,
+    PHONE: _make_phone,
+    PAYMENT_CARD: _make_card,
+    SSN: _make_ssn,
+    IPV4: _make_ipv4,
+    IPV6: _make_ipv6,
+    STREET_ADDRESS: _make_address,
+    PERSON_NAME: _make_person,
+    PARTICIPANT_NAME: _make_participant,
+    SECRET: _make_secret,
+    URL_TOKEN: _make_url_token,
+}
+
+
+# --- message walking --------------------------------------------------------------------------
+
+_KEPT_KEYS = ("role", "name", "content", "refusal", "tool_calls", "tool_call_id")
+
+
+def _copy_message(msg: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in _KEPT_KEYS:
+        if key not in msg:
+            continue
+        value = msg[key]
+        if key == "content" and isinstance(value, list):
+            value = [_copy_part(p) for p in value]
+        elif key == "tool_calls" and isinstance(value, list):
+            value = [_copy_call(c) for c in value]
+        else:
+            value = copy.deepcopy(value)
+        out[key] = value
+    return out
+
+
+def _copy_part(part: dict[str, Any]) -> dict[str, Any]:
+    kind = part.get("type")
+    if kind in ("text", "refusal"):
+        return {"type": kind, kind: part.get(kind)}
+    return {"type": kind}
+
+
+def _copy_call(call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function") or {}
+    return {
+        "id": call.get("id"),
+        "type": call.get("type", "function"),
+        "function": {"name": fn.get("name"), "arguments": fn.get("arguments")},
+    }
+
+
+def _collect_slots(messages: list[dict[str, Any]]) -> tuple[list[_Slot], list[_JsonDoc]]:
+    slots: list[_Slot] = []
+    docs: list[_JsonDoc] = []
+
+    def add_text(holder: Any, key: Any, allow_json: bool) -> None:
+        text = holder[key]
+        if not isinstance(text, str) or not text:
+            return
+        parsed = _maybe_json(text) if allow_json else None
+        if parsed is None:
+            slots.append(_Slot(holder, key, text))
+            return
+        doc_slots: list[_Slot] = []
+        _walk_json(parsed, doc_slots, name_field=False)
+        docs.append(_JsonDoc(holder, key, parsed, '": ' not in text, doc_slots))
+        slots.extend(doc_slots)
+
+    for msg in messages:
+        is_tool = msg.get("role") == "tool"
+        content = msg.get("content")
+        if isinstance(content, str):
+            add_text(msg, "content", allow_json=is_tool)
+        elif isinstance(content, list):
+            for part in content:
+                kind = part.get("type")
+                if kind in ("text", "refusal"):
+                    add_text(part, kind, allow_json=is_tool)
+        if isinstance(msg.get("refusal"), str):
+            add_text(msg, "refusal", allow_json=False)
+        for call in msg.get("tool_calls") or []:
+            add_text(call["function"], "arguments", allow_json=True)
+    return slots, docs
+
+
+def _maybe_json(text: str) -> Any:
+    stripped = text.lstrip()
+    if not stripped or stripped[0] not in "[{":
+        return None
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict | list) else None
+
+
+def _walk_json(value: Any, slots: list[_Slot], name_field: bool) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            is_name = isinstance(key, str) and bool(_NAME_KEY_RE.fullmatch(key))
+            if isinstance(item, str):
+                slots.append(_Slot(value, key, item, name_field=is_name))
+            else:
+                _walk_json(item, slots, is_name)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                slots.append(_Slot(value, i, item, name_field=name_field))
+            else:
+                _walk_json(item, slots, name_field)

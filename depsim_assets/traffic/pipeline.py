@@ -1,0 +1,203 @@
+"""One day of traffic to warehouse rows: read, quarantine, filter, sample, de-identify, strip.
+
+The day is streamed once. Every line ends in exactly one bucket (quarantined for a reason,
+ineligible for a reason, or eligible), so the funnel reconciles exactly. Only the sample is
+held in memory (a heap of ``n`` records) plus one 8-byte digest per id for duplicate
+detection, and only sampled records are de-identified: raw text never leaves
+:func:`run_sampling`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from depsim_assets.traffic.deid import DEID_VERSION, Deidentifier, hash_user
+from depsim_assets.traffic.eligibility import EligibilityConfig, ineligible_reason
+from depsim_assets.traffic.logs import DEFAULT_MAX_LINE_BYTES, LogRecord, Rejected, iter_log
+from depsim_assets.traffic.sample import Sampler
+from depsim_assets.traffic.strip import canonical_json, prefix_hash, split_final_turn
+from depsim_assets.warehouse import (
+    CONVERSATION_PREFIXES,
+    SAMPLED_CONVERSATIONS,
+    SAMPLING_FUNNEL,
+    SAMPLING_QUARANTINE,
+)
+
+DUPLICATE_ID = "duplicate_id"
+
+
+@dataclass
+class SamplingResult:
+    """Rows for the four sampling tables of one day, and the day's counts.
+
+    ``counts`` = ``{"date", "records_in", "quarantined", "quarantine_reasons",
+    "ineligible", "eligible", "sampled", "pii_replaced"}``; records_in = quarantined +
+    sum(ineligible) + eligible.
+    """
+
+    sampled_rows: list[dict[str, Any]] = field(default_factory=list)
+    prefix_rows: list[dict[str, Any]] = field(default_factory=list)
+    quarantine_rows: list[dict[str, Any]] = field(default_factory=list)
+    funnel_rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def run_sampling(
+    log_root: Path | str | None,
+    date: str,
+    *,
+    n: int | None = None,
+    fraction: float | None = None,
+    seed: int,
+    salt: str,
+    eligibility: EligibilityConfig | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> SamplingResult:
+    """Sample ``n`` eligible conversations (or a ``fraction``) of one day, de-identified.
+
+    ``log_root`` None means the configured log. ``seed`` fixes the sample; ``salt`` keys
+    surrogates and user hashes. Raises FileNotFoundError when the day has no log folder.
+    """
+    eligibility = eligibility or EligibilityConfig()
+    sampler: Sampler[LogRecord] = Sampler(seed=seed, n=n, fraction=fraction)
+    seen_ids: set[bytes] = set()
+    quarantine_rows: list[dict[str, Any]] = []
+    quarantined: Counter[str] = Counter()
+    ineligible: Counter[str] = Counter()
+    records_in = 0
+
+    for item in iter_log(log_root, date, max_line_bytes=max_line_bytes):
+        records_in += 1
+        if isinstance(item, Rejected):
+            quarantine_rows.append(_quarantine_row(date, item))
+            quarantined[item.reason] += 1
+            continue
+        # A digest rather than the id keeps memory per record small on million-line days.
+        digest = hashlib.blake2b(item.conversation_id.encode(), digest_size=8).digest()
+        if digest in seen_ids:
+            dup = Rejected(
+                item.source_file, item.line_number, DUPLICATE_ID, "conversation id seen earlier"
+            )
+            quarantine_rows.append(_quarantine_row(date, dup))
+            quarantined[DUPLICATE_ID] += 1
+            continue
+        seen_ids.add(digest)
+        reason = ineligible_reason(item, eligibility)
+        if reason is not None:
+            ineligible[reason] += 1
+            continue
+        sampler.offer(item.conversation_id, item)
+
+    chosen = sampler.result()
+    eligible = sampler.offered
+    weight = eligible / len(chosen) if chosen else 0.0
+    deidentifier = Deidentifier(salt)
+    pii_total: Counter[str] = Counter()
+    sampled_rows = []
+    for record in chosen:
+        row, counts = _sampled_row(record, date, deidentifier, salt, weight, seed)
+        sampled_rows.append(row)
+        pii_total.update(counts)
+
+    counts = {
+        "date": date,
+        "records_in": records_in,
+        "quarantined": sum(quarantined.values()),
+        "quarantine_reasons": dict(sorted(quarantined.items())),
+        "ineligible": dict(sorted(ineligible.items())),
+        "eligible": eligible,
+        "sampled": len(sampled_rows),
+        "pii_replaced": dict(sorted(pii_total.items())),
+    }
+    _check_columns(quarantine_rows, SAMPLING_QUARANTINE.column_names)
+    return SamplingResult(
+        sampled_rows=sampled_rows,
+        prefix_rows=prefix_rows_from_sampled(sampled_rows),
+        quarantine_rows=quarantine_rows,
+        funnel_rows=funnel_rows(counts),
+        counts=counts,
+    )
+
+
+def prefix_rows_from_sampled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``conversation_prefixes`` rows derived from ``sampled_conversations`` rows alone."""
+    out = []
+    for row in rows:
+        prefix, reply = split_final_turn(json.loads(row["messages_json"]))
+        prefix_json = canonical_json(prefix)
+        out.append(
+            {
+                "conversation_id": row["conversation_id"],
+                "traffic_date": row["traffic_date"],
+                "prefix_json": prefix_json,
+                "n_prefix_messages": len(prefix),
+                "prefix_hash": prefix_hash(prefix),
+                "original_reply": reply,
+                "production_model": row["production_model"],
+            }
+        )
+    _check_columns(out, CONVERSATION_PREFIXES.column_names)
+    return out
+
+
+def funnel_rows(counts: dict[str, Any]) -> list[dict[str, Any]]:
+    """``sampling_funnel`` rows from a counts dict: one row per stage and reason."""
+    date = counts["date"]
+    rows = [{"traffic_date": date, "stage": "records_in", "reason": "", "n": counts["records_in"]}]
+    for stage, key in (("quarantined", "quarantine_reasons"), ("ineligible", "ineligible")):
+        for reason, n in counts[key].items():
+            rows.append({"traffic_date": date, "stage": stage, "reason": reason, "n": n})
+    for stage in ("eligible", "sampled"):
+        rows.append({"traffic_date": date, "stage": stage, "reason": "", "n": counts[stage]})
+    _check_columns(rows, SAMPLING_FUNNEL.column_names)
+    return rows
+
+
+def _sampled_row(
+    record: LogRecord,
+    date: str,
+    deidentifier: Deidentifier,
+    salt: str,
+    weight: float,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, int]]:
+    messages, counts = deidentifier.deidentify_messages(record.messages, record.conversation_id)
+    row = {
+        "conversation_id": record.conversation_id,
+        "traffic_date": date,
+        "user_hash": hash_user(record.user_id, salt) if record.user_id is not None else None,
+        "source": record.source,
+        "production_model": record.model,
+        "n_messages": len(messages),
+        "has_tool_calls": any(
+            m.get("role") == "assistant" and bool(m.get("tool_calls")) for m in messages
+        ),
+        "messages_json": json.dumps(messages, ensure_ascii=False),
+        "pii_counts_json": json.dumps(counts, sort_keys=True),
+        "sampling_weight": weight,
+        "sample_seed": seed,
+        "deid_version": DEID_VERSION,
+    }
+    _check_columns([row], SAMPLED_CONVERSATIONS.column_names)
+    return row, counts
+
+
+def _quarantine_row(date: str, rej: Rejected) -> dict[str, Any]:
+    return {
+        "traffic_date": date,
+        "source_file": rej.source_file,
+        "line_number": rej.line_number,
+        "reason": rej.reason,
+        "detail": rej.detail,
+    }
+
+
+def _check_columns(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    # A drifted key set would only surface at insert time inside the asset; fail here instead.
+    if rows and list(rows[0]) != columns:
+        raise AssertionError(f"row keys {list(rows[0])} differ from table columns {columns}")

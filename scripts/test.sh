@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# One command for the tests: install into ./.venv, lint, then the whole suite (offline).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+.venv/bin/ruff check depsim_assets depsim_tests benchmarks
+exec .venv/bin/python -m pytest "$@"
