@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -34,19 +34,24 @@ def _clean(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- demo
+# depsim runs offline and handles private traffic: a new instance does not phone home.
+INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+
+
+def _prepare_dagster_home() -> Path:
+    home = config.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text(INSTANCE_YAML)
+    return home
+
+
 def _instance():
     import dagster as dg
 
-    home = config.dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    (home / "dagster.yaml").touch(exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(_prepare_dagster_home())
     return dg.DagsterInstance.get()
-
-
-def _quiet_dagster() -> None:
-    for name in ("dagster", "dagster_duckdb"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -66,8 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     registry = demo.register_sim_candidates()
     instance = _instance()
     runs.ensure_candidate_partitions(instance, registry.names())
-    plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size)
-    _quiet_dagster()
+    plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size, log_level="ERROR")
     with tqdm(
         total=len(plan), desc="materializing", unit="run", file=sys.stderr, disable=args.no_progress
     ) as bar:
@@ -267,9 +271,7 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start ``dagster dev`` on this home folder's instance."""
-    home = config.dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch(exist_ok=True)
+    home = _prepare_dagster_home()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     workspace = config.PROJECT_ROOT / "workspace.yaml"
     cmd = ["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]

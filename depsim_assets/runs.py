@@ -31,20 +31,29 @@ class PlannedRun:
 
 
 def plan_graph(
-    dates: Sequence[str], candidates: Sequence[str], *, sample_size: int | None = None
+    dates: Sequence[str],
+    candidates: Sequence[str],
+    *,
+    sample_size: int | None = None,
+    log_level: str | None = None,
 ) -> list[PlannedRun]:
-    """Runs that materialize the whole graph for ``dates`` x (``production`` + candidates)."""
-    traffic_config = (
-        {"ops": {"sampled_conversations": {"config": {"sample_size": sample_size}}}}
-        if sample_size is not None
-        else None
-    )
-    runs = [PlannedRun(f"traffic {d}", TRAFFIC_ASSETS, d, traffic_config) for d in dates]
+    """Runs that materialize the whole graph for ``dates`` x (``production`` + candidates).
+
+    ``log_level`` sets Dagster's console logger (the CLI keeps it at ERROR so the run log does
+    not bury the progress bar; the events still reach the instance).
+    """
+    base: dict[str, Any] = {}
+    if log_level:
+        base["loggers"] = {"console": {"config": {"log_level": log_level}}}
+    traffic: dict[str, Any] = dict(base)
+    if sample_size is not None:
+        traffic["ops"] = {"sampled_conversations": {"config": {"sample_size": sample_size}}}
+    runs = [PlannedRun(f"traffic {d}", TRAFFIC_ASSETS, d, traffic or None) for d in dates]
     for name in [PRODUCTION, *[c for c in candidates if c != PRODUCTION]]:
         for day in dates:
             key = str(multi_key(name, day))
-            runs.append(PlannedRun(f"{name} {day}", CANDIDATE_ASSETS, key))
-    runs.append(PlannedRun("comparison", COMPARISON_ASSETS, None))
+            runs.append(PlannedRun(f"{name} {day}", CANDIDATE_ASSETS, key, base or None))
+    runs.append(PlannedRun("comparison", COMPARISON_ASSETS, None, base or None))
     return runs
 
 

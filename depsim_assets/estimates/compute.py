@@ -69,8 +69,9 @@ def paired_counts(cand: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
     the pipeline itself adds.
     """
     key = ["traffic_date", "conversation_id", "category"]
-    c = cand[cand["status"] == "scored"]
-    b = base[base["status"] == "scored"]
+    # Scored rows always carry a flag; as bool the sums below are plain integer counts.
+    c = cand[cand["status"] == "scored"].astype({"flagged": bool})
+    b = base[base["status"] == "scored"].astype({"flagged": bool})
     shared = c[key].drop_duplicates().merge(b[key].drop_duplicates(), on=key)
     c = c.merge(shared, on=key)
     b = b.merge(shared, on=key)

@@ -46,9 +46,11 @@ class ReplayOutcome:
     latency_ms: float = 0.0
 
 
-def sample_seed(base_seed: int, sample_index: int) -> int:
-    """The seed sent for the k-th sample: distinct per k, stable across runs."""
-    digest = hashlib.sha256(f"{base_seed}|{sample_index}".encode()).digest()
+def sample_seed(base_seed: int, conversation_id: str, sample_index: int) -> int:
+    """The seed sent for one conversation's k-th sample: stable across runs, distinct per
+    conversation and k. Real traffic repeats prefixes ("hi"); one seed for all of them would
+    make their samples identical and the rates overdispersed."""
+    digest = hashlib.sha256(f"{base_seed}|{conversation_id}|{sample_index}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
@@ -100,7 +102,7 @@ async def complete_one(
         response = await client.chat.completions.create(
             model=model,
             messages=request.messages,
-            seed=sample_seed(base_seed, request.sample_index),
+            seed=sample_seed(base_seed, request.conversation_id, request.sample_index),
             **params,
         )
     except (openai.OpenAIError, OSError, ValueError) as exc:
