@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-.venv/bin/ruff check depsim_assets depsim_tests benchmarks
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"
