@@ -7,6 +7,7 @@ from depsim_assets.traffic.eligibility import (
     ineligible_reason,
     is_multimodal,
 )
+from depsim_assets.traffic.ingest import FORMATS, IngestResult, UnreadableFile, ingest_files
 from depsim_assets.traffic.logs import (
     DEFAULT_MAX_LINE_BYTES,
     REJECT_REASONS,
@@ -17,15 +18,25 @@ from depsim_assets.traffic.logs import (
 from depsim_assets.traffic.pipeline import (
     DUPLICATE_ID,
     SamplingResult,
+    allocate,
     prefix_rows_from_sampled,
     run_sampling,
 )
+from depsim_assets.traffic.residue import Hit, scan_messages, scan_rows
 from depsim_assets.traffic.sample import Sampler, sample_items, sample_key
 from depsim_assets.traffic.strip import canonical_json, prefix_hash, split_final_turn
 from depsim_assets.traffic.synth import Planted, demo_lines, planted_pii, write_demo_log
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
+    "FORMATS",
+    "Hit",
+    "IngestResult",
+    "UnreadableFile",
+    "allocate",
+    "ingest_files",
+    "scan_messages",
+    "scan_rows",
     "DEID_VERSION",
     "DUPLICATE_ID",
     "INELIGIBLE_REASONS",

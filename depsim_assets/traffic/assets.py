@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
@@ -13,6 +14,7 @@ from depsim_assets.partitions import traffic_date
 from depsim_assets.resources import TrafficSource
 from depsim_assets.traffic.eligibility import EligibilityConfig
 from depsim_assets.traffic.pipeline import prefix_rows_from_sampled, run_sampling
+from depsim_assets.traffic.residue import scan_rows, summarize
 from depsim_assets.warehouse import (
     CONVERSATION_PREFIXES,
     SAMPLED_CONVERSATIONS,
@@ -30,9 +32,19 @@ class SamplingConfig(dg.Config):
     """How a day is sampled."""
 
     sample_size: int = Field(DEFAULT_SAMPLE_SIZE, description="Conversations to sample.")
+    sample_fraction: float | None = Field(
+        None, description="Sample this fraction of eligible conversations instead of a count."
+    )
+    stratify_by: str | None = Field(
+        None,
+        description="Stratify by 'source', 'model' or 'metadata.<key>' (proportional allocation).",
+    )
     seed: int = Field(20261126, description="Seed of the uniform sample.")
     exclude_sources: list[str] = Field(["internal_test"], description="Sources never sampled.")
     exclude_models: list[str] = Field([], description="Production models never sampled.")
+    exclude_metadata: dict[str, list[str]] = Field(
+        {}, description="Metadata key -> values whose conversations are never sampled."
+    )
 
 
 @dg.asset(
@@ -60,13 +72,16 @@ def sampled_conversations(
     result = run_sampling(
         Path(traffic.log_root),
         day,
-        n=config.sample_size,
+        n=None if config.sample_fraction is not None else config.sample_size,
+        fraction=config.sample_fraction,
         seed=config.seed,
         salt=traffic.deid_salt,
         eligibility=EligibilityConfig(
             exclude_sources=tuple(config.exclude_sources),
             exclude_models=tuple(config.exclude_models),
+            exclude_metadata={k: tuple(v) for k, v in config.exclude_metadata.items()},
         ),
+        stratify_by=config.stratify_by,
     )
     sampled = pd.DataFrame(result.sampled_rows, columns=SAMPLED_CONVERSATIONS.column_names)
     quarantine = pd.DataFrame(result.quarantine_rows, columns=SAMPLING_QUARANTINE.column_names)
@@ -95,6 +110,7 @@ def sampled_conversations(
             "quarantine_reasons": dg.MetadataValue.json(counts["quarantine_reasons"]),
             "ineligible": dg.MetadataValue.json(counts["ineligible"]),
             "pii_replaced": dg.MetadataValue.json(counts["pii_replaced"]),
+            **({"strata": dg.MetadataValue.json(counts["strata"])} if "strata" in counts else {}),
             "funnel": dg.MetadataValue.md(md_table(funnel)),
             "preview": dg.MetadataValue.md(
                 md_table(
@@ -152,4 +168,42 @@ def conversation_prefixes(
                 )
             ),
         }
+    )
+
+
+@dg.asset_check(
+    asset=sampled_conversations,
+    partitions_def=traffic_date,
+    blocking=True,
+    description="Re-scans the day's de-identified conversations for residual PII.",
+)
+def no_residual_pii(
+    context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource
+) -> dg.AssetCheckResult:
+    """Fails when any text of the partition looks like personal data that is not a surrogate.
+
+    Runs the de-identifier's own detectors plus independent patterns (``traffic/residue.py``);
+    hits are reported by conversation, message and type, never with their text. Blocking: a
+    failure stops ``conversation_prefixes`` from being built from the partition in that run.
+    """
+    with warehouse.get_connection() as conn:
+        return residual_pii_result(conn, context.partition_key)
+
+
+def residual_pii_result(conn: duckdb.DuckDBPyConnection, day: str) -> dg.AssetCheckResult:
+    """The residue check's result for one day of ``sampled_conversations``."""
+    rows = read_partition(conn, SAMPLED_CONVERSATIONS, {"traffic_date": day})
+    scanned, hits = scan_rows(rows.to_dict("records"))
+    where = [
+        {"conversation_id": h.conversation_id, "message": h.message_index, "type": h.kind}
+        for h in hits[:20]
+    ]
+    return dg.AssetCheckResult(
+        passed=not hits,
+        metadata={
+            "rows_scanned": scanned,
+            "hits": len(hits),
+            "hits_by_type": dg.MetadataValue.json(summarize(hits)),
+            "first_hits": dg.MetadataValue.json(where),
+        },
     )

@@ -7,7 +7,8 @@ and replayed, and sources or models named in the config (test traffic, say) are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from depsim_assets.traffic.logs import TEXT_PART_TYPES, LogRecord
@@ -16,16 +17,31 @@ OPTED_OUT = "opted_out"
 MULTIMODAL = "multimodal"
 EXCLUDED_SOURCE = "excluded_source"
 EXCLUDED_MODEL = "excluded_model"
+EXCLUDED_METADATA = "excluded_metadata"
 
-INELIGIBLE_REASONS = (OPTED_OUT, MULTIMODAL, EXCLUDED_SOURCE, EXCLUDED_MODEL)
+INELIGIBLE_REASONS = (OPTED_OUT, MULTIMODAL, EXCLUDED_SOURCE, EXCLUDED_MODEL, EXCLUDED_METADATA)
 
 
 @dataclass(frozen=True)
 class EligibilityConfig:
-    """What makes a well-formed conversation ineligible beyond opt-out and multimodality."""
+    """What makes a well-formed conversation ineligible beyond opt-out and multimodality.
+
+    ``exclude_metadata`` maps a key of the record's ``metadata`` object to the values that
+    exclude it (compared as text: ``{"tier": ["enterprise"]}``, ``{"eval": ["true"]}``).
+    """
 
     exclude_sources: tuple[str, ...] = ("internal_test",)
     exclude_models: tuple[str, ...] = ()
+    exclude_metadata: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def metadata_text(value: Any) -> str | None:
+    """A metadata value as compared by exclusions and strata (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def is_multimodal(messages: list[dict[str, Any]]) -> bool:
@@ -56,4 +72,8 @@ def ineligible_reason(record: LogRecord, config: EligibilityConfig | None = None
         return EXCLUDED_SOURCE
     if record.model in config.exclude_models:
         return EXCLUDED_MODEL
+    if config.exclude_metadata and record.metadata:
+        for key, values in config.exclude_metadata.items():
+            if metadata_text(record.metadata.get(key)) in values:
+                return EXCLUDED_METADATA
     return None

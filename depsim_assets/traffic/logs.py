@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from depsim_assets import config
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20
@@ -75,6 +77,7 @@ class LogRecord:
     messages: list[dict[str, Any]]
     source_file: str
     line_number: int
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +90,35 @@ class Rejected:
     detail: str
 
 
-class _Reject(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+class RecordError(Exception):
+    """Why one record cannot be used: a reason code and a text-free detail.
+
+    ``source_file``/``line_number`` override the reader's position when the record is a
+    rejection carried over from ``depsim ingest`` (it names the original file and line).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        source_file: str | None = None,
+        line_number: int | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        self.source_file = source_file
+        self.line_number = line_number
+
+
+_Reject = RecordError
+
+# A line ``{"ingest_rejected": {...}}`` is a record ``depsim ingest`` could not use: it stands
+# in the day's log so the day's funnel counts it, and it carries no text of the record.
+INGEST_REJECTED = "ingest_rejected"
+# ``{"ingest_origin": {"file", "line"}}`` on a normalized record: where ingest read it.
+INGEST_ORIGIN = "ingest_origin"
 
 
 def day_folder(log_root: Path | str | None, date: str) -> Path:
@@ -163,7 +190,9 @@ def _iter_file(fh: IO[bytes], rel: str, max_line_bytes: int) -> Iterator[LogReco
         try:
             yield _parse_line(raw, rel, line_number)
         except _Reject as rej:
-            yield Rejected(rel, line_number, rej.reason, rej.detail)
+            yield Rejected(
+                rej.source_file or rel, rej.line_number or line_number, rej.reason, rej.detail
+            )
 
 
 def _skip_rest_of_line(fh: IO[bytes]) -> None:
@@ -173,14 +202,24 @@ def _skip_rest_of_line(fh: IO[bytes]) -> None:
             return
 
 
-def _parse_line(raw: bytes, source_file: str, line_number: int) -> LogRecord:
-    """Parse and validate one log line; raises an internal rejection on a bad line."""
+def loads(raw: bytes | str) -> Any:
+    """Decode one JSON record, fast; raises RecordError with the stdlib's wording when bad.
+
+    orjson parses several times faster than ``json``; anything it refuses (invalid UTF-8,
+    NaN, integers beyond 64 bits, broken JSON) is decoded again by ``json`` so the accepted
+    input and the rejection details are exactly the standard library's.
+    """
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _Reject(INVALID_ENCODING, f"not UTF-8 at byte {exc.start}") from None
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Reject(INVALID_ENCODING, f"not UTF-8 at byte {exc.start}") from None
     try:
-        obj = json.loads(text)
+        return json.loads(raw)
     except json.JSONDecodeError as exc:
         # exc.msg is the decoder's fixed wording; exc.doc (the line) is deliberately unused.
         raise _Reject(
@@ -188,8 +227,19 @@ def _parse_line(raw: bytes, source_file: str, line_number: int) -> LogRecord:
         ) from None
     except RecursionError:
         raise _Reject(INVALID_JSON, "nesting too deep") from None
+
+
+def _parse_line(raw: bytes, source_file: str, line_number: int) -> LogRecord:
+    """Parse and validate one log line; raises an internal rejection on a bad line."""
+    return parse_record(loads(raw), source_file, line_number)
+
+
+def parse_record(obj: Any, source_file: str, line_number: int) -> LogRecord:
+    """Validate one decoded record of the production-log layout; raises RecordError."""
     if not isinstance(obj, dict):
         raise _Reject(NOT_AN_OBJECT, f"top-level JSON is {_json_type(obj)}, not an object")
+    if INGEST_REJECTED in obj and "messages" not in obj:
+        _raise_ingest_rejection(obj[INGEST_REJECTED])
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         what = "missing" if messages is None else _json_type(messages)
@@ -206,6 +256,15 @@ def _parse_line(raw: bytes, source_file: str, line_number: int) -> LogRecord:
         opted_out = False
     if not isinstance(opted_out, bool):
         raise _Reject(BAD_FIELD, f"'opted_out' is {_json_type(opted_out)}, not a boolean")
+    metadata = obj.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise _Reject(BAD_FIELD, f"'metadata' is {_json_type(metadata)}, not an object")
+    origin = obj.get(INGEST_ORIGIN)
+    if isinstance(origin, dict) and isinstance(origin.get("file"), str):
+        # Point quarantine rows (duplicate ids) at the file the user gave, not our copy.
+        source_file = origin["file"]
+        if isinstance(origin.get("line"), int):
+            line_number = origin["line"]
     return LogRecord(
         conversation_id=conversation_id,
         created_at=_optional_str(obj, "created_at"),
@@ -216,6 +275,23 @@ def _parse_line(raw: bytes, source_file: str, line_number: int) -> LogRecord:
         messages=messages,
         source_file=source_file,
         line_number=line_number,
+        metadata=metadata or None,
+    )
+
+
+def _raise_ingest_rejection(stub: Any) -> None:
+    if (
+        not isinstance(stub, dict)
+        or stub.get("reason") not in (*REJECT_REASONS, "duplicate_id")
+        or not isinstance(stub.get("source_file"), str)
+        or not isinstance(stub.get("line_number"), int)
+    ):
+        raise _Reject(BAD_FIELD, f"'{INGEST_REJECTED}' is not a rejection written by ingest")
+    raise _Reject(
+        stub["reason"],
+        str(stub.get("detail", "")),
+        source_file=stub["source_file"],
+        line_number=stub["line_number"],
     )
 
 

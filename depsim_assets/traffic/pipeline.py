@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from depsim_assets.traffic.deid import DEID_VERSION, Deidentifier, hash_user
-from depsim_assets.traffic.eligibility import EligibilityConfig, ineligible_reason
+from depsim_assets.traffic.deid import DEID_VERSION, Deidentifier, hash_user, surrogate_digests
+from depsim_assets.traffic.eligibility import EligibilityConfig, ineligible_reason, metadata_text
 from depsim_assets.traffic.logs import DEFAULT_MAX_LINE_BYTES, LogRecord, Rejected, iter_log
 from depsim_assets.traffic.sample import Sampler
 from depsim_assets.traffic.strip import canonical_json, prefix_hash, split_final_turn
@@ -29,6 +29,7 @@ from depsim_assets.warehouse import (
 )
 
 DUPLICATE_ID = "duplicate_id"
+NO_STRATUM = "(none)"
 
 
 @dataclass
@@ -47,6 +48,54 @@ class SamplingResult:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
+def stratum_of(record: LogRecord, field_name: str | None) -> str | None:
+    """The stratum of a record under ``field_name`` (``source``, ``model`` or
+    ``metadata.<key>``); None when sampling is not stratified, ``(none)`` for a missing value.
+    """
+    if field_name is None:
+        return None
+    if field_name == "source":
+        return record.source
+    if field_name == "model":
+        return record.model
+    key = field_name.removeprefix("metadata.")
+    value = metadata_text((record.metadata or {}).get(key))
+    return NO_STRATUM if value is None else value
+
+
+def check_stratify_field(field_name: str | None) -> None:
+    """Reject a stratification field that is not source, model or metadata.<key>."""
+    if field_name is None or field_name in ("source", "model"):
+        return
+    if not field_name.startswith("metadata.") or not field_name.removeprefix("metadata."):
+        raise ValueError(
+            f"stratify_by must be 'source', 'model' or 'metadata.<key>', got {field_name!r}"
+        )
+
+
+def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
+    """Proportional allocation of ``n`` draws over strata of ``sizes`` (largest remainder).
+
+    Each stratum gets ``floor(n * N_h / N)`` and the leftover draws go to the largest
+    remainders (ties by stratum name), capped at the stratum's size.
+    """
+    total = sum(sizes.values())
+    if total == 0 or n <= 0:
+        return {h: 0 for h in sizes}
+    if n >= total:
+        return dict(sizes)
+    quotas = {h: n * size / total for h, size in sizes.items()}
+    alloc = {h: int(q) for h, q in quotas.items()}
+    left = n - sum(alloc.values())
+    for h in sorted(quotas, key=lambda h: (-(quotas[h] - alloc[h]), h)):
+        if left == 0:
+            break
+        if alloc[h] < sizes[h]:
+            alloc[h] += 1
+            left -= 1
+    return alloc
+
+
 def run_sampling(
     log_root: Path | str | None,
     date: str,
@@ -57,14 +106,21 @@ def run_sampling(
     salt: str,
     eligibility: EligibilityConfig | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    stratify_by: str | None = None,
 ) -> SamplingResult:
     """Sample ``n`` eligible conversations (or a ``fraction``) of one day, de-identified.
 
     ``log_root`` None means the configured log. ``seed`` fixes the sample; ``salt`` keys
-    surrogates and user hashes. Raises FileNotFoundError when the day has no log folder.
+    surrogates and user hashes. With ``stratify_by`` the day is split into strata by that
+    field and ``n`` is allocated proportionally to the strata's eligible sizes (a fraction
+    applies within each stratum); each row's weight is its stratum's eligible count over its
+    stratum's sample size. Raises FileNotFoundError when the day has no log folder.
     """
+    check_stratify_field(stratify_by)
     eligibility = eligibility or EligibilityConfig()
-    sampler: Sampler[LogRecord] = Sampler(seed=seed, n=n, fraction=fraction)
+    # One bottom-k sampler per stratum: the first k of a stratum's bottom-n are its bottom-k,
+    # so proportional allocation after the single pass takes a prefix of each.
+    samplers: dict[str | None, Sampler[LogRecord]] = {}
     seen_ids: set[bytes] = set()
     quarantine_rows: list[dict[str, Any]] = []
     quarantined: Counter[str] = Counter()
@@ -91,18 +147,30 @@ def run_sampling(
         if reason is not None:
             ineligible[reason] += 1
             continue
+        stratum = stratum_of(item, stratify_by)
+        sampler = samplers.get(stratum)
+        if sampler is None:
+            sampler = samplers[stratum] = Sampler(seed=seed, n=n, fraction=fraction)
         sampler.offer(item.conversation_id, item)
 
-    chosen = sampler.result()
-    eligible = sampler.offered
-    weight = eligible / len(chosen) if chosen else 0.0
+    sizes = {h: s.offered for h, s in samplers.items()}
+    results = {h: s.result() for h, s in samplers.items()}
+    if n is not None and stratify_by is not None:
+        alloc = allocate({str(h): size for h, size in sizes.items()}, n)
+        results = {h: items[: alloc[str(h)]] for h, items in results.items()}
+    eligible = sum(sizes.values())
     deidentifier = Deidentifier(salt)
     pii_total: Counter[str] = Counter()
     sampled_rows = []
-    for record in chosen:
-        row, counts = _sampled_row(record, date, deidentifier, salt, weight, seed)
-        sampled_rows.append(row)
-        pii_total.update(counts)
+    for stratum in sorted(results, key=lambda h: "" if h is None else h):
+        chosen = results[stratum]
+        weight = sizes[stratum] / len(chosen) if chosen else 0.0
+        for record in chosen:
+            row, counts = _sampled_row(
+                record, date, deidentifier, salt, weight, seed, stratum
+            )
+            sampled_rows.append(row)
+            pii_total.update(counts)
 
     counts = {
         "date": date,
@@ -114,6 +182,10 @@ def run_sampling(
         "sampled": len(sampled_rows),
         "pii_replaced": dict(sorted(pii_total.items())),
     }
+    if stratify_by is not None:
+        counts["strata"] = {
+            str(h): {"eligible": sizes[h], "sampled": len(results[h])} for h in sorted(sizes)
+        }
     _check_columns(quarantine_rows, SAMPLING_QUARANTINE.column_names)
     return SamplingResult(
         sampled_rows=sampled_rows,
@@ -165,8 +237,12 @@ def _sampled_row(
     salt: str,
     weight: float,
     seed: int,
+    stratum: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
-    messages, counts = deidentifier.deidentify_messages(record.messages, record.conversation_id)
+    surrogates: set[str] = set()
+    messages, counts = deidentifier.deidentify_messages(
+        record.messages, record.conversation_id, surrogates=surrogates
+    )
     row = {
         "conversation_id": record.conversation_id,
         "traffic_date": date,
@@ -182,6 +258,8 @@ def _sampled_row(
         "sampling_weight": weight,
         "sample_seed": seed,
         "deid_version": DEID_VERSION,
+        "stratum": stratum,
+        "surrogate_digests": json.dumps(surrogate_digests(surrogates)),
     }
     _check_columns([row], SAMPLED_CONVERSATIONS.column_names)
     return row, counts

@@ -245,3 +245,86 @@ def test_hash_user_is_salted_and_short():
 def test_luhn():
     assert luhn_valid("4111 1111 1111 1111") and luhn_valid("378282246310005")
     assert not luhn_valid("4111 1111 1111 1112") and not luhn_valid("7")
+
+
+# --- detectors added with ingest: more secrets, national ids, URL credentials, tables ---------
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
+        "glpat-" + "xT9kLm2QpR7vW3yZ8aBc",
+        "github_pat_" + "11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEF",
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+    ],
+)
+def test_more_provider_keys_and_jwts_are_secrets(deid, secret):
+    out, counts = scrub(deid, f"token: {secret} (do not share)")
+    assert secret not in out and counts == {"secret": 1}
+    assert "EXAMPLE" in out
+
+
+def test_private_key_blocks_are_replaced_whole(deid):
+    body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nVJTUt9Us8cKjMzEfYyjiWA4R4"
+    pem = f"-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----"
+    out, counts = scrub(deid, f"my key:\n{pem}\nthanks")
+    assert counts == {"secret": 1} and "MIIEvQ" not in out and "VJTUt9" not in out
+    assert out.startswith("my key:\n-----BEGIN PRIVATE KEY-----") and out.endswith("\nthanks")
+
+
+def test_uk_nino_and_canadian_sin_become_never_issued_numbers(deid):
+    out, counts = scrub(deid, "NI AB 12 34 56 C, SIN 130-692-544, phone +61 412 345 678")
+    assert counts == {"national_id": 2, "phone": 1}
+    assert "AB 12 34 56 C" not in out and "130-692-544" not in out
+    nino = re.search(r"QQ \d\d \d\d \d\d C", out)
+    sin = re.search(r"\b0\d\d-\d\d\d-\d\d\d\b", out)
+    assert nino and sin and not luhn_valid(sin.group())
+
+
+def test_credentials_in_url_userinfo_are_replaced(deid):
+    out, counts = scrub(deid, "DATABASE_URL=postgres://admin:hunter2pass@db.acme.io:5432/app")
+    assert "hunter2pass" not in out and "admin:" not in out and counts == {"url_token": 1}
+    assert re.search(r"postgres://\w+:redacted-[0-9a-f]{12}@db\.acme\.io:5432/app", out)
+
+
+def test_names_with_central_european_letters_and_particles(deid):
+    out, _ = scrub(deid, "My name is Łukasz Zięcik.\n\nRegards,\nDavi Lucas da Cunha")
+    for token in ("Łukasz", "Zięcik", "Davi", "Lucas", "Cunha"):
+        assert token not in out
+
+
+def test_names_and_addresses_in_csv_and_markdown_columns(deid):
+    text = (
+        "id,customer_name,address,plan\n"
+        "1,Ingrid Haddad,4500 Lakeview Crossing,pro\n"
+        "2,Omar Silva,12 Birch Hollow,free\n\n"
+        "| id | name | status |\n|---|---|---|\n| 7 | Wei Tanaka | open |"
+    )
+    out, counts = scrub(deid, text)
+    for value in ("Ingrid", "Haddad", "Omar", "Silva", "Wei", "Tanaka", "Lakeview", "Birch"):
+        assert value not in out
+    assert counts["street_address"] == 2 and counts["person_name"] >= 3
+    assert out.splitlines()[0] == "id,customer_name,address,plan"
+
+
+def test_address_fields_of_tool_arguments(deid):
+    msgs = [
+        {"role": "user", "content": "ship it"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {
+                        "name": "ship",
+                        "arguments": json.dumps({"shipping_address": "77 Rue Lepic, Paris"}),
+                    },
+                }
+            ],
+        },
+    ]
+    out, counts = deid.deidentify_messages(msgs, "c1")
+    assert "Lepic" not in json.dumps(out) and counts == {"street_address": 1}

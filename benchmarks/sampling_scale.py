@@ -1,0 +1,265 @@
+"""One million conversations in a day: ingest, then sample 100,000 through Dagster.
+
+Run by hand (not part of the test suite)::
+
+    .venv/bin/python benchmarks/sampling_scale.py [--json] [--records N] [--sample N]
+
+It writes a synthetic day of OpenAI-chat JSONL (2-6 messages per conversation, some planted
+PII, tool calls, opted-out, multimodal and malformed records) under ``--workdir`` (default: a
+temporary folder), then times, each phase in its own process so the memory of one does not
+hide another's:
+
+- ``ingest_s``: ``depsim ingest`` of the file into a fresh depsim home;
+- ``sample_s``: ``depsim sample --size 100000`` (a real Dagster materialization of
+  ``sampled_conversations`` and ``conversation_prefixes``: validation, eligibility, sampling,
+  de-identification, the residue check, prefixes);
+- ``scan_s``: DuckDB ``count(*)`` over the same file;
+- ``reservoir_s``: DuckDB reservoir sample of 100,000 rows of the file into a table.
+
+``peak_rss_mib`` is the largest peak resident memory of the two depsim phases. The Python
+``json.loads`` loop over the file (the ingest target's reference) is timed too and printed on
+stderr with the ratios, so the JSON on stdout keeps the issue's keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATE = "2026-06-01"
+WORDS = (
+    "the a to and of in is it you that for on with this my can how what do be are not have "
+    "please help me write code file data python error need want make time work day best way "
+    "explain why when where which should would could thanks question answer list table query "
+    "email report meeting project plan budget travel recipe health sleep exercise music book "
+    "server deploy test build function class method value string number return loop array map"
+).split()
+
+
+def _sentence(rng: random.Random) -> str:
+    words = rng.choices(WORDS, k=rng.randrange(8, 30))
+    return " ".join(words).capitalize() + rng.choice((".", "?", "!"))
+
+
+def generate(path: Path, records: int, seed: int = 1) -> int:
+    """Write ``records`` JSONL lines; returns the bytes written."""
+    rng = random.Random(seed)
+    pool = [" ".join(_sentence(rng) for _ in range(rng.randrange(1, 4))) for _ in range(4000)]
+    pii = (
+        " You can reach me at jane.doe{}@gmail.com.",
+        " My number is (415) 867-{:04d}.",
+        "\n\nThanks, Priya",
+        " My name is Tom Novak.",
+        " I live at {} Maple Street.",
+    )
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(records):
+            n_messages = rng.randrange(2, 7)
+            messages = []
+            if n_messages % 2 == 1:
+                messages.append({"role": "system", "content": "You are a helpful assistant."})
+            role = "user"
+            while len(messages) < n_messages:
+                text = rng.choice(pool)
+                if role == "user" and rng.random() < 0.1:
+                    text += rng.choice(pii).format(rng.randrange(10_000))
+                messages.append({"role": role, "content": text})
+                role = "assistant" if role == "user" else "user"
+            if rng.random() < 0.05:
+                call = {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {"name": "web_search", "arguments": '{"query": "weather"}'},
+                }
+                messages[-1:-1] = [
+                    {"role": "assistant", "content": None, "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": f"call_{i}", "content": '{"temp_c": 21}'},
+                ]
+            record = {
+                "conversation_id": f"c{i:08d}",
+                "created_at": f"{DATE}T{rng.randrange(24):02d}:{rng.randrange(60):02d}:00Z",
+                "user_id": f"u{rng.randrange(300_000)}",
+                "opted_out": rng.random() < 0.02,
+                "source": rng.choice(("chat", "chat", "api", "mobile")),
+                "model": "prod-model",
+                "messages": messages,
+            }
+            roll = rng.random()
+            if roll < 0.02:
+                first = messages[1] if messages[0]["role"] == "system" else messages[0]
+                first["content"] = [
+                    {"type": "text", "text": first["content"]},
+                    {"type": "image_url", "image_url": {"url": "https://img.example.net/x.png"}},
+                ]
+            line = json.dumps(record, separators=(",", ":"))
+            if roll > 0.995:
+                line = line[: len(line) // 2]  # malformed: cut in half
+            fh.write(line)
+            fh.write("\n")
+    return path.stat().st_size
+
+
+# --- phases, each run in a child process ---------------------------------------------------------
+
+
+def phase_json_loop(path: Path) -> dict[str, float]:
+    start = time.perf_counter()
+    n = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            try:
+                json.loads(line)
+            except ValueError:
+                pass
+            n += 1
+    return {"seconds": time.perf_counter() - start, "lines": n}
+
+
+def phase_ingest(path: Path, home: Path) -> dict[str, float]:
+    os.environ["DEPSIM_HOME"] = str(home)
+    from depsim_assets.traffic.ingest import ingest_files
+
+    start = time.perf_counter()
+    result = ingest_files([path], date=DATE)
+    return {"seconds": time.perf_counter() - start, "records": result.records_in}
+
+
+def phase_sample(home: Path, size: int) -> dict[str, float]:
+    os.environ["DEPSIM_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    import contextlib
+    import io
+
+    from depsim_assets import cli
+
+    out = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["sample", "--date", DATE, "--size", str(size), "--json"])
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"depsim sample failed with exit code {code}")
+    return {"seconds": seconds, **json.loads(out.getvalue())}
+
+
+def phase_scan(path: Path) -> dict[str, float]:
+    import duckdb
+
+    conn = duckdb.connect()
+    start = time.perf_counter()
+    n = conn.execute(
+        "SELECT count(*) FROM read_json(?, format='newline_delimited', ignore_errors=true)",
+        [str(path)],
+    ).fetchone()[0]
+    return {"seconds": time.perf_counter() - start, "rows": n}
+
+
+def phase_reservoir(path: Path, size: int, workdir: Path) -> dict[str, float]:
+    import duckdb
+
+    conn = duckdb.connect(str(workdir / "reservoir.duckdb"))
+    start = time.perf_counter()
+    conn.execute(
+        "CREATE OR REPLACE TABLE r AS SELECT * FROM read_json(?, format='newline_delimited', "
+        f"ignore_errors=true) USING SAMPLE reservoir({int(size)} ROWS) REPEATABLE (7)",
+        [str(path)],
+    )
+    n = conn.execute("SELECT count(*) FROM r").fetchone()[0]
+    return {"seconds": time.perf_counter() - start, "rows": n}
+
+
+def _child(args: list[str]) -> tuple[dict, float]:
+    """Run one phase in a fresh interpreter; returns its result and its peak RSS in MiB."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--phase", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"phase {args[0]} failed:\n{proc.stderr[-2000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result, result.pop("peak_rss_mib")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--sample", type=int, default=100_000)
+    parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
+    parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.phase:
+        name, *rest = args.phase
+        if name == "json_loop":
+            out = phase_json_loop(Path(rest[0]))
+        elif name == "ingest":
+            out = phase_ingest(Path(rest[0]), Path(rest[1]))
+        elif name == "sample":
+            out = phase_sample(Path(rest[0]), int(rest[1]))
+        elif name == "scan":
+            out = phase_scan(Path(rest[0]))
+        else:
+            out = phase_reservoir(Path(rest[0]), int(rest[1]), Path(rest[2]))
+        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(out))
+        return 0
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="depsim-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "day.jsonl"
+    home = workdir / "home"
+    shutil.rmtree(home, ignore_errors=True)
+    say = sys.stderr
+    start = time.perf_counter()
+    size = generate(path, args.records)
+    print(f"generated {args.records} records, {size / 2**20:.0f} MiB, "
+          f"in {time.perf_counter() - start:.1f} s: {path}", file=say)  # fmt: skip
+
+    loop, _ = _child(["json_loop", str(path)])
+    ingest, ingest_rss = _child(["ingest", str(path), str(home)])
+    sample, sample_rss = _child(["sample", str(home), str(args.sample)])
+    scan, _ = _child(["scan", str(path)])
+    reservoir, reservoir_rss = _child(["reservoir", str(path), str(args.sample), str(workdir)])
+
+    result = {
+        "records": ingest["records"],
+        "sampled": sample["sampled"],
+        "ingest_s": round(ingest["seconds"], 2),
+        "sample_s": round(sample["seconds"], 2),
+        "scan_s": round(scan["seconds"], 2),
+        "reservoir_s": round(reservoir["seconds"], 2),
+        "sample_over_reservoir": round(sample["seconds"] / reservoir["seconds"], 2),
+        "peak_rss_mib": round(max(ingest_rss, sample_rss)),
+    }
+    print(
+        f"json.loads loop {loop['seconds']:.2f} s; ingest/loop "
+        f"{ingest['seconds'] / loop['seconds']:.2f}x (target 3x); sample/reservoir "
+        f"{result['sample_over_reservoir']}x (target 5x); peak RSS ingest {ingest_rss:.0f} MiB, "
+        f"sample {sample_rss:.0f} MiB, reservoir {reservoir_rss:.0f} MiB; funnel: "
+        + json.dumps({k: sample[k] for k in ("quarantined", "ineligible", "eligible")}),
+        file=say,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>22}: {value}")
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
