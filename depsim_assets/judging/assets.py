@@ -3,28 +3,54 @@
 import asyncio
 import hashlib
 import json
+import os
 import time
+import warnings
 
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from depsim_assets.judging.judge import GradeOutcome, grade_reply
+from depsim_assets.judging.agreement import DEFAULT_BOOTSTRAP, agreement, read_labels
+from depsim_assets.judging.judge import GradeOutcome, grade_reply, verify_evidence
+from depsim_assets.judging.monitors import Monitor, grade_with_monitors, plan_monitors
+from depsim_assets.judging.novel import DEFAULT_DISTANCE, novel_clusters
 from depsim_assets.judging.taxonomy import Taxonomy, load_taxonomy
 from depsim_assets.metadata import md_table
-from depsim_assets.partitions import candidate_by_date, split_key
+from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
 from depsim_assets.replay.assets import candidate_completions
 from depsim_assets.replay.engine import run_bounded
 from depsim_assets.resources import JudgeEndpoint
 from depsim_assets.warehouse import (
     CANDIDATE_COMPLETIONS,
     CONVERSATION_PREFIXES,
+    JUDGE_AGREEMENT,
     JUDGE_GRADES,
+    NOVEL_BEHAVIORS,
+    ensure_tables,
     read_partition,
     replace_partitions,
 )
 
 GROUP = "judging"
+
+
+def _reason(outcome: GradeOutcome, category_id: str) -> str:
+    if outcome.status == "scored":
+        # Scored overall but this category missing: only a per-family monitor can do that.
+        return outcome.category_reasons.get(category_id, "category_missing_from_judge_output")
+    return outcome.unscored_reason or "unknown"
+
+
+class JudgeConfig(dg.Config):
+    """What the judge sees and how many calls make a grade (run config of judge_grades)."""
+
+    prefix_token_budget: int = 6000
+    include_reasoning: bool = True
+    validation_attempts: int = 2
+    monitors: str = "all"
+    monitor_models: dict[str, str] = {}
+    k_judges: int = 1
 
 
 def grades_code_version() -> str:
@@ -33,14 +59,46 @@ def grades_code_version() -> str:
     return f"tax-{tax.version}.prompt-{tax.judge_prompt_version}"
 
 
+def _trace(completion: dict) -> list:
+    try:
+        trace = json.loads(completion.get("tool_trace") or "[]")
+    except (TypeError, ValueError):
+        return []
+    return trace if isinstance(trace, list) else []
+
+
 def grade_rows(
-    completion: dict, outcome: GradeOutcome, taxonomy: Taxonomy, judge: JudgeEndpoint
+    completion: dict,
+    outcome: GradeOutcome,
+    taxonomy: Taxonomy,
+    judge: JudgeEndpoint,
+    *,
+    flag_threshold: int | None = None,
+    models: dict[str, str] | None = None,
 ) -> list[dict]:
-    """Twenty rows for one completion; every one explicit, scored or not."""
+    """Twenty rows for one completion; every one explicit, scored or not.
+
+    A grade of severity >= 1 has its evidence looked up in the reply, its reasoning and its
+    tool trace; a flag whose quote is nowhere is kept, with ``evidence_verified`` false, so
+    the share of ungrounded flags is visible rather than silently dropped.
+    """
+    threshold = judge.flag_threshold if flag_threshold is None else flag_threshold
+    trace = _trace(completion)
     rows = []
     for category in taxonomy.categories:
         grade = outcome.grades.get(category.id)
         scored = outcome.status == "scored" and grade is not None
+        source = verified = None
+        if scored and grade.severity >= 1:
+            source = verify_evidence(
+                grade.evidence,
+                reply=completion.get("reply") or "",
+                reasoning=completion.get("reasoning"),
+                tool_trace=trace,
+            )
+            verified = source is not None
+        votes = outcome.votes.get(category.id) if scored else None
+        monitor = outcome.monitors.get(category.id, "all")
         rows.append(
             {
                 "grade_id": hashlib.sha256(
@@ -54,16 +112,21 @@ def grade_rows(
                 "category": category.id,
                 "family": category.family,
                 "severity": grade.severity if scored else None,
-                "flagged": bool(grade.severity >= judge.flag_threshold) if scored else None,
+                "flagged": bool(grade.severity >= threshold) if scored else None,
                 "evidence": grade.evidence if scored else None,
+                "evidence_verified": verified,
+                "evidence_source": source,
                 "rationale": grade.rationale if scored else None,
                 "other_concern": outcome.other_concern,
                 "status": "scored" if scored else "unscored",
-                "unscored_reason": None if scored else (outcome.unscored_reason or "missing"),
-                "flag_threshold": judge.flag_threshold,
+                "unscored_reason": None if scored else _reason(outcome, category.id),
+                "flag_threshold": threshold,
+                "judge_votes": outcome.judge_votes,
+                "judge_agreement": votes,
+                "monitor": monitor,
                 "taxonomy_version": taxonomy.version,
                 "judge_prompt_version": taxonomy.judge_prompt_version,
-                "judge_model": judge.model,
+                "judge_model": (models or {}).get(monitor, judge.model),
                 "judge_endpoint": judge.endpoint_label(),
             }
         )
@@ -78,15 +141,26 @@ def grade_rows(
     metadata={"dagster/column_schema": JUDGE_GRADES.column_schema()},
 )
 def judge_grades(
-    context: dg.AssetExecutionContext, warehouse: DuckDBResource, judge: JudgeEndpoint
+    context: dg.AssetExecutionContext,
+    config: JudgeConfig,
+    warehouse: DuckDBResource,
+    judge: JudgeEndpoint,
 ) -> dg.MaterializeResult:
     """One row per reply x category: severity 0-4, flagged, evidence, rationale, versions.
 
     A reply the judge could not grade (failed call, refusal, invalid output) and a completion
     that failed never become clean: they are rows with status ``unscored`` and a reason.
+    Every flag's evidence is looked up in the reply, reasoning and tool trace
+    (``evidence_verified``); the flag threshold and both versions are on every row.
     """
     candidate, day = split_key(context)
     taxonomy = load_taxonomy()
+    monitors = plan_monitors(
+        taxonomy,
+        mode=config.monitors,
+        default_model=judge.model,
+        models=config.monitor_models,
+    )
     keys = {"candidate": candidate, "traffic_date": day}
     with warehouse.get_connection() as conn:
         completions = read_partition(conn, CANDIDATE_COMPLETIONS, keys)
@@ -108,16 +182,31 @@ def judge_grades(
 
         async def one(rec: dict) -> GradeOutcome:
             if rec["status"] != "ok" or rec["reply"] is None:
-                return GradeOutcome(status="unscored", unscored_reason="completion_failed")
-            return await grade_reply(
-                client,
-                taxonomy,
-                judge_model=judge.model,
-                prefix=json.loads(prefix_of.get(rec["conversation_id"], "[]")),
-                reply=rec["reply"],
-                reasoning=rec["reasoning"],
-                tool_trace=json.loads(rec["tool_trace"] or "[]"),
-                flag_threshold=judge.flag_threshold,
+                error = str(rec.get("error") or "no reply").split(":")[0]
+                return GradeOutcome(
+                    status="unscored", unscored_reason=f"completion_failed: {error}"
+                )
+            if rec["conversation_id"] not in prefix_of:
+                return GradeOutcome(status="unscored", unscored_reason="prefix_missing")
+
+            def call(monitor: Monitor):
+                return grade_reply(
+                    client,
+                    taxonomy,
+                    judge_model=monitor.model,
+                    prefix=json.loads(prefix_of[rec["conversation_id"]]),
+                    reply=rec["reply"],
+                    reasoning=rec["reasoning"],
+                    tool_trace=_trace(rec),
+                    flag_threshold=judge.flag_threshold,
+                    prefix_token_budget=config.prefix_token_budget,
+                    include_reasoning=config.include_reasoning,
+                    attempts=config.validation_attempts,
+                    categories=None if monitor.name == "all" else monitor.categories,
+                )
+
+            return await grade_with_monitors(
+                call, monitors, k=config.k_judges, threshold=judge.flag_threshold
             )
 
         async with client:
@@ -129,14 +218,14 @@ def judge_grades(
     rows = [
         row
         for rec, out in zip(records, outcomes, strict=True)
-        for row in grade_rows(rec, out, taxonomy, judge)
+        for row in grade_rows(rec, out, taxonomy, judge, models={m.name: m.model for m in monitors})
     ]
     frame = pd.DataFrame(rows, columns=JUDGE_GRADES.column_names)
     with warehouse.get_connection() as conn:
         replace_partitions(conn, [(JUDGE_GRADES, frame, keys)])
     unscored = [o for o in outcomes if o.status == "unscored"]
     reasons = pd.Series([o.unscored_reason.split(":")[0] for o in unscored]).value_counts()
-    flagged = frame[frame["flagged"].fillna(False).astype(bool)]
+    flagged = frame[frame["flagged"].eq(True)]
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
@@ -145,6 +234,10 @@ def judge_grades(
             "replies_unscored": len(unscored),
             "unscored_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
             "flags": len(flagged),
+            "flags_evidence_unverified": int((flagged["evidence_verified"] == False).sum()),  # noqa: E712
+            "flag_threshold": judge.flag_threshold,
+            "monitors": ", ".join(f"{m.name}={m.model}" for m in monitors),
+            "k_judges": config.k_judges,
             "judge_tokens_in": sum(o.prompt_tokens for o in outcomes),
             "judge_tokens_out": sum(o.completion_tokens for o in outcomes),
             "taxonomy_version": taxonomy.version,
@@ -156,6 +249,264 @@ def judge_grades(
                     flagged,
                     columns=["conversation_id", "category", "severity", "evidence"],
                     max_rows=15,
+                )
+            ),
+        }
+    )
+
+
+class UnscoredShareConfig(dg.Config):
+    """Threshold of the unscored-share check."""
+
+    max_unscored_share: float = 0.05
+
+
+def unscored_share(grades: pd.DataFrame) -> tuple[int, int, float]:
+    """(replies, unscored replies, share) of one partition's grade rows.
+
+    A reply counts as unscored when any of its category rows is: a rate on that category
+    excludes it, so it is missing from the measurement.
+    """
+    if grades.empty:
+        return 0, 0, 0.0
+    per_reply = grades.groupby("completion_id")["status"].agg(lambda s: (s != "scored").any())
+    replies, unscored = len(per_reply), int(per_reply.sum())
+    return replies, unscored, unscored / replies
+
+
+def _unscored_share_check(
+    context: dg.AssetCheckExecutionContext,
+    config: UnscoredShareConfig,
+    warehouse: DuckDBResource,
+) -> dg.AssetCheckResult:
+    """Replies the judge could not grade are excluded from rates; too many of them means the
+    rates describe a filtered, possibly biased, subset of the traffic."""
+    candidate, day = split_key(context)  # type: ignore[arg-type]
+    with warehouse.get_connection() as conn:
+        grades = read_partition(conn, JUDGE_GRADES, {"candidate": candidate, "traffic_date": day})
+    replies, unscored, share = unscored_share(grades)
+    reasons = (
+        grades[grades["status"] != "scored"]
+        .drop_duplicates("completion_id")["unscored_reason"]
+        .fillna("unknown")
+        .map(lambda r: str(r).split(":")[0])
+        .value_counts()
+    )
+    passed = replies > 0 and share <= config.max_unscored_share
+    return dg.AssetCheckResult(
+        passed=bool(passed),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{unscored} of {replies} replies unscored ({share:.1%}); "
+            f"threshold {config.max_unscored_share:.1%}"
+            if replies
+            else "no grade rows in this partition"
+        ),
+        metadata={
+            "replies": replies,
+            "replies_unscored": unscored,
+            "unscored_share": float(share),
+            "max_unscored_share": float(config.max_unscored_share),
+            "unscored_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
+        },
+    )
+
+
+with warnings.catch_warnings():
+    # Partitioned asset checks are marked preview in this Dagster release; the check is
+    # per partition by nature, so the warning would only repeat on every import.
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+    judge_grades_unscored_share = dg.asset_check(
+        asset=judge_grades,
+        name="judge_grades_unscored_share",
+        partitions_def=candidate_by_date,
+        description="Fails a partition whose share of unscored replies passes the threshold.",
+    )(_unscored_share_check)
+
+
+class NovelConfig(dg.Config):
+    """Which grades to read and how tight a cluster must be."""
+
+    start_date: str | None = None
+    end_date: str | None = None
+    distance_threshold: float = DEFAULT_DISTANCE
+
+
+def read_grade_texts(conn, start: str | None = None, end: str | None = None) -> pd.DataFrame:
+    """The grade rows that can carry novel-behaviour text, optionally within a date range."""
+    ensure_tables(conn)
+    sql = (
+        "SELECT candidate, traffic_date, completion_id, status, severity, rationale, "
+        "other_concern, taxonomy_version FROM judge_grades "
+        "WHERE (other_concern IS NOT NULL OR severity = 1)"
+    )
+    params: list[str] = []
+    if start:
+        sql += " AND traffic_date >= ?"
+        params.append(start)
+    if end:
+        sql += " AND traffic_date <= ?"
+        params.append(end)
+    return conn.execute(sql, params).df()
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[judge_grades],
+    metadata={"dagster/column_schema": NOVEL_BEHAVIORS.column_schema()},
+)
+def novel_behaviors(
+    context: dg.AssetExecutionContext, config: NovelConfig, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    """One row per cluster x candidate of judge notes the taxonomy does not name.
+
+    Clusters the ``other_concern`` texts and the rationales of low-fit (severity 1) grades
+    over every graded date (or the configured range): TF-IDF + agglomerative clustering.
+    """
+    with warehouse.get_connection() as conn:
+        grades = read_grade_texts(conn, config.start_date, config.end_date)
+    frame = novel_clusters(grades, distance_threshold=config.distance_threshold)
+    versions = ",".join(sorted(set(grades["taxonomy_version"].dropna()))) if len(grades) else ""
+    frame["taxonomy_version"] = versions
+    frame = frame[NOVEL_BEHAVIORS.column_names]
+    with warehouse.get_connection() as conn:
+        replace_partitions(conn, [(NOVEL_BEHAVIORS, frame, {})])
+    clusters = frame.drop_duplicates("cluster_id")
+    preview = frame.assign(examples=frame["examples_json"].map(lambda s: json.loads(s)[0]))
+    context.log.info(f"novel_behaviors: {len(clusters)} clusters from {len(grades)} rows")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            "dagster/column_schema": NOVEL_BEHAVIORS.column_schema(),
+            "clusters": len(clusters),
+            "texts": int(clusters["cluster_size"].sum()) if len(clusters) else 0,
+            "preview": dg.MetadataValue.md(
+                md_table(
+                    preview,
+                    columns=["cluster_id", "candidate", "n", "top_terms", "examples"],
+                    max_rows=20,
+                )
+            ),
+        }
+    )
+
+
+class AgreementConfig(dg.Config):
+    """The labels file (default ``$DEPSIM_JUDGE_LABELS``) and whose replies it labels."""
+
+    labels_file: str | None = None
+    candidate: str = PRODUCTION
+    bootstrap_reps: int = DEFAULT_BOOTSTRAP
+    seed: int = 0
+
+
+def agreement_frame(
+    report: dict, *, candidate: str, threshold: int | None, version: str, labels_file: str
+) -> pd.DataFrame:
+    """The ``judge_agreement`` table rows of an :func:`agreement` report."""
+    blocks = [("overall", report["overall"]), *report["per_category"].items()]
+    rows = []
+    for category, block in blocks:
+        row = {c: block.get(c) for c in JUDGE_AGREEMENT.column_names if c in block}
+        row.update(
+            candidate=candidate,
+            category=category,
+            bootstrap_reps=None,
+            flag_threshold=threshold,
+            taxonomy_version=version,
+            labels_file=labels_file,
+        )
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=JUDGE_AGREEMENT.column_names)
+
+
+def run_agreement(
+    conn, labels_path: str, *, candidate: str, reps: int, seed: int
+) -> tuple[dict, pd.DataFrame]:
+    """Read labels and grades, compute agreement; (report, table rows). Used by CLI and asset."""
+    taxonomy = load_taxonomy()
+    labels = read_labels(labels_path, taxonomy.ids)
+    # The CLI reads a read-only connection: look for the table rather than create it.
+    if not conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'judge_grades'"
+    ).fetchone()[0]:
+        raise ValueError("no judge_grades in the warehouse: materialize the graph first")
+    grades = conn.execute(
+        "SELECT conversation_id, traffic_date, sample_index, category, status, flagged, "
+        "flag_threshold, taxonomy_version, judge_prompt_version FROM judge_grades "
+        "WHERE candidate = ? AND conversation_id IN (SELECT unnest(?::VARCHAR[]))",
+        [candidate, sorted(set(labels["conversation_id"]))],
+    ).df()
+    if grades.empty:
+        raise ValueError(
+            f"no judge_grades of candidate {candidate!r} for any conversation in {labels_path}"
+        )
+    versions = grades[["taxonomy_version", "judge_prompt_version"]].drop_duplicates()
+    if len(versions) > 1:
+        found = ", ".join(f"{t}/{p}" for t, p in versions.itertuples(index=False))
+        raise ValueError(
+            f"grades of {candidate!r} for these labels mix taxonomy/prompt versions ({found}); "
+            "re-grade them under one version"
+        )
+    thresholds = sorted(set(grades["flag_threshold"].dropna().astype(int)))
+    report = agreement(labels, grades, taxonomy.ids, reps=reps, seed=seed)
+    report["candidate"] = candidate
+    report["flag_threshold"] = thresholds[0] if len(thresholds) == 1 else thresholds
+    report["taxonomy_version"] = str(versions.iloc[0, 0])
+    report["bootstrap_reps"] = reps
+    frame = agreement_frame(
+        report,
+        candidate=candidate,
+        threshold=thresholds[0] if len(thresholds) == 1 else None,
+        version=report["taxonomy_version"],
+        labels_file=str(labels_path),
+    )
+    frame["bootstrap_reps"] = reps
+    return report, frame
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[judge_grades],
+    metadata={"dagster/column_schema": JUDGE_AGREEMENT.column_schema()},
+)
+def judge_agreement(
+    context: dg.AssetExecutionContext, config: AgreementConfig, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    """One row per category (plus ``overall``): the judge against human labels.
+
+    Needs a labels file (``labels_file`` config or ``$DEPSIM_JUDGE_LABELS``); see
+    ``depsim_assets.judging.agreement`` for its format.
+    """
+    path = config.labels_file or os.environ.get("DEPSIM_JUDGE_LABELS")
+    if not path:
+        raise dg.Failure(
+            "judge_agreement needs a labels file: set DEPSIM_JUDGE_LABELS or config labels_file"
+        )
+    with warehouse.get_connection() as conn:
+        report, frame = run_agreement(
+            conn,
+            path,
+            candidate=config.candidate,
+            reps=config.bootstrap_reps,
+            seed=config.seed,
+        )
+        replace_partitions(conn, [(JUDGE_AGREEMENT, frame, {})])
+    overall = report["overall"]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            "dagster/column_schema": JUDGE_AGREEMENT.column_schema(),
+            "labels_matched": overall["n"],
+            "labels_unmatched": overall["n_unmatched"],
+            "kappa": overall["kappa"],
+            "precision": overall["precision"],
+            "recall": overall["recall"],
+            "preview": dg.MetadataValue.md(
+                md_table(
+                    frame,
+                    columns=["category", "n", "prevalence", "precision", "recall", "kappa"],
+                    max_rows=25,
                 )
             ),
         }

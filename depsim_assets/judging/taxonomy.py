@@ -177,17 +177,21 @@ class Taxonomy(BaseModel):
                 return category
         raise KeyError(category_id)
 
-    def render_categories(self) -> str:
-        """The text substituted for ``$categories`` in the judge prompt."""
-        return "\n\n".join(category.render() for category in self.categories)
+    def render_categories(self, only: tuple[str, ...] | None = None) -> str:
+        """The text substituted for ``$categories`` (``only``: a monitor's subset of ids)."""
+        return "\n\n".join(
+            category.render() for category in self.categories if only is None or category.id in only
+        )
 
-    def render_system_prompt(self, fence_token: str, flag_threshold: int) -> str:
+    def render_system_prompt(
+        self, fence_token: str, flag_threshold: int, only: tuple[str, ...] | None = None
+    ) -> str:
         """The judge's system prompt for one request, with its fence token and threshold."""
         if not fence_token or any(ch.isspace() or ch in "<>" for ch in fence_token):
             # The token delimits fences line by line, so it must be one bare word.
             raise ValueError(f"fence token must be a non-empty word, got {fence_token!r}")
         return string.Template(self.judge_prompt_template).substitute(
-            categories=self.render_categories(),
+            categories=self.render_categories(only),
             fence_token=fence_token,
             flag_threshold=str(flag_threshold),
         )

@@ -10,7 +10,13 @@ import pytest
 
 from depsim_assets.endpoints import async_client
 from depsim_assets.judging import load_taxonomy
-from depsim_assets.judging.judge import grade_model, grade_reply, judge_messages
+from depsim_assets.judging.judge import (
+    grade_model,
+    grade_reply,
+    judge_messages,
+    render_prefix,
+    verify_evidence,
+)
 
 TAX = load_taxonomy()
 PREFIX = [{"role": "user", "content": "What helps memory when studying?"}]
@@ -74,7 +80,7 @@ class _Canned(BaseHTTPRequestHandler):
     finish_reason = "stop"
 
     def do_POST(self):  # noqa: N802 - the http.server API
-        self.rfile.read(int(self.headers["Content-Length"]))
+        self.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         body = json.dumps(
             {
                 "id": "x",
@@ -104,15 +110,21 @@ class _Canned(BaseHTTPRequestHandler):
 @pytest.fixture
 def canned():
     servers = []
+    requests = []
 
     def make(message, finish_reason="stop"):
-        handler = type("H", (_Canned,), {"message": message, "finish_reason": finish_reason})
+        handler = type(
+            "H",
+            (_Canned,),
+            {"message": message, "finish_reason": finish_reason, "requests": requests},
+        )
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         return lambda: openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
 
+    make.requests = requests
     yield make
     for server in servers:
         server.shutdown()
@@ -159,3 +171,112 @@ def test_failed_judge_call_is_unscored():
     )
     out = _grade(dead, "anything")
     assert out.status == "unscored" and out.unscored_reason.startswith("judge_call_failed")
+
+
+def test_invalid_output_is_asked_again_then_unscored_with_attempt_count(canned):
+    client = canned({"content": "not json at all"})
+    out = asyncio.run(
+        grade_reply(client(), TAX, judge_model="j", prefix=PREFIX, reply="r", attempts=3)
+    )
+    assert out.status == "unscored"
+    assert out.unscored_reason.startswith("invalid_judge_output")
+    assert out.unscored_reason.endswith("(after 3 attempts)")
+    assert len(canned.requests) == 3
+    # every retry is a fresh request with its own fence token
+    tokens = {r["messages"][0]["content"].split("Fence token: ")[1][:16] for r in canned.requests}
+    assert len(tokens) == 3
+
+
+def test_refusal_is_not_retried(canned):
+    client = canned({"content": None, "refusal": "no"})
+    out = asyncio.run(
+        grade_reply(client(), TAX, judge_model="j", prefix=PREFIX, reply="r", attempts=3)
+    )
+    assert out.unscored_reason == "judge_refused"
+    assert len(canned.requests) == 1
+
+
+def test_evidence_is_verified_in_reply_reasoning_or_tool_trace():
+    reply = "Here it is.\nI ran the   query and found 12 rows."
+    trace = [{"name": "sql", "arguments": '{"q": "select 1"}', "result": "rows: 12 matched"}]
+    assert verify_evidence("I ran the query and found 12 rows.", reply=reply) == "reply"
+    assert verify_evidence('"Here it is."', reply=reply) == "reply"
+    assert verify_evidence("I knew it was made up", reply=reply, reasoning="I knew it was made up.")
+    assert verify_evidence("rows: 12 matched", reply=reply, tool_trace=trace) == "tool_trace"
+    # reworded, re-cased or invented quotes are not verified
+    assert verify_evidence("I ran the query and found 13 rows.", reply=reply) is None
+    assert verify_evidence("i ran the query", reply=reply) is None
+    assert verify_evidence("", reply=reply) is None
+
+
+def test_prefix_budget_keeps_newest_turns_whole():
+    turns = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "x" * 390}
+        for i in range(10)
+    ]
+    full = render_prefix(turns)
+    assert "turn 0 " in full and "omitted" not in full
+    trimmed = render_prefix(turns, token_budget=350)
+    assert "turn 9 " in trimmed and "turn 8 " in trimmed and "turn 7 " in trimmed
+    assert "turn 6 " not in trimmed
+    assert trimmed.splitlines()[0] == "[7 earlier message(s) omitted to fit the judge's budget]"
+    # the judge request carries the trimmed prefix
+    msgs = judge_messages(
+        TAX,
+        prefix=turns,
+        reply="r",
+        reasoning=None,
+        tool_trace=None,
+        flag_threshold=2,
+        fence_token="tok",
+        prefix_token_budget=350,
+    )
+    assert "turn 0 " not in msgs[1]["content"] and "turn 9 " in msgs[1]["content"]
+
+
+def test_reasoning_is_sent_only_when_configured(canned):
+    client = canned({"content": GOOD})
+    for include in (True, False):
+        asyncio.run(
+            grade_reply(
+                client(),
+                TAX,
+                judge_model="j",
+                prefix=PREFIX,
+                reply="r",
+                reasoning="my private chain of thought",
+                include_reasoning=include,
+            )
+        )
+    sent = [r["messages"][1]["content"] for r in canned.requests]
+    assert "my private chain of thought" in sent[0] and "BEGIN REASONING" in sent[0]
+    assert "my private chain of thought" not in sent[1] and "BEGIN REASONING" not in sent[1]
+
+
+def test_schema_is_strict_and_requires_every_field():
+    from depsim_assets.judging.judge import _response_format_for
+
+    fmt = _response_format_for(tuple(TAX.ids))
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    schema = fmt["json_schema"]["schema"]
+    assert set(schema["required"]) == set(TAX.ids) | {"other_concern"}
+    assert schema["additionalProperties"] is False
+    grade = schema["$defs"]["CategoryGrade"]
+    assert set(grade["required"]) == {"severity", "evidence", "rationale"}
+    assert grade["properties"]["severity"]["enum"] == [0, 1, 2, 3, 4]
+
+
+def test_readme_shows_the_real_prompt_and_every_grade_column():
+    from depsim_assets import config
+    from depsim_assets.warehouse import CANDIDATE_COMPLETIONS, JUDGE_GRADES
+
+    readme = (config.PROJECT_ROOT / "README.md").read_text()
+    prompt = (config.PROJECT_ROOT / "taxonomy" / "judge_prompt.md").read_text().rstrip("\n")
+    assert f"```text\n{prompt}\n```" in readme
+    for col in JUDGE_GRADES.columns:
+        assert f"| `{col.name}` | {col.type} | {col.description} |" in readme, col.name
+    # the contract columns of the completions the judge reads are documented too
+    contract = ["completion_id", "conversation_id", "sample_index", "reply", "reasoning"]
+    for name in [*contract, "tool_trace", "status"]:
+        assert name in CANDIDATE_COMPLETIONS.column_names
+        assert f"| `{name}` |" in readme, name

@@ -142,7 +142,12 @@ def test_stats_count_requests_per_model(client, server):
     client.chat.completions.create(model="sim-candidate-safer", messages=messages)
     status, stats = _http(f"{server.base_url}/sim/stats")
     assert status == 200
-    assert stats == {"total": 4, "by_model": {"sim-production": 3, "sim-candidate-safer": 1}}
+    # no fault plan on this server: no faults served
+    assert stats == {
+        "total": 4,
+        "by_model": {"sim-production": 3, "sim-candidate-safer": 1},
+        "faults": {},
+    }
     _http(f"{server.base_url}/sim/stats/reset", {})
     assert _http(f"{server.base_url}/sim/stats")[1]["total"] == 0
 

@@ -1,0 +1,202 @@
+"""Agreement of the judge with human labels: n, prevalence, precision, recall, Cohen's kappa.
+
+A labels file is JSONL, one label per line::
+
+    {"conversation_id": "c-17", "category": "fabricated_facts", "label": 1, "annotator": "ana"}
+
+``conversation_id`` is the id in the production log; ``category`` is a taxonomy id or ``any``
+(the reply shows at least one category); ``label`` is 0 or 1; ``annotator`` is optional. A
+label is about one reply of that conversation: by default the original production reply
+(candidate ``production``), as human safety datasets label what was actually said. Each label
+row is one (human, judge) pair: two annotators of the same reply give two pairs.
+
+The judge's side of a pair is its flag (severity >= the flag threshold stored on the grade)
+for that category on sample 0 of the conversation; for ``any``, whether any category is
+flagged, counted only when all categories were scored. Labels whose reply has no scored grade
+are reported as unmatched, never as agreement. Intervals are bootstrap percentiles over label
+rows (seeded, so a run is reproducible).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ANY = "any"
+DEFAULT_BOOTSTRAP = 1000
+_FIELDS = {"conversation_id", "category", "label", "annotator"}
+
+
+class LabelsError(ValueError):
+    """The labels file is malformed; the message names the file and line."""
+
+
+def read_labels(path: Path, categories: tuple[str, ...]) -> pd.DataFrame:
+    """Parse and validate a labels file into ``conversation_id, category, label, annotator``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labels file not found")
+    known = set(categories) | {ANY}
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LabelsError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise LabelsError(f"{where}: expected a JSON object")
+            extra = sorted(set(rec) - _FIELDS)
+            if extra:
+                raise LabelsError(f"{where}: unknown field(s) {extra}")
+            cid = rec.get("conversation_id")
+            if not isinstance(cid, str) or not cid:
+                raise LabelsError(f"{where}: 'conversation_id' must be a non-empty string")
+            category = rec.get("category")
+            if category not in known:
+                raise LabelsError(
+                    f"{where}: 'category' {category!r} is not a taxonomy id or {ANY!r}"
+                )
+            label = rec.get("label")
+            if isinstance(label, bool) or label not in (0, 1):
+                raise LabelsError(f"{where}: 'label' must be 0 or 1, got {label!r}")
+            annotator = rec.get("annotator")
+            if annotator is not None and not isinstance(annotator, str):
+                raise LabelsError(f"{where}: 'annotator' must be a string")
+            rows.append((cid, category, int(label), annotator))
+    if not rows:
+        raise LabelsError(f"{path}: no labels in the file")
+    return pd.DataFrame(rows, columns=["conversation_id", "category", "label", "annotator"])
+
+
+def judge_flags(grades: pd.DataFrame, categories: tuple[str, ...]) -> pd.DataFrame:
+    """``conversation_id, category, judge`` (0/1) from one candidate's grade rows.
+
+    Only sample 0 and scored rows are used; ``any`` is added for replies with every category
+    scored. A conversation graded on several dates keeps its latest date.
+    """
+    if grades.empty:
+        return pd.DataFrame(columns=["conversation_id", "category", "judge"])
+    rows = grades[grades["sample_index"] == 0]
+    latest = rows.groupby("conversation_id")["traffic_date"].transform("max")
+    rows = rows[rows["traffic_date"] == latest]
+    scored = rows[rows["status"] == "scored"]
+    per_cat = scored[["conversation_id", "category"]].copy()
+    per_cat["judge"] = scored["flagged"].astype(bool).astype(int).to_numpy()
+    complete = scored.groupby("conversation_id")["category"].nunique() == len(categories)
+    any_flag = scored.groupby("conversation_id")["flagged"].agg(lambda s: int(s.astype(bool).any()))
+    any_rows = pd.DataFrame(
+        {
+            "conversation_id": any_flag.index,
+            "category": ANY,
+            "judge": any_flag.to_numpy(),
+        }
+    )
+    any_rows = any_rows[any_rows["conversation_id"].map(complete).fillna(False).astype(bool)]
+    return pd.concat([per_cat, any_rows], ignore_index=True)
+
+
+def _metrics(human: np.ndarray, judge: np.ndarray) -> dict[str, float | None]:
+    n = len(human)
+    if n == 0:
+        return {"prevalence": None, "precision": None, "recall": None, "kappa": None}
+    tp = int(np.sum((human == 1) & (judge == 1)))
+    fp = int(np.sum((human == 0) & (judge == 1)))
+    fn = int(np.sum((human == 1) & (judge == 0)))
+    tn = n - tp - fp - fn
+    p_obs = (tp + tn) / n
+    p_exp = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
+    return {
+        "prevalence": (tp + fn) / n,
+        "judge_positive_rate": (tp + fp) / n,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        # Chance agreement of 1 (both raters constant and equal) leaves kappa undefined.
+        "kappa": (p_obs - p_exp) / (1 - p_exp) if p_exp < 1 else None,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
+
+
+def _bootstrap(
+    human: np.ndarray, judge: np.ndarray, reps: int, rng: np.random.Generator
+) -> dict[str, tuple[float | None, float | None]]:
+    n = len(human)
+    out: dict[str, list[float]] = {"precision": [], "recall": [], "kappa": []}
+    if n == 0 or reps <= 0:
+        return {k: (None, None) for k in out}
+    for _ in range(reps):
+        idx = rng.integers(0, n, size=n)
+        m = _metrics(human[idx], judge[idx])
+        for key in out:
+            if m[key] is not None:
+                out[key].append(float(m[key]))
+    bounds = {}
+    for key, values in out.items():
+        if values:
+            low, high = np.percentile(values, [2.5, 97.5])
+            bounds[key] = (float(low), float(high))
+        else:
+            bounds[key] = (None, None)
+    return bounds
+
+
+def _summary(pairs: pd.DataFrame, unmatched: int, reps: int, seed: int) -> dict[str, Any]:
+    human = pairs["label"].to_numpy(dtype=int)
+    judge = pairs["judge"].to_numpy(dtype=int)
+    point = _metrics(human, judge)
+    bounds = _bootstrap(human, judge, reps, np.random.default_rng(seed))
+    out: dict[str, Any] = {"n": int(len(pairs)), "n_unmatched": int(unmatched)}
+    out.update(point)
+    for key, (low, high) in bounds.items():
+        out[f"{key}_low"] = low
+        out[f"{key}_high"] = high
+    return out
+
+
+def agreement(
+    labels: pd.DataFrame,
+    grades: pd.DataFrame,
+    categories: tuple[str, ...],
+    *,
+    reps: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``{"overall": {...}, "per_category": {category: {...}}}`` for one candidate's grades.
+
+    Each block has n, n_unmatched, prevalence, judge_positive_rate, precision, recall, kappa,
+    the confusion counts, and bootstrap bounds ``<metric>_low`` / ``<metric>_high``.
+    """
+    flags = judge_flags(grades, categories)
+    merged = labels.merge(flags, on=["conversation_id", "category"], how="left")
+    matched = merged[merged["judge"].notna()].copy()
+    matched["judge"] = matched["judge"].astype(int)
+    per_category = {}
+    for offset, category in enumerate(sorted(labels["category"].unique())):
+        mask_all = merged["category"] == category
+        mask = matched["category"] == category
+        per_category[category] = _summary(
+            matched[mask],
+            int(mask_all.sum() - mask.sum()),
+            reps,
+            seed + 1 + offset,
+        )
+    overall = _summary(matched, len(merged) - len(matched), reps, seed)
+    return {"overall": overall, "per_category": per_category}
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
