@@ -1,11 +1,18 @@
 """Dagster wrappers of the estimates stage: per-partition rates, then the comparison."""
 
+import math
+
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from depsim_assets.estimates.compute import build_comparison, rates_from_grades, single_version
-from depsim_assets.estimates.plots import forest_plot
+from depsim_assets.estimates.compute import (
+    build_comparison,
+    rates_from_grades,
+    single_version,
+)
+from depsim_assets.estimates.forecast import SUMMARY, resampling_fidelity, validate_forecast
+from depsim_assets.estimates.plots import forest_plot, funnel_plot, predicted_vs_realised
 from depsim_assets.judging.assets import judge_grades
 from depsim_assets.judging.taxonomy import load_taxonomy
 from depsim_assets.metadata import md_table, png_markdown
@@ -14,6 +21,7 @@ from depsim_assets.resources import CandidateRegistry
 from depsim_assets.warehouse import (
     BEHAVIOR_RATES,
     CANDIDATE_COMPARISON,
+    FORECAST_VALIDATION,
     JUDGE_GRADES,
     read_partition,
     replace_partitions,
@@ -29,10 +37,21 @@ class RatesConfig(dg.Config):
 
 
 class ComparisonConfig(dg.Config):
-    """Significance level and interval level of the comparison."""
+    """Significance level, interval level and multiple testing of the comparison.
+
+    ``bh``: Benjamini-Hochberg q-values across each candidate's categories decide
+    significance instead of raw p-values (q-values are stored either way).
+    """
 
     alpha: float = 0.1
     ci_level: float = 0.95
+    bh: bool = False
+
+
+def served_by_others(registry) -> list[str]:
+    """Days a registered model other than the baseline served production (its deployed_on)."""
+    baseline = registry.baseline
+    return sorted({d for c in registry.candidates if c.name != baseline for d in c.deployed_on})
 
 
 def taxonomy_categories() -> list[tuple[str, str]]:
@@ -90,6 +109,13 @@ def behavior_rates(
                     ],
                 )
             ),
+            "severity_histogram": dg.MetadataValue.md(
+                md_table(
+                    rates[rates["flagged"] > 0],
+                    columns=["category", *[f"severity_{k}" for k in range(5)]],
+                )
+            ),
+            "flag_threshold": threshold,
         }
     )
 
@@ -135,7 +161,8 @@ def candidate_comparison(
     when significant at alpha and at least 1.5x either way. ``production`` (the original
     replies) is compared too: that row is realised vs simulated.
     """
-    baseline = registry.load().baseline_name()
+    loaded = registry.load()
+    baseline = loaded.baseline_name()
     with warehouse.get_connection() as conn:
         grades = read_all_grades(conn)
     comparison = build_comparison(
@@ -144,6 +171,8 @@ def candidate_comparison(
         baseline=baseline,
         alpha=config.alpha,
         level=config.ci_level,
+        bh=config.bh,
+        served_by_others=served_by_others(loaded),
     )
     if comparison.empty:
         raise dg.Failure("no judge_grades to compare: materialize the graph first")
@@ -153,8 +182,20 @@ def candidate_comparison(
         )
     changed = comparison[comparison["change"] != "none"]
     context.log.info(f"{len(changed)} category changes vs {baseline}")
+    fidelity = resampling_fidelity(comparison)
+    families = list(dict.fromkeys(comparison["family"]))
+    extra: dict[str, object] = {
+        f"funnel_{family}": png_markdown(funnel_plot(comparison, family), f"funnel {family}")
+        for family in families
+    }
+    if not fidelity.empty:
+        extra["fidelity_median_error"] = float(fidelity["fidelity_error"].median())
+        extra["resampling_fidelity"] = dg.MetadataValue.md(
+            md_table(fidelity, max_rows=len(fidelity))
+        )
     return dg.MaterializeResult(
         metadata={
+            **extra,
             "dagster/row_count": len(comparison),
             "dagster/column_schema": CANDIDATE_COMPARISON.column_schema(),
             "baseline": baseline,
@@ -170,6 +211,8 @@ def candidate_comparison(
                         "baseline_rate_per_100k",
                         "rate_ratio",
                         "p_value",
+                        "p_mcnemar",
+                        "q_value",
                         "change",
                     ],
                     max_rows=60,
@@ -177,4 +220,112 @@ def candidate_comparison(
             ),
             "forest_plot": png_markdown(forest_plot(comparison), "rate ratios vs baseline"),
         }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[behavior_rates],
+    code_version="forecast-v1",
+    metadata={"dagster/column_schema": FORECAST_VALIDATION.column_schema()},
+)
+def forecast_validation(
+    context: dg.AssetExecutionContext, warehouse: DuckDBResource, registry: CandidateRegistry
+) -> dg.MaterializeResult:
+    """One row per shipped candidate x category (+ a ``_summary`` row): predicted vs realised.
+
+    A candidate with ``deployed_on`` days: its simulated rates before its first deployed day
+    (the forecast) against ``production``'s rates on the deployed days (what happened), with
+    the multiplicative error, the direction call on categories that moved >= 1.5x against the
+    previous production model, and the binomial negative log-likelihood.
+    """
+    loaded = registry.load()
+    shipped = [c for c in loaded.candidates if c.deployed_on]
+    with warehouse.get_connection() as conn:
+        rates = (
+            conn.execute(
+                "SELECT candidate, traffic_date, category, graded, flagged, taxonomy_version,"
+                " judge_prompt_version FROM behavior_rates"
+            ).df()
+            if _has_table(conn, "behavior_rates")
+            else pd.DataFrame()
+        )
+    frames, skipped = [], []
+    for cand in shipped:
+        try:
+            frame = validate_forecast(
+                rates,
+                cand.name,
+                cand.deployed_on,
+                taxonomy_categories(),
+                baseline=loaded.baseline,
+            )
+        except ValueError as exc:
+            skipped.append(str(exc))
+            context.log.warning(str(exc))
+            continue
+        names = [cand.name, "production"]
+        version, _ = single_version(
+            rates[rates["candidate"].isin(names)].assign(status="scored"),
+            f"forecast_validation {cand.name}",
+        )
+        frame["taxonomy_version"] = version
+        frames.append(frame)
+    out = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=FORECAST_VALIDATION.column_names)
+    )
+    with warehouse.get_connection() as conn:
+        replace_partitions(conn, [(FORECAST_VALIDATION, out[FORECAST_VALIDATION.column_names], {})])
+    summary = out[out["category"] == SUMMARY]
+    metadata: dict[str, object] = {
+        "dagster/row_count": len(out),
+        "dagster/column_schema": FORECAST_VALIDATION.column_schema(),
+        "shipped_candidates": dg.MetadataValue.json([c.name for c in shipped]),
+        "summary": dg.MetadataValue.md(
+            md_table(
+                summary.rename(
+                    columns={
+                        "multiplicative_error": "median_multiplicative_error",
+                        "direction_correct": "direction_accuracy",
+                    }
+                ),
+                columns=[
+                    "candidate",
+                    "deployed_dates",
+                    "median_multiplicative_error",
+                    "direction_accuracy",
+                    "direction_correct_significant",
+                    "nll",
+                ],
+            )
+        ),
+    }
+    if skipped:
+        metadata["skipped"] = dg.MetadataValue.json(skipped)
+    if len(summary):
+        first = summary.iloc[0]
+        metadata["median_multiplicative_error"] = float(first["multiplicative_error"])
+        if not math.isnan(first["direction_correct"]):
+            metadata["direction_accuracy"] = float(first["direction_correct"])
+        if not math.isnan(first["direction_correct_significant"]):
+            metadata["direction_accuracy_significant_moves"] = float(
+                first["direction_correct_significant"]
+            )
+        moved = out[(out["category"] != SUMMARY) & out["direction_correct_significant"].notna()]
+        metadata["significant_moves"] = len(moved)
+        scored = out[(out["category"] != SUMMARY) & out["direction_scored"].astype(bool)]
+        metadata["direction_categories"] = len(scored)
+        metadata["predicted_vs_realised"] = png_markdown(
+            predicted_vs_realised(out), "predicted vs realised"
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _has_table(conn, name: str) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchone()[0]
     )

@@ -9,7 +9,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display here, ever: render to PNG bytes
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
+
+RATIO_TICKS = [0.1, 0.25, 0.5, 1, 2, 4, 10]
 
 
 def forest_plot(comparison: pd.DataFrame) -> bytes:
@@ -36,6 +39,10 @@ def forest_plot(comparison: pd.DataFrame) -> bytes:
         for edge in (1 / 1.5, 1.5):
             ax.axvline(edge, color="grey", lw=0.6, ls="--")
         ax.set_xscale("log")
+        # Plain ratios on a few round ticks: the default log labels (3x10^-1...) collide.
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(RATIO_TICKS))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("rate ratio vs baseline (log)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -47,3 +54,112 @@ def forest_plot(comparison: pd.DataFrame) -> bytes:
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _poisson_limits(expected: float, tail: float) -> tuple[float, float]:
+    """O/E limits from noise alone: Garwood's chi-square form of the Poisson quantiles.
+
+    Smooth in ``expected`` (the integer quantiles give a saw-tooth funnel at small counts).
+    """
+    from scipy import stats
+
+    lower = stats.chi2.ppf(tail, 2 * expected) / 2
+    upper = stats.chi2.ppf(1 - tail, 2 * expected + 2) / 2
+    return (float(lower) / expected, float(upper) / expected)
+
+
+def funnel_plot(comparison: pd.DataFrame, family: str) -> bytes:
+    """Observed / expected flags of each candidate x category of one family, vs expected flags.
+
+    Categories differ tenfold in base rate, so each point is put on one scale: its flags over
+    the flags expected at the baseline's rate on the same number of replies (O/E, 1 = same
+    as baseline). The funnel is what Poisson noise alone gives around 1 at each expected
+    count: 95% (dashed) and 99.8% (dotted) limits. Points outside are labelled.
+    """
+    rows = comparison[
+        (comparison["family"] == family)
+        & (comparison["candidate"] != "production")
+        & (comparison["baseline_n_graded"] > 0)
+        & (comparison["n_graded"] > 0)
+    ]
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    names = list(dict.fromkeys(rows["candidate"]))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    top, low_e, high_r = 1.0, math.inf, 2.0
+    for i, name in enumerate(names):
+        sub = rows[rows["candidate"] == name]
+        base_rate = (sub["baseline_n_flagged"] + 0.5) / (sub["baseline_n_graded"] + 1)
+        expected = sub["n_graded"] * base_rate
+        ratio = sub["n_flagged"] / expected
+        ax.scatter(expected, ratio, s=18, color=colors[i % len(colors)], label=name, zorder=3)
+        top = max(top, float(expected.max()))
+        low_e = min(low_e, float(expected.min()))
+        high_r = max(high_r, float(ratio.max()))
+        for (_, row), e, r in zip(sub.iterrows(), expected, ratio, strict=True):
+            lo, hi = _poisson_limits(e, 0.001)
+            if r < lo or r > hi:
+                ax.annotate(
+                    row["category"], (e, r), fontsize=6, xytext=(3, 3), textcoords="offset points"
+                )
+    # The band starts just left of the smallest point: further left it shoots up and squashes
+    # every point into the bottom of the plot.
+    start = max(0.2, min(low_e, top) * 0.7)
+    grid = [start + k * (top * 1.3 - start) / 200 for k in range(201)]
+    for q, style in ((0.025, "--"), (0.001, ":")):
+        lower = [_poisson_limits(e, q)[0] for e in grid]
+        upper = [_poisson_limits(e, q)[1] for e in grid]
+        ax.plot(grid, lower, color="grey", lw=0.8, ls=style)
+        ax.plot(grid, upper, color="grey", lw=0.8, ls=style)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_ylim(0, high_r * 1.15)
+    ax.set_xlabel("flags expected at the baseline rate (replies x baseline rate)", fontsize=8)
+    ax.set_ylabel("observed / expected flags", fontsize=8)
+    ax.set_title(f"funnel: {family} (band = noise alone: 95% dashed, 99.8% dotted)", fontsize=9)
+    ax.tick_params(labelsize=7)
+    if names:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def predicted_vs_realised(validation: pd.DataFrame) -> bytes:
+    """Predicted vs realised rate per 100k, log axes, with the 1.5x band around equality.
+
+    Points outside the band are labelled with their category.
+    """
+    rows = validation[validation["category"] != "_summary"]
+    fig, ax = plt.subplots(figsize=(5.5, 5.0))
+    # Smoothed so a zero count still has a place on log axes.
+    pred = (rows["predicted_flagged"] + 0.5) / (rows["predicted_graded"] + 1) * 100_000
+    real = (rows["realised_flagged"] + 0.5) / (rows["realised_graded"] + 1) * 100_000
+    for name in dict.fromkeys(rows["candidate"]):
+        mask = rows["candidate"] == name
+        ax.scatter(pred[mask], real[mask], s=18, label=name, zorder=3)
+        for cat, p, r in zip(rows.loc[mask, "category"], pred[mask], real[mask], strict=True):
+            if max(p / r, r / p) > 1.5:  # label only the misses, or the names pile up
+                ax.annotate(cat, (p, r), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    values = [v for v in [*pred, *real] if v > 0]
+    lo = min(values, default=10) / 2
+    hi = max(values, default=10_000) * 2
+    ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
+    ax.plot([lo, hi], [lo * 1.5, hi * 1.5], color="grey", lw=0.6, ls="--")
+    ax.plot([lo, hi], [lo / 1.5, hi / 1.5], color="grey", lw=0.6, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("predicted per 100k (simulated before release)", fontsize=8)
+    ax.set_ylabel("realised per 100k (in production)", fontsize=8)
+    ax.set_title("forecast vs what happened (dashed: 1.5x)", fontsize=9)
+    ax.tick_params(labelsize=7)
+    if len(rows):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

@@ -85,3 +85,54 @@ def compare(
     elif significant and ratio <= 1 / CHANGE_RATIO:
         change = "down"
     return Comparison(ratio, low, high, p_value, significant, change)
+
+
+def mcnemar_exact(up: int, down: int) -> float:
+    """Two-sided exact McNemar p on discordant pairs.
+
+    ``up``: pairs where only the candidate was flagged; ``down``: only the baseline. Under no
+    difference each discordant pair is a fair coin, so p is the two-sided binomial tail at 1/2
+    (twice the smaller tail, capped at 1); 1.0 when there is no discordant pair.
+    """
+    if up < 0 or down < 0:
+        raise ValueError(f"discordant counts must be >= 0 (got {up}, {down})")
+    m = up + down
+    if m == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * stats.binom.cdf(min(up, down), m, 0.5)))
+
+
+def bh_qvalues(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values); NaN inputs stay NaN and do not count.
+
+    q_(i) = min over j >= i of p_(j) * m / j on the sorted p-values, capped at 1.
+    """
+    finite = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    out = [math.nan] * len(p_values)
+    m = len(finite)
+    running = 1.0
+    for rank, (p, i) in reversed(list(enumerate(sorted(finite), start=1))):
+        running = min(running, p * m / rank)
+        out[i] = running
+    return out
+
+
+def change_call(ratio: float, significant: bool) -> str:
+    """``up``/``down`` when significant AND at least 1.5x either way, else ``none``."""
+    if significant and ratio >= CHANGE_RATIO:
+        return "up"
+    if significant and ratio <= 1 / CHANGE_RATIO:
+        return "down"
+    return "none"
+
+
+def symmetric_error(a: float, b: float) -> float:
+    """Symmetric multiplicative error ``max(a/b, b/a)`` (1 = equal); NaN if either is <= 0."""
+    if not (a > 0 and b > 0):
+        return math.nan
+    return max(a / b, b / a)
+
+
+def smoothed_rate(flagged: int, graded: int) -> float:
+    """Jeffreys posterior mean ``(x + 1/2) / (n + 1)``: a rate that is never 0 or 1."""
+    return (flagged + 0.5) / (graded + 1.0)

@@ -198,6 +198,7 @@ def write_demo_log(
     per_day: int,
     seed: int = 7,
     reply_fn: ReplyFn | None = None,
+    production_model_by_date: dict[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write ``<log_root>/<date>/part-00000.jsonl`` for each date; return the file per date.
 
@@ -205,6 +206,8 @@ def write_demo_log(
     Each file is written to a hidden temporary name and renamed into place, so a crash never
     leaves half a file where the reader looks. ``reply_fn(prefix, conversation_id)`` writes
     the production model's replies; the default is the simulator's ``sim-production``.
+    ``production_model_by_date`` names another simulator persona as the model that served
+    production on some dates (a "deployment"): its replies and ``model`` field on those days.
     """
     written: dict[str, Path] = {}
     for date in dates:
@@ -213,7 +216,9 @@ def write_demo_log(
         target = folder / FILE_NAME
         tmp = folder / f".{FILE_NAME}.tmp"
         with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            for line in demo_lines(date, per_day, seed=seed, reply_fn=reply_fn):
+            model = (production_model_by_date or {}).get(date, PRODUCTION_MODEL)
+            lines = demo_lines(date, per_day, seed=seed, reply_fn=reply_fn, production_model=model)
+            for line in lines:
                 fh.write(line.text)
                 fh.write("\n")
             fh.flush()
@@ -235,10 +240,16 @@ def planted_pii(
 
 
 def demo_lines(
-    date: str, per_day: int, seed: int = 7, reply_fn: ReplyFn | None = None
+    date: str,
+    per_day: int,
+    seed: int = 7,
+    reply_fn: ReplyFn | None = None,
+    production_model: str = PRODUCTION_MODEL,
 ) -> Iterator[DemoLine]:
     """The lines of one demo day, in file order, each with what was planted in it."""
-    reply = reply_fn or _default_reply
+    reply = reply_fn or (
+        _default_reply if production_model == PRODUCTION_MODEL else _persona_reply(production_model)
+    )
     rng = random.Random(f"{seed}|{date}")
     seconds = sorted(rng.randrange(86_400) for _ in range(per_day))
     users = max(10, per_day // 3)
@@ -256,7 +267,7 @@ def demo_lines(
             "user_id": f"user-{rng.randrange(1, users + 1)}",
             "opted_out": False,
             "source": rng.choices(("chat", "api", "mobile"), (70, 20, 10))[0],
-            "model": PRODUCTION_MODEL,
+            "model": production_model,
             "messages": messages,
         }
         kind = "ok"
@@ -293,6 +304,17 @@ def _default_reply(prefix: list[dict[str, Any]], conversation_id: str) -> str:
 
     seed = int.from_bytes(hashlib.sha256(conversation_id.encode()).digest()[:8], "big")
     return generate_reply(PRODUCTION_MODEL, prefix, seed=seed).text
+
+
+def _persona_reply(model: str) -> ReplyFn:
+    """Replies of another simulator persona, seeded exactly like :func:`_default_reply`."""
+    from depsim_assets.sim.personas import generate_reply
+
+    def reply(prefix: list[dict[str, Any]], conversation_id: str) -> str:
+        seed = int.from_bytes(hashlib.sha256(conversation_id.encode()).digest()[:8], "big")
+        return generate_reply(model, prefix, seed=seed).text
+
+    return reply
 
 
 class _Conversation:

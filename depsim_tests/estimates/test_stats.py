@@ -96,3 +96,68 @@ def test_alpha_moves_the_call():
     strict = compare(20, 1000, 8, 1000, alpha=0.01)
     assert loose.p_value == strict.p_value
     assert loose.significant and not strict.significant
+
+
+# --- McNemar, BH, smoothing: against scipy's own functions and hand enumeration -------------
+
+
+def _binom_two_sided_by_enumeration(k: int, m: int) -> float:
+    """Sum of Binomial(m, 1/2) probabilities no larger than that of k (the exact test)."""
+    probs = [math.comb(m, i) / 2**m for i in range(m + 1)]
+    return min(1.0, sum(p for p in probs if p <= probs[k] * (1 + 1e-9)))
+
+
+@pytest.mark.parametrize("up,down", [(0, 0), (0, 1), (1, 0), (0, 7), (3, 12), (25, 20), (9, 9)])
+def test_mcnemar_exact_matches_scipy_binomtest_and_enumeration(up, down):
+    from scipy.stats import binomtest
+
+    from depsim_assets.estimates.stats import mcnemar_exact
+
+    p = mcnemar_exact(up, down)
+    if up + down == 0:
+        assert p == 1.0
+        return
+    assert p == pytest.approx(binomtest(up, up + down, 0.5).pvalue, rel=1e-9)
+    assert p == pytest.approx(_binom_two_sided_by_enumeration(up, up + down), rel=1e-9)
+
+
+def test_mcnemar_closed_form_tiny():
+    from depsim_assets.estimates.stats import mcnemar_exact
+
+    # 0 vs 5 discordant: 2 * (1/2)^5
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+    assert mcnemar_exact(5, 0) == pytest.approx(2 / 32)
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)
+
+
+def test_bh_qvalues_match_scipy_and_hand_computation():
+    from scipy.stats import false_discovery_control
+
+    from depsim_assets.estimates.stats import bh_qvalues
+
+    ps = [0.01, 0.04, 0.03, 0.2, 0.5, 0.001]
+    q = bh_qvalues(ps)
+    assert q == pytest.approx(list(false_discovery_control(ps, method="bh")))
+    # by hand: sorted 0.001,0.01,0.03,0.04,0.2,0.5 -> p*m/rank then running min from the top
+    assert q[5] == pytest.approx(0.006)
+    assert q[0] == pytest.approx(0.03)
+    assert q[2] == pytest.approx(0.06) and q[1] == pytest.approx(0.06)
+    assert q[4] == pytest.approx(0.5)
+
+
+def test_bh_ignores_nan_and_keeps_it():
+    from depsim_assets.estimates.stats import bh_qvalues
+
+    q = bh_qvalues([0.02, math.nan, 0.04])
+    assert math.isnan(q[1])
+    assert q[0] == pytest.approx(0.04) and q[2] == pytest.approx(0.04)  # m = 2, not 3
+    assert bh_qvalues([]) == []
+
+
+def test_symmetric_error_and_smoothing():
+    from depsim_assets.estimates.stats import smoothed_rate, symmetric_error
+
+    assert symmetric_error(2.0, 1.0) == symmetric_error(1.0, 2.0) == 2.0
+    assert math.isnan(symmetric_error(0.0, 1.0))
+    assert smoothed_rate(0, 99) == pytest.approx(0.005)
