@@ -47,8 +47,19 @@ class Candidate(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Generation parameters.")
     samples: int = Field(default=1, ge=1, le=64, description="Samples per prefix.")
     max_concurrency: int = Field(default=16, ge=1, le=4096)
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(
+        default=4, ge=0, le=20, description="Retries of 429/5xx/timeouts (jittered backoff)."
+    )
     deployed_on: list[str] = Field(default_factory=list)
+    price_in_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M input tokens.")
+    price_out_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M output tokens.")
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What ``prompt_tokens`` in and ``completion_tokens`` out cost at this entry's prices."""
+        return (
+            prompt_tokens * self.price_in_per_mtok + completion_tokens * self.price_out_per_mtok
+        ) / 1e6
 
     @field_validator("name")
     @classmethod

@@ -36,11 +36,17 @@ class JudgeEndpoint(dg.ConfigurableResource):
     api_key_env: str | None = None
     max_concurrency: int = 32
     timeout_s: float = 120.0
+    max_retries: int = 4
     flag_threshold: int = 2
 
     def client(self) -> openai.AsyncOpenAI:
         """A fresh async client (one per run: clients bind to the event loop that uses them)."""
-        return async_client(self.base_url, api_key_env=self.api_key_env, timeout_s=self.timeout_s)
+        return async_client(
+            self.base_url,
+            api_key_env=self.api_key_env,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+        )
 
     def endpoint_label(self) -> str:
         """The endpoint as stored on grade rows (no credentials)."""

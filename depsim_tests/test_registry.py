@@ -99,3 +99,11 @@ def test_upsert_round_trips_and_keeps_order(tmp_path):
     assert reg.names() == ["a", "b"]
     assert reg.get("a").model == "m2"
     assert reg.baseline == "a"
+
+
+def test_cost_uses_prices_per_million_tokens():
+    cand = Candidate(name="a", base_url="sim", model="m", price_in_per_mtok=2.5,
+                     price_out_per_mtok=10.0)
+    assert cand.cost_usd(1_000_000, 0) == pytest.approx(2.5)
+    assert cand.cost_usd(2_000, 500) == pytest.approx(0.005 + 0.005)
+    assert Candidate(name="b", base_url="sim", model="m").cost_usd(10**6, 10**6) == 0

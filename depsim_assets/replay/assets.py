@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import json
 import time
+from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
@@ -12,12 +13,15 @@ from dagster_duckdb import DuckDBResource
 from depsim_assets.endpoints import async_client, display_endpoint
 from depsim_assets.metadata import md_table
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
+from depsim_assets.registry import Candidate
+from depsim_assets.replay import cache
 from depsim_assets.replay.engine import (
     ReplayOutcome,
     ReplayRequest,
     complete_one,
     params_json,
     run_bounded,
+    sent_params,
 )
 from depsim_assets.resources import CandidateRegistry
 from depsim_assets.traffic.assets import conversation_prefixes
@@ -46,6 +50,7 @@ def _rows(
     endpoint: str,
     model: str,
     params: str,
+    entry: Candidate | None = None,
 ) -> pd.DataFrame:
     rows = [
         {
@@ -65,10 +70,87 @@ def _rows(
             "prompt_tokens": out.prompt_tokens,
             "completion_tokens": out.completion_tokens,
             "latency_ms": out.latency_ms,
+            "cost_usd": entry.cost_usd(out.prompt_tokens, out.completion_tokens) if entry else 0.0,
         }
         for req, out in zip(requests, outcomes, strict=True)
     ]
     return pd.DataFrame(rows, columns=CANDIDATE_COMPLETIONS.column_names)
+
+
+class _CacheWriter:
+    """Buffers answers and writes them in short transactions while the run goes on."""
+
+    def __init__(self, warehouse: DuckDBResource, every: int = 200, seconds: float = 2.0):
+        self.warehouse, self.every, self.seconds = warehouse, every, seconds
+        self.buffer: list[dict] = []
+        self.last = time.monotonic()
+
+    def add(self, entry: dict) -> None:
+        self.buffer.append(entry)
+        if len(self.buffer) >= self.every or time.monotonic() - self.last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            with self.warehouse.get_connection() as conn:
+                cache.store(conn, self.buffer)
+            self.buffer = []
+        self.last = time.monotonic()
+
+
+def _replay_with_cache(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBResource,
+    entry: Candidate,
+    requests: list[ReplayRequest],
+    started: float,
+) -> tuple[list[ReplayOutcome], int]:
+    """Outcomes for every request (cached answers reused); returns them and calls made."""
+    endpoint = display_endpoint(entry.base_url)
+    keys = [
+        cache.request_key(endpoint=endpoint, model=entry.model, params=sent_params(entry.params, r),
+                          messages=r.messages, sample_index=r.sample_index)
+        for r in requests
+    ]
+    with warehouse.get_connection() as conn:
+        cached = cache.lookup(conn, keys)
+    pending = [(k, r) for k, r in zip(keys, requests, strict=True) if k not in cached]
+    context.log.info(
+        f"replay {entry.name}: {len(requests) - len(pending)} answers cached, "
+        f"{len(pending)} to call"
+    )
+    writer = _CacheWriter(warehouse)
+    total = len(pending)
+    step = max(1, total // 10)
+
+    def progress(done: int) -> None:
+        if done % step == 0 or done == total:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            context.log.info(f"replay {entry.name}: {done}/{total} calls ({rate:.1f}/s)")
+
+    async def call(item: tuple[str, ReplayRequest]) -> ReplayOutcome:
+        key, req = item
+        out = await complete_one(client, req, model=entry.model, params=entry.params)
+        writer.add({"request_key": key, "kind": "replay", "endpoint": endpoint,
+                    "model": entry.model, "status": out.status, "payload": asdict(out),
+                    "prompt_tokens": out.prompt_tokens,
+                    "completion_tokens": out.completion_tokens})
+        return out
+
+    async def replay() -> list[ReplayOutcome]:
+        nonlocal client
+        client = async_client(entry.base_url, api_key_env=entry.api_key_env,
+                              timeout_s=entry.timeout_s, max_retries=entry.max_retries)
+        async with client:
+            return await run_bounded(pending, call, concurrency=entry.max_concurrency,
+                                     on_done=progress)
+
+    client = None
+    fresh = asyncio.run(replay()) if pending else []
+    writer.flush()
+    answered = dict(zip((k for k, _ in pending), fresh, strict=True))
+    outcomes = [answered[k] if k in answered else ReplayOutcome(**cached[k]) for k in keys]
+    return outcomes, len(pending)
 
 
 @dg.asset(
@@ -97,6 +179,7 @@ def candidate_completions(
         )
     started = time.perf_counter()
     if candidate == PRODUCTION:
+        calls = 0
         requests = [ReplayRequest(cid, 0, []) for cid in prefixes["conversation_id"]]
         outcomes = [ReplayOutcome(status="ok", reply=text) for text in prefixes["original_reply"]]
         frame = _rows(
@@ -117,31 +200,11 @@ def candidate_completions(
             )
             for k in range(entry.samples)
         ]
-        total = len(requests)
-        step = max(1, total // 10)
-
-        def progress(done: int) -> None:
-            if done % step == 0 or done == total:
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                context.log.info(f"replay {candidate} {day}: {done}/{total} ({rate:.1f}/s)")
-
-        async def replay() -> list[ReplayOutcome]:
-            client = async_client(
-                entry.base_url, api_key_env=entry.api_key_env, timeout_s=entry.timeout_s
-            )
-            async with client:
-                return await run_bounded(
-                    requests,
-                    lambda req: complete_one(client, req, model=entry.model, params=entry.params),
-                    concurrency=entry.max_concurrency,
-                    on_done=progress,
-                )
-
-        outcomes = asyncio.run(replay())
-        if all(out.status == "error" for out in outcomes):
+        outcomes, calls = _replay_with_cache(context, warehouse, entry, requests, started)
+        if calls and all(out.status == "error" for out in outcomes):
             # Nothing came back: keep the partition's previous rows rather than overwrite them.
             raise dg.Failure(
-                f"candidate {candidate!r}: all {total} calls to "
+                f"candidate {candidate!r}: all {calls} calls to "
                 f"{display_endpoint(entry.base_url)} failed, first: {outcomes[0].error}"
             )
         frame = _rows(
@@ -152,6 +215,7 @@ def candidate_completions(
             endpoint=display_endpoint(entry.base_url),
             model=entry.model,
             params=params_json(entry.params),
+            entry=entry,
         )
     with warehouse.get_connection() as conn:
         replace_partitions(
@@ -166,6 +230,8 @@ def candidate_completions(
             "dagster/column_schema": CANDIDATE_COMPLETIONS.column_schema(),
             "ok": int((frame["status"] == "ok").sum()),
             "error": n_error,
+            "calls_made": calls,
+            "cache_hits": len(frame) - calls,
             "errors_by_class": dg.MetadataValue.json(
                 frame.loc[frame["status"] == "error", "error"]
                 .str.split(":")
@@ -175,6 +241,7 @@ def candidate_completions(
             ),
             "prompt_tokens": int(frame["prompt_tokens"].sum()),
             "completion_tokens": int(frame["completion_tokens"].sum()),
+            "cost_usd": round(float(frame["cost_usd"].sum()), 6),
             "mean_latency_ms": float(frame["latency_ms"].mean()),
             "wall_s": round(time.perf_counter() - started, 2),
             "preview": dg.MetadataValue.md(

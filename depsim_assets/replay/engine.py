@@ -87,6 +87,14 @@ def _reasoning_of(message: Any) -> str | None:
     return None
 
 
+def sent_params(params: dict[str, Any], request: ReplayRequest) -> dict[str, Any]:
+    """The generation parameters actually sent for ``request`` (the seed made per sample)."""
+    out = dict(params)
+    base_seed = int(out.pop("seed", 0))
+    out["seed"] = sample_seed(base_seed, request.conversation_id, request.sample_index)
+    return out
+
+
 async def complete_one(
     client: openai.AsyncOpenAI,
     request: ReplayRequest,
@@ -95,15 +103,10 @@ async def complete_one(
     params: dict[str, Any],
 ) -> ReplayOutcome:
     """Regenerate one final reply; any failure becomes an ``error`` outcome."""
-    params = dict(params)
-    base_seed = int(params.pop("seed", 0))
     started = time.perf_counter()
     try:
         response = await client.chat.completions.create(
-            model=model,
-            messages=request.messages,
-            seed=sample_seed(base_seed, request.conversation_id, request.sample_index),
-            **params,
+            model=model, messages=request.messages, **sent_params(params, request)
         )
     except (openai.OpenAIError, OSError, ValueError) as exc:
         return ReplayOutcome(

@@ -8,8 +8,10 @@ as against a real endpoint. It serves the personas of ``personas.py`` and the le
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import os
 import socket
 import threading
 import time
@@ -26,6 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from depsim_assets.judging.taxonomy import Taxonomy, load_taxonomy
+from depsim_assets.sim.faults import FaultPlan
 from depsim_assets.sim.judge import JUDGE_MODEL, grade_request
 from depsim_assets.sim.personas import PERSONA_MODELS, content_text, generate_reply
 
@@ -79,29 +82,40 @@ class _Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._faults: Counter[str] = Counter()
 
     def record(self, model: str) -> None:
         with self._lock:
             self._counts[model] += 1
 
+    def record_fault(self, fault: str) -> None:
+        with self._lock:
+            self._faults[fault] += 1
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"total": sum(self._counts.values()), "by_model": dict(self._counts)}
+            return {
+                "total": sum(self._counts.values()),
+                "by_model": dict(self._counts),
+                "faults": dict(self._faults),
+            }
 
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._faults.clear()
 
 
 def _word_count(messages: list[dict[str, Any]]) -> int:
     return sum(len(content_text(m.get("content")).split()) for m in messages)
 
 
-def create_app(taxonomy: Taxonomy | None = None) -> Starlette:
+def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None) -> Starlette:
     """The simulator's Starlette app.
 
     With ``taxonomy=None`` the judge reloads the default taxonomy on each request (cached by
-    file mtimes), so edits to ``taxonomy/`` apply to a running server.
+    file mtimes), so edits to ``taxonomy/`` apply to a running server. ``faults`` injects
+    429s, 500s, hung requests, malformed judge output and latency (see ``faults.py``).
     """
     stats = _Stats()
 
@@ -117,8 +131,9 @@ def create_app(taxonomy: Taxonomy | None = None) -> Starlette:
         return JSONResponse({"object": "list", "data": data})
 
     async def chat_completions(request: Request) -> JSONResponse:
+        raw = await request.body()
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, "request body is not valid JSON", "invalid_json")
         if not isinstance(body, dict):
@@ -138,15 +153,31 @@ def create_app(taxonomy: Taxonomy | None = None) -> Starlette:
             return _error(400, "'messages' must be a non-empty list of messages", "bad_messages")
         if body.get("n", 1) != 1:
             return _error(400, "the simulator returns one choice per request (n=1)", "bad_n")
+        fault, delay = faults.decide(model, raw) if faults is not None else (None, 0.0)
+        if fault is not None:
+            stats.record_fault(fault)
+        if delay:
+            await asyncio.sleep(delay)
+        if fault == "429":
+            response = _error(429, "simulated rate limit", "rate_limit_exceeded", "rate_limit")
+            response.headers["Retry-After"] = f"{faults.retry_after:g}"
+            return response
+        if fault == "500":
+            return _error(500, "simulated server error", "server_error", "server_error")
+        if fault == "hang":
+            # Answer only after the client has given up, as a stuck upstream would.
+            await asyncio.sleep(faults.hang_s)
         if model == JUDGE_MODEL:
-            return _judge(body, messages)
+            return _judge(body, messages, malformed=fault == "malformed")
         seed = body.get("seed")
         if seed is not None and not isinstance(seed, int):
             return _error(400, "'seed' must be an integer", "bad_seed")
         reply = generate_reply(model, messages, seed)
         return _completion(model, reply.text, reply.prompt_tokens, reply.completion_tokens)
 
-    def _judge(body: dict[str, Any], messages: list[dict[str, Any]]) -> JSONResponse:
+    def _judge(
+        body: dict[str, Any], messages: list[dict[str, Any]], *, malformed: bool = False
+    ) -> JSONResponse:
         response_format = body.get("response_format")
         if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
             return _error(400, "sim-judge requires response_format of type json_schema", "bad_rf")
@@ -165,6 +196,8 @@ def create_app(taxonomy: Taxonomy | None = None) -> Starlette:
         except ValueError as exc:
             return _error(400, str(exc), "bad_judge_request")
         content = json.dumps(grade, ensure_ascii=False)
+        if malformed:  # a judge that stops mid-object, as a flaky server can
+            content = content[: len(content) // 2]
         return _completion(JUDGE_MODEL, content, _word_count(messages), len(content.split()))
 
     async def get_stats(request: Request) -> JSONResponse:
@@ -189,8 +222,10 @@ def create_app(taxonomy: Taxonomy | None = None) -> Starlette:
 class SimServer:
     """The simulator served by uvicorn in a daemon thread on 127.0.0.1 (a free port by default)."""
 
-    def __init__(self, taxonomy: Taxonomy | None = None, port: int = 0) -> None:
-        self._app = create_app(taxonomy)
+    def __init__(
+        self, taxonomy: Taxonomy | None = None, port: int = 0, faults: FaultPlan | None = None
+    ) -> None:
+        self._app = create_app(taxonomy, faults)
         self._requested_port = port
         self._port: int | None = None
         self._server: uvicorn.Server | None = None
@@ -259,14 +294,18 @@ _singleton_lock = threading.Lock()
 
 
 def ensure_sim_server() -> str:
-    """Start the process-wide simulator once (thread-safe) and return its base_url."""
+    """Start the process-wide simulator once (thread-safe) and return its base_url.
+
+    ``DEPSIM_SIM_FAULTS`` (a fault spec, see ``faults.SPEC_HELP``) injects faults into it.
+    """
     global _singleton
     with _singleton_lock:
         if _singleton is None or not _singleton.running:
-            _singleton = SimServer().start()
+            spec = os.environ.get("DEPSIM_SIM_FAULTS", "")
+            _singleton = SimServer(faults=FaultPlan.parse(spec) if spec else None).start()
         return _singleton.base_url
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8765, faults: FaultPlan | None = None) -> None:
     """Serve the simulator in the foreground until interrupted (``depsim sim serve``)."""
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(faults=faults), host=host, port=port, log_level="info")

@@ -1,0 +1,78 @@
+"""A replay killed with SIGKILL resumes from its cache: no duplicate rows, no paid-twice calls."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import dagster as dg
+import duckdb
+import pytest
+
+from depsim_assets import config, runs
+from depsim_assets.registry import Candidate, Registry, save_registry
+from depsim_assets.traffic.synth import write_demo_log
+
+pytestmark = pytest.mark.e2e
+
+DAY, SAMPLE = "2026-11-01", 240
+CHILD = textwrap.dedent(
+    """
+    import dagster as dg
+    from depsim_assets import runs
+    with dg.DagsterInstance.ephemeral() as instance:
+        runs.ensure_candidate_partitions(instance, ["slow"])
+        runs.execute([r for r in runs.plan_graph([{day!r}], ["slow"], sample_size={sample})
+                      if r.label.startswith(("traffic", "slow"))], instance)
+    """
+)
+
+
+def _cached(path) -> int:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return conn.execute("SELECT count(*) FROM model_calls WHERE status = 'ok'").fetchone()[0]
+
+
+def test_sigkill_then_resume(depsim_home, monkeypatch):
+    write_demo_log(config.log_root(), [DAY], per_day=400, seed=9)
+    save_registry(Registry(baseline="slow", candidates=[Candidate(
+        name="slow", base_url="sim", model="sim-production", max_concurrency=4)]))
+    # 150 ms per call at 4 in flight: the replay alone takes about 9 s, long enough to kill.
+    env = {**os.environ, "DEPSIM_SIM_FAULTS": "latency_ms=150"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(day=DAY, sample=SAMPLE)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    path = config.warehouse_path()
+    # Kill once the replay has written some answers but far from all.
+    while time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.5)
+        try:
+            if 40 <= _cached(path) < SAMPLE:
+                break
+        except duckdb.Error:  # the child holds the write lock at that instant, or no table yet
+            continue
+    assert child.poll() is None, "the child finished before it could be killed"
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    cached_before = _cached(path)
+    assert 0 < cached_before < SAMPLE
+
+    monkeypatch.setenv("DEPSIM_SIM_FAULTS", "")
+    with dg.DagsterInstance.ephemeral() as instance:
+        runs.ensure_candidate_partitions(instance, ["slow"])
+        key = str(runs.multi_key("slow", DAY))
+        runs.execute([runs.PlannedRun("slow", ("candidate_completions",), key)], instance)
+        meta = instance.get_latest_materialization_event(
+            dg.AssetKey("candidate_completions")).asset_materialization.metadata
+    assert meta["calls_made"].value == SAMPLE - cached_before
+    assert meta["cache_hits"].value == cached_before
+    with duckdb.connect(str(path), read_only=True) as conn:
+        rows, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT conversation_id) FROM candidate_completions "
+            "WHERE candidate = 'slow'").fetchone()
+        cache_rows = conn.execute("SELECT count(*) FROM model_calls").fetchone()[0]
+    assert rows == distinct == SAMPLE
+    assert cache_rows == SAMPLE
