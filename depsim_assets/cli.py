@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,16 +63,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from depsim_assets.traffic.synth import write_demo_log
 
     dates = demo.demo_dates(args.end_date, args.days)
+    deploy_day = demo.deployment_date(dates)
     root = config.log_root()
-    missing = [d for d in dates if not (root / d).exists()]
+    missing = [d for d in [*dates, deploy_day] if not (root / d).exists()]
     if missing:
         say = sys.stderr if args.json else sys.stdout
         print(f"writing synthetic production log for {', '.join(missing)} under {root}", file=say)
-        write_demo_log(root, missing, per_day=args.per_day, seed=args.seed)
-    registry = demo.register_sim_candidates()
+        write_demo_log(
+            root,
+            missing,
+            per_day=args.per_day,
+            seed=args.seed,
+            production_model_by_date={deploy_day: demo.DEPLOYED_CANDIDATE},
+        )
+    registry = demo.register_sim_candidates(deployed_on={demo.DEPLOYED_CANDIDATE: [deploy_day]})
     instance = _instance()
     runs.ensure_candidate_partitions(instance, registry.names())
     plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size, log_level="ERROR")
+    # The deployment day needs only its traffic and the realised (production) rates.
+    plan[-1:-1] = [
+        run
+        for run in runs.plan_graph(
+            [deploy_day], [], sample_size=args.sample_size, log_level="ERROR"
+        )
+        if run.partition_key is not None
+    ]
     with tqdm(
         total=len(plan), desc="materializing", unit="run", file=sys.stderr, disable=args.no_progress
     ) as bar:
@@ -81,8 +97,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             bar.update(1)
 
         runs.execute(plan, instance, on_run=advance)
-    report = _comparison_report(baseline=None, alpha=0.1)
+    computed = _comparison_frame(baseline=None, alpha=0.1)  # once, for both reports
+    report = _comparison_report(baseline=None, alpha=0.1, computed=computed)
     _write_reports(report)
+    html_report = _write_html_report(baseline=None, alpha=0.1, computed=computed)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -90,6 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print()
         print(f"warehouse: {config.warehouse_path()}")
         print(f"report:    {config.reports_dir() / 'comparison.md'}")
+        print(f"           {html_report}  (one self-contained HTML file: tables and plots)")
         print(
             f"UI:        depsim ui   (or: DAGSTER_HOME={config.dagster_home()} "
             "dagster dev -w workspace.yaml)"
@@ -98,22 +117,84 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------- compare
-def _comparison_report(*, baseline: str | None, alpha: float) -> dict[str, Any]:
+def _comparison_frame(
+    *,
+    baseline: str | None,
+    alpha: float,
+    candidates: Sequence[str] | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    bh: bool = False,
+):
+    """The comparison computed from the warehouse's judge_grades (read-only)."""
     import duckdb
 
-    from depsim_assets.estimates.assets import read_all_grades, taxonomy_categories
+    from depsim_assets.estimates.assets import (
+        read_all_grades,
+        served_by_others,
+        taxonomy_categories,
+    )
     from depsim_assets.estimates.compute import build_comparison
     from depsim_assets.registry import load_registry
 
-    base = baseline or load_registry().baseline_name()
+    if not 0 < alpha < 1:
+        raise ValueError(f"--alpha must be in (0, 1) (got {alpha})")
+    registry = load_registry()
+    base = baseline or registry.baseline_name()
     path = config.warehouse_path()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no warehouse yet (run `depsim demo` first)")
     with duckdb.connect(str(path), read_only=True) as conn:
         grades = read_all_grades(conn)
-    frame = build_comparison(grades, taxonomy_categories(), baseline=base, alpha=alpha)
+    if candidates:
+        known = set(grades["candidate"])
+        unknown = [c for c in candidates if c not in known]
+        if unknown:
+            raise ValueError(
+                f"--candidates: no judge_grades for {', '.join(unknown)} "
+                f"(graded: {', '.join(sorted(known)) or 'none'})"
+            )
+    frame = build_comparison(
+        grades,
+        taxonomy_categories(),
+        baseline=base,
+        alpha=alpha,
+        candidates=list(candidates) if candidates else None,
+        bh=bh,
+        date_from=date_from,
+        date_to=date_to,
+        served_by_others=served_by_others(registry),
+    )
     if frame.empty:
-        raise ValueError("no judge_grades in the warehouse: materialize the graph first")
+        window = f" between {date_from or 'the start'} and {date_to or 'the end'}"
+        raise ValueError(
+            "no judge_grades in the warehouse"
+            + (window if date_from or date_to else "")
+            + ": materialize the graph first"
+        )
+    return base, frame
+
+
+def _comparison_report(
+    *,
+    baseline: str | None,
+    alpha: float,
+    candidates: Sequence[str] | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    bh: bool = False,
+    computed: tuple[str, Any] | None = None,
+) -> dict[str, Any]:
+    from depsim_assets.estimates.forecast import resampling_fidelity
+
+    base, frame = computed or _comparison_frame(
+        baseline=baseline,
+        alpha=alpha,
+        candidates=candidates,
+        date_from=date_from,
+        date_to=date_to,
+        bh=bh,
+    )
     fields = [
         "candidate",
         "category",
@@ -131,10 +212,27 @@ def _comparison_report(*, baseline: str | None, alpha: float) -> dict[str, Any]:
         "significant",
         "change",
         "n_paired",
+        "p_mcnemar",
+        "q_value",
+        "n_discordant_up",
+        "n_discordant_down",
     ]
     rows = [{f: _clean(rec[f]) for f in fields} for rec in frame.to_dict("records")]
     dates = sorted({d for ds in frame["dates"] for d in ds.split(",") if d})
-    return {"baseline": base, "dates": dates, "alpha": alpha, "rows": rows}
+    fidelity = resampling_fidelity(frame)
+    return {
+        "baseline": base,
+        "dates": dates,
+        "alpha": alpha,
+        "multiple_testing": "bh" if bh else "none",
+        "rows": rows,
+        "resampling_fidelity": {
+            "median_error": _clean(float(fidelity["fidelity_error"].median()))
+            if len(fidelity)
+            else None,
+            "rows": [{k: _clean(v) for k, v in rec.items()} for rec in fidelity.to_dict("records")],
+        },
+    }
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -168,6 +266,13 @@ def _print_comparison(report: dict[str, Any]) -> None:
             f"{_fmt(base_rate, '>11.0f')}{_fmt(row['rate_ratio'], '>8.2f')}"
             f"{_fmt(row['p_value'], '>10.2g')}  {mark}"
         )
+    median = (report.get("resampling_fidelity") or {}).get("median_error")
+    if median is not None:
+        print()
+        print(
+            f"resampling fidelity: median error {median:.2f}x "
+            f"({report['baseline']} resampled vs production's real replies, same prefixes)"
+        )
 
 
 def _write_reports(report: dict[str, Any]) -> None:
@@ -194,12 +299,160 @@ def _write_reports(report: dict[str, Any]) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print every candidate against the baseline (from the warehouse's judge_grades)."""
-    report = _comparison_report(baseline=args.baseline, alpha=args.alpha)
+    report = _comparison_report(
+        baseline=args.baseline,
+        alpha=args.alpha,
+        candidates=args.candidates,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        bh=args.bh,
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         _print_comparison(report)
     return 0
+
+
+# ---------------------------------------------------------------------------------------- plan
+def _baseline_rates(
+    date_from: str | None, date_to: str | None
+) -> tuple[str, list[tuple[str, int, int]]]:
+    """The baseline's (category, flagged, graded), pooled over the window, from the warehouse."""
+    import duckdb
+
+    from depsim_assets.estimates.compute import aggregate_rates
+    from depsim_assets.registry import load_registry
+
+    base = load_registry().baseline_name()
+    path = config.warehouse_path()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no warehouse yet: give --base-rate-per-100k, or run `depsim demo` first"
+        )
+    with duckdb.connect(str(path), read_only=True) as conn:
+        rates = conn.execute(
+            "SELECT candidate, traffic_date, category, family, n_replies, graded, flagged,"
+            " unscored FROM behavior_rates WHERE candidate = ?",
+            [base],
+        ).df()
+    pooled = aggregate_rates(rates, date_from=date_from, date_to=date_to)
+    if pooled.empty:
+        raise ValueError(f"no behavior_rates of the baseline {base!r}: materialize it first")
+    rows = [
+        (str(r["category"]), int(r["flagged"]), int(r["graded"])) for r in pooled.to_dict("records")
+    ]
+    return base, rows
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Replies per arm for a base rate and ratio, or detectable ratios at a given n."""
+    from depsim_assets.estimates.planner import Design, detectable_ratio, n_per_arm, power_at
+
+    test = "exact McNemar on paired prefixes" if args.paired else "Fisher exact, two arms"
+    if args.n is None:
+        if args.base_rate_per_100k is None or args.ratio is None:
+            raise ValueError("give --base-rate-per-100k and --ratio (or --n for detectable ratios)")
+        design = Design(args.base_rate_per_100k / 100_000, args.alpha, args.power, args.paired)
+        n = n_per_arm(design, args.ratio)
+        out = {
+            "n_per_arm": n,
+            "base_rate_per_100k": args.base_rate_per_100k,
+            "ratio": args.ratio,
+            "alpha": args.alpha,
+            "power": args.power,
+            "achieved_power": round(power_at(n, design, args.ratio), 4),
+            "paired": args.paired,
+            "test": test,
+        }
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            unit = "prefixes (pairs)" if args.paired else "graded replies per arm"
+            print(
+                f"{n:,} {unit} to detect {args.ratio:g}x at {args.base_rate_per_100k:g} per 100k "
+                f"with power {args.power:g} at alpha {args.alpha:g} ({test})"
+            )
+        return 0
+    if args.ratio is not None:
+        raise ValueError("--ratio goes with the first form; with --n the ratio is the answer")
+    if args.base_rate_per_100k is not None:
+        baseline = None
+        cats = [("(given)", args.base_rate_per_100k / 100_000)]
+    else:
+        baseline, counts = _baseline_rates(args.date_from, args.date_to)
+        # A category never seen gets the Jeffreys-smoothed rate, not zero (zero is undetectable).
+        cats = [(cid, (flagged + 0.5) / (graded + 1)) for cid, flagged, graded in counts]
+    rows = []
+    for cid, rate in cats:
+        design = Design(rate, args.alpha, args.power, args.paired)
+        up = detectable_ratio(args.n, design, up=True)
+        down = detectable_ratio(args.n, design, up=False)
+        rows.append(
+            {
+                "category": cid,
+                "base_rate_per_100k": rate * 100_000,
+                "min_ratio_up": _clean(up),
+                "max_ratio_down": _clean(down) if down > 0 else None,
+            }
+        )
+    out2 = {
+        "n": args.n,
+        "baseline": baseline,
+        "alpha": args.alpha,
+        "power": args.power,
+        "paired": args.paired,
+        "test": test,
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(out2, indent=2))
+        return 0
+    print(
+        f"smallest detectable change with {args.n:,} per arm, power {args.power:g}, "
+        f"alpha {args.alpha:g} ({test}); baseline {baseline or 'as given'}"
+    )
+    print(f"{'category':<34}{'base/100k':>11}{'up x':>10}{'down x':>10}")
+    for r in rows:
+        print(
+            f"{r['category']:<34}{r['base_rate_per_100k']:>11.0f}"
+            f"{_fmt(r['min_ratio_up'], '>10.2f')}{_fmt(r['max_ratio_down'], '>10.2f')}"
+        )
+    return 0
+
+
+# -------------------------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write one self-contained HTML report (tables, plots, versions, summary)."""
+    out = _write_html_report(
+        baseline=args.baseline,
+        alpha=args.alpha,
+        bh=args.bh,
+        out=Path(args.out) if args.out else None,
+    )
+    size = out.stat().st_size
+    print(json.dumps({"report": str(out), "bytes": size}) if args.json else f"report: {out}")
+    return 0
+
+
+def _write_html_report(
+    *,
+    baseline: str | None,
+    alpha: float,
+    bh: bool = False,
+    out: Path | None = None,
+    computed: tuple[str, Any] | None = None,
+) -> Path:
+    from depsim_assets.estimates.report import build_report
+
+    base, frame = computed or _comparison_frame(baseline=baseline, alpha=alpha, bh=bh)
+    out = out or config.reports_dir() / "report.html"
+    html = build_report(frame, baseline=base, warehouse=config.warehouse_path())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)  # never leave half a report where the reader looks
+    return out
 
 
 # ---------------------------------------------------------------------------------- candidates
@@ -259,13 +512,167 @@ def cmd_candidates_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- judge-agreement
+def cmd_judge_agreement(args: argparse.Namespace) -> int:
+    """The judge against a human labels file: per category and overall, with intervals."""
+    import duckdb
+
+    from depsim_assets.judging.assets import run_agreement
+
+    path = config.warehouse_path()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no warehouse yet (run `depsim demo` first)")
+    with duckdb.connect(str(path), read_only=True) as conn:
+        report, _ = run_agreement(
+            conn, args.labels, candidate=args.candidate, reps=args.bootstrap, seed=args.seed
+        )
+    if args.json:
+        print(json.dumps(report, indent=2, default=_clean))
+        return 0
+    print(
+        f"judge vs {args.labels} on {report['candidate']} replies "
+        f"(flag threshold {report['flag_threshold']}, {args.bootstrap} bootstrap resamples)"
+    )
+    print(
+        f"{'category':<34}{'n':>6}{'unmat':>7}{'prev':>7}{'precision':>22}{'recall':>22}"
+        f"{'kappa':>24}"
+    )
+
+    def cell(block: dict[str, Any], key: str) -> str:
+        if block.get(key) is None:
+            return "-"
+        low, high = block.get(f"{key}_low"), block.get(f"{key}_high")
+        bounds = f" [{_fmt(low, '.2f')},{_fmt(high, '.2f')}]"
+        return f"{block[key]:.2f}{bounds}"
+
+    blocks = [*report["per_category"].items(), ("overall", report["overall"])]
+    for name, block in blocks:
+        print(
+            f"{name:<34}{block['n']:>6}{block['n_unmatched']:>7}"
+            f"{_fmt(block['prevalence'], '>7.2f')}{cell(block, 'precision'):>22}"
+            f"{cell(block, 'recall'):>22}{cell(block, 'kappa'):>24}"
+        )
+    return 0
+
+
+# ------------------------------------------------------------------------------ ingest / sample
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Normalize log files into the production-log layout, one folder per day."""
+    from depsim_assets.traffic.ingest import ingest_files
+
+    result = ingest_files(
+        args.files,
+        date=args.date,
+        fmt=args.format,
+        max_record_bytes=args.max_record_bytes,
+    ).as_dict()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"ingested {result['records_in']} records from {len(result['files'])} file(s): "
+        f"{result['written']} written, {result['quarantined']} quarantined"
+    )
+    for reason, n in result["quarantine_reasons"].items():
+        print(f"  quarantined {reason}: {n}")
+    for day, n in result["days"].items():
+        print(f"  {day}: {n} records")
+    print(f"log: {config.log_root()}")
+    return 0
+
+
+def _sample_counts(date: str) -> dict[str, Any]:
+    import duckdb
+
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as conn:
+        funnel = conn.execute(
+            "SELECT stage, reason, n FROM sampling_funnel WHERE traffic_date = ?", [date]
+        ).fetchall()
+        pii_rows = conn.execute(
+            "SELECT pii_counts_json FROM sampled_conversations WHERE traffic_date = ?", [date]
+        ).fetchall()
+    by_stage: dict[str, dict[str, int]] = {}
+    for stage, reason, n in funnel:
+        by_stage.setdefault(stage, {})[reason] = int(n)
+    pii: dict[str, int] = {}
+    for (raw,) in pii_rows:
+        for kind, n in json.loads(raw or "{}").items():
+            pii[kind] = pii.get(kind, 0) + int(n)
+    quarantine = dict(sorted(by_stage.get("quarantined", {}).items()))
+    return {
+        "date": date,
+        "records_in": by_stage.get("records_in", {}).get("", 0),
+        "quarantined": sum(quarantine.values()),
+        "quarantine_reasons": quarantine,
+        "ineligible": dict(sorted(by_stage.get("ineligible", {}).items())),
+        "eligible": by_stage.get("eligible", {}).get("", 0),
+        "sampled": by_stage.get("sampled", {}).get("", 0),
+        "pii_replaced": dict(sorted(pii.items())),
+    }
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Materialize sampled_conversations and conversation_prefixes for one day."""
+    from depsim_assets import runs
+    from depsim_assets.traffic.logs import day_folder
+    from depsim_assets.traffic.pipeline import check_stratify_field
+
+    folder = day_folder(None, args.date)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no production log for {args.date}: {folder} (run depsim ingest)")
+    if args.fraction is not None and not 0.0 < args.fraction <= 1.0:
+        raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}")
+    if args.size is not None and args.size < 0:
+        raise ValueError(f"--size must be >= 0, got {args.size}")
+    check_stratify_field(args.stratify_by)
+    exclude_metadata: dict[str, list[str]] = {}
+    for pair in args.exclude_metadata:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--exclude-metadata {pair!r}: expected KEY=VALUE")
+        exclude_metadata.setdefault(key, []).append(value)
+    op_config: dict[str, Any] = {"seed": args.seed, "exclude_metadata": exclude_metadata}
+    if args.size is not None:
+        op_config["sample_size"] = args.size
+    if args.fraction is not None:
+        op_config["sample_fraction"] = args.fraction
+    if args.stratify_by:
+        op_config["stratify_by"] = args.stratify_by
+    if args.exclude_source is not None:
+        op_config["exclude_sources"] = args.exclude_source
+    if args.exclude_model is not None:
+        op_config["exclude_models"] = args.exclude_model
+    run_config = {
+        "ops": {"sampled_conversations": {"config": op_config}},
+        "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+    }
+    plan = [runs.PlannedRun(f"traffic {args.date}", runs.TRAFFIC_ASSETS, args.date, run_config)]
+    runs.execute(plan, _instance())
+    counts = _sample_counts(args.date)
+    if args.json:
+        print(json.dumps(counts))
+        return 0
+    print(
+        f"{counts['date']}: {counts['records_in']} records in, {counts['quarantined']} "
+        f"quarantined, {sum(counts['ineligible'].values())} ineligible, {counts['eligible']} "
+        f"eligible, {counts['sampled']} sampled"
+    )
+    for key in ("quarantine_reasons", "ineligible", "pii_replaced"):
+        if counts[key]:
+            print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts[key].items()))
+    print(f"warehouse: {config.warehouse_path()}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ sim / ui
 def cmd_sim_serve(args: argparse.Namespace) -> int:
     """Serve the simulator until interrupted."""
     from depsim_assets.sim import serve
+    from depsim_assets.sim.faults import FaultPlan
 
+    faults = FaultPlan.parse(args.faults) if args.faults else None
     print(f"depsim simulator on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", flush=True)
-    serve(args.host, args.port)
+    serve(args.host, args.port, faults=faults)
     return 0
 
 
@@ -277,6 +684,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     cmd = ["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
     print(f"DAGSTER_HOME={home} {' '.join(cmd)}", flush=True)
     return subprocess.call(cmd, env=env, cwd=config.PROJECT_ROOT)
+
+
+def _fault_help() -> str:
+    from depsim_assets.sim.faults import SPEC_HELP
+
+    return SPEC_HELP
 
 
 # -------------------------------------------------------------------------------------- parser
@@ -315,8 +728,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="every candidate vs the baseline, per category")
     p.add_argument("--baseline", help="baseline candidate (default: the registry's)")
     p.add_argument("--alpha", type=float, default=0.1, help="significance level (default 0.1)")
+    p.add_argument(
+        "--candidates", nargs="+", metavar="NAME", help="only these candidates (default: all)"
+    )
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="first day pooled")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="last day pooled")
+    p.add_argument(
+        "--bh",
+        action="store_true",
+        help="Benjamini-Hochberg q-values across categories decide significance",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "plan",
+        help="replies per arm for a base rate and ratio, or detectable ratios at --n",
+        description="Form 1: --base-rate-per-100k R --ratio X gives the replies needed per arm. "
+        "Form 2: --n N gives, per category at the baseline's current rates (or at "
+        "--base-rate-per-100k), the smallest ratio detectable either way.",
+    )
+    p.add_argument("--base-rate-per-100k", type=float, help="baseline rate per 100k replies")
+    p.add_argument("--ratio", type=float, help="candidate rate / baseline rate to detect")
+    p.add_argument("--n", type=int, help="replies per arm available (second form)")
+    p.add_argument("--alpha", type=float, default=0.1, help="significance level (default 0.1)")
+    p.add_argument("--power", type=float, default=0.8, help="target power (default 0.8)")
+    p.add_argument(
+        "--paired", action="store_true", help="plan for the McNemar test on the same prefixes"
+    )
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="rates window start")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="rates window end")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("report", help="write one self-contained HTML report")
+    p.add_argument("--out", metavar="FILE.html", help="default: $DEPSIM_HOME/reports/report.html")
+    p.add_argument("--baseline", help="baseline candidate (default: the registry's)")
+    p.add_argument("--alpha", type=float, default=0.1, help="significance level (default 0.1)")
+    p.add_argument("--bh", action="store_true", help="Benjamini-Hochberg q-values decide")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("candidates", help="edit or show the candidate registry")
     csub = p.add_subparsers(dest="action", required=True)
@@ -352,11 +803,75 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=cmd_candidates_list)
 
+    p = sub.add_parser(
+        "judge-agreement", help="the judge's precision, recall and kappa against human labels"
+    )
+    p.add_argument(
+        "--labels",
+        required=True,
+        help="JSONL: conversation_id, category (or 'any'), label 0/1, optional annotator",
+    )
+    p.add_argument(
+        "--candidate",
+        default="production",
+        help="whose replies were labelled (default: production, the original replies)",
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_judge_agreement)
+
+    p = sub.add_parser("ingest", help="normalize log files into the production log by day")
+    p.add_argument("files", nargs="+", metavar="FILE", help="JSONL, JSON or Parquet log files")
+    p.add_argument(
+        "--date", required=True, help="day (YYYY-MM-DD) of records that carry no timestamp"
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "openai", "sharegpt", "anthropic", "parquet"],
+        help="source format (default: detected per file and record)",
+    )
+    p.add_argument(
+        "--max-record-bytes", type=int, default=1 << 20, help="larger records are quarantined"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("sample", help="sample and de-identify one day (through Dagster)")
+    p.add_argument("--date", required=True, help="traffic day (YYYY-MM-DD)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", type=int, help="conversations to sample (default 400)")
+    size.add_argument("--fraction", type=float, help="fraction of eligible conversations")
+    p.add_argument("--seed", type=int, default=20261126, help="seed of the sample")
+    p.add_argument(
+        "--stratify-by", help="'source', 'model' or 'metadata.<key>' (proportional allocation)"
+    )
+    p.add_argument(
+        "--exclude-source",
+        action="append",
+        metavar="SOURCE",
+        help="never sample this source, repeatable (default: internal_test)",
+    )
+    p.add_argument(
+        "--exclude-model", action="append", metavar="MODEL", help="never sample this model"
+    )
+    p.add_argument(
+        "--exclude-metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="never sample conversations whose metadata KEY is VALUE, repeatable",
+    )
+    p.add_argument("--json", action="store_true", help="print the day's counts as JSON")
+    p.set_defaults(func=cmd_sample)
+
     p = sub.add_parser("sim", help="the built-in OpenAI-compatible simulator")
     ssub = p.add_subparsers(dest="action", required=True)
     s = ssub.add_parser("serve", help="serve the simulator over HTTP")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--faults", metavar="SPEC", help="inject faults: " + _fault_help())
     s.set_defaults(func=cmd_sim_serve)
 
     p = sub.add_parser("ui", help="open the Dagster UI on this home folder")
@@ -369,6 +884,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``depsim`` console script."""
     args = build_parser().parse_args(argv)
+    # Partitioned asset checks are a Dagster preview feature (the README says so); its warning
+    # on every command would bury the output a user came for.
+    warnings.filterwarnings("ignore", message=r".*is currently in preview")
     try:
         return int(args.func(args) or 0)
     except EXPECTED_ERRORS as exc:

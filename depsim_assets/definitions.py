@@ -14,11 +14,24 @@ from dagster_duckdb import DuckDBResource
 
 from depsim_assets.automation import candidate_registry_sensor
 from depsim_assets.config import log_root, registry_path, warehouse_path
-from depsim_assets.estimates.assets import behavior_rates, candidate_comparison
-from depsim_assets.judging.assets import judge_grades
+from depsim_assets.estimates.assets import (
+    behavior_rates,
+    candidate_comparison,
+    forecast_validation,
+)
+from depsim_assets.judging.assets import (
+    judge_agreement,
+    judge_grades,
+    judge_grades_unscored_share,
+    novel_behaviors,
+)
 from depsim_assets.replay.assets import candidate_completions
 from depsim_assets.resources import CandidateRegistry, JudgeEndpoint, TrafficSource
-from depsim_assets.traffic.assets import conversation_prefixes, sampled_conversations
+from depsim_assets.traffic.assets import (
+    conversation_prefixes,
+    no_residual_pii,
+    sampled_conversations,
+)
 
 ASSETS = [
     sampled_conversations,
@@ -27,6 +40,14 @@ ASSETS = [
     judge_grades,
     behavior_rates,
     candidate_comparison,
+    forecast_validation,
+    novel_behaviors,
+    judge_agreement,
+    # An asset check: listed with the assets so `dg.materialize(ASSETS, selection=...)` runs
+    # it with the judge_grades partition it checks.
+    judge_grades_unscored_share,
+    # Residual-PII check of sampled_conversations, run with each traffic partition.
+    no_residual_pii,
 ]
 
 # A fixed salt keeps the demo reproducible; real deployments set their own secret salt.
@@ -54,9 +75,17 @@ def build_resources() -> dict[str, object]:
 
 
 def build_definitions() -> dg.Definitions:
-    """The whole code location."""
+    """The whole code location.
+
+    ``judge_agreement`` is shown only when a labels file is configured
+    (``DEPSIM_JUDGE_LABELS``): without one it can only fail, and it would make
+    "Materialize all" fail on a fresh home folder.
+    """
+    assets = [
+        a for a in ASSETS if a is not judge_agreement or os.environ.get("DEPSIM_JUDGE_LABELS")
+    ]
     return dg.Definitions(
-        assets=ASSETS, resources=build_resources(), sensors=[candidate_registry_sensor]
+        assets=assets, resources=build_resources(), sensors=[candidate_registry_sensor]
     )
 
 

@@ -37,6 +37,9 @@ SIM_CANDIDATES = (
     ),
 )
 SIM_BASELINE = "sim-production"
+# The demo's one "deployment": the safer candidate served production on the day after the
+# simulated days, so forecast_validation can check its forecast against what happened.
+DEPLOYED_CANDIDATE = "sim-candidate-safer"
 
 
 def demo_dates(end_date: str = DEMO_END_DATE, days: int = DEMO_DAYS) -> list[str]:
@@ -45,15 +48,25 @@ def demo_dates(end_date: str = DEMO_END_DATE, days: int = DEMO_DAYS) -> list[str
     return [(end - dt.timedelta(days=i)).isoformat() for i in reversed(range(days))]
 
 
-def register_sim_candidates() -> Registry:
-    """Put the sim candidates in the registry (keeping any others); sim-production is baseline."""
+def deployment_date(dates: list[str]) -> str:
+    """The demo's deployment day: the day after the last simulated day."""
+    return (dt.date.fromisoformat(max(dates)) + dt.timedelta(days=1)).isoformat()
+
+
+def register_sim_candidates(deployed_on: dict[str, list[str]] | None = None) -> Registry:
+    """Put the sim candidates in the registry (keeping any others); sim-production is baseline.
+
+    ``deployed_on`` maps a sim candidate to the days it served production.
+    """
     path = registry_path()
     current = load_registry(path) if path.exists() else Registry()
     sim_names = {c.name for c in SIM_CANDIDATES}
     others = [c for c in current.candidates if c.name not in sim_names]
+    days = deployed_on or {}
+    sims = [c.model_copy(update={"deployed_on": days.get(c.name, [])}) for c in SIM_CANDIDATES]
     registry = Registry(
         baseline=current.baseline or SIM_BASELINE,
-        candidates=[*SIM_CANDIDATES, *others],
+        candidates=[*sims, *others],
     )
     save_registry(registry, path)
     return registry

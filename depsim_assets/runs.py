@@ -13,7 +13,7 @@ from depsim_assets.partitions import CANDIDATE_DIM, PRODUCTION, multi_key
 
 TRAFFIC_ASSETS = ("sampled_conversations", "conversation_prefixes")
 CANDIDATE_ASSETS = ("candidate_completions", "judge_grades", "behavior_rates")
-COMPARISON_ASSETS = ("candidate_comparison",)
+COMPARISON_ASSETS = ("candidate_comparison", "forecast_validation", "novel_behaviors")
 
 
 class RunFailed(RuntimeError):

@@ -32,6 +32,7 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     partition_columns: tuple[str, ...] = ()
+    primary_key: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -41,6 +42,8 @@ class Table:
     def ddl(self) -> str:
         """``CREATE TABLE IF NOT EXISTS`` for this table."""
         cols = ", ".join(f'"{c.name}" {c.type}' for c in self.columns)
+        if self.primary_key:
+            cols += ", PRIMARY KEY (" + ", ".join(f'"{k}"' for k in self.primary_key) + ")"
         return f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})"
 
     def column_schema(self) -> dg.TableSchema:
@@ -72,6 +75,12 @@ SAMPLED_CONVERSATIONS = Table(
         ("sampling_weight", "DOUBLE", "Eligible conversations of the day per sampled one."),
         ("sample_seed", "BIGINT", "Seed of the uniform sample."),
         ("deid_version", "VARCHAR", "Version of the de-identification rules applied."),
+        ("stratum", "VARCHAR", "Stratum of the row when sampling was stratified, else NULL."),
+        (
+            "surrogate_digests",
+            "VARCHAR",
+            "SHA-256 prefixes of the surrogates inserted (JSON list), for the residue check.",
+        ),
     ),
     ("traffic_date",),
 )
@@ -132,6 +141,7 @@ CANDIDATE_COMPLETIONS = Table(
         ("prompt_tokens", "BIGINT", "Input tokens reported by the endpoint."),
         ("completion_tokens", "BIGINT", "Output tokens reported by the endpoint."),
         ("latency_ms", "DOUBLE", "Wall time of the call in milliseconds."),
+        ("cost_usd", "DOUBLE", "Token cost at the registry's prices (0 when none are set)."),
     ),
     ("candidate", "traffic_date"),
 )
@@ -150,11 +160,33 @@ JUDGE_GRADES = Table(
         ("severity", "INTEGER", "0-4 per the category's severity guide; NULL when unscored."),
         ("flagged", "BOOLEAN", "severity >= flag_threshold; NULL when unscored."),
         ("evidence", "VARCHAR", "Quoted span of the reply supporting the severity."),
+        (
+            "evidence_verified",
+            "BOOLEAN",
+            "Evidence found verbatim (whitespace-collapsed) in the reply, reasoning or tool "
+            "trace; false = a flag kept but not grounded; NULL for severity 0 or unscored.",
+        ),
+        (
+            "evidence_source",
+            "VARCHAR",
+            "Where the evidence was found: reply, reasoning or tool_trace; NULL if not found.",
+        ),
         ("rationale", "VARCHAR", "One-sentence reason from the judge."),
         ("other_concern", "VARCHAR", "Free-text concern outside the taxonomy, if any."),
         ("status", "VARCHAR", "scored or unscored; unscored rows never count as clean."),
         ("unscored_reason", "VARCHAR", "Why the reply has no grade (failed call, bad output...)."),
         ("flag_threshold", "INTEGER", "Severity at or above which a grade is flagged."),
+        (
+            "judge_votes",
+            "INTEGER",
+            "Judge calls combined into this grade (k of the k-judge majority; 1 by default).",
+        ),
+        (
+            "judge_agreement",
+            "DOUBLE",
+            "Share of the k judges whose flag matches the majority flag; NULL when unscored.",
+        ),
+        ("monitor", "VARCHAR", "Monitor that graded the category: all, or a family name."),
         ("taxonomy_version", "VARCHAR", "Content hash of the taxonomy used."),
         ("judge_prompt_version", "VARCHAR", "Content hash of the judge prompt template."),
         ("judge_model", "VARCHAR", "Judge model name."),
@@ -179,6 +211,11 @@ BEHAVIOR_RATES = Table(
         ("ci_high_per_100k", "DOUBLE", "Upper Jeffreys interval bound per 100k."),
         ("ci_level", "DOUBLE", "Interval level (e.g. 0.95)."),
         ("flag_threshold", "INTEGER", "Severity threshold the flags used."),
+        ("severity_0", "BIGINT", "Graded replies at severity 0 for this category."),
+        ("severity_1", "BIGINT", "Graded replies at severity 1."),
+        ("severity_2", "BIGINT", "Graded replies at severity 2."),
+        ("severity_3", "BIGINT", "Graded replies at severity 3."),
+        ("severity_4", "BIGINT", "Graded replies at severity 4."),
         ("taxonomy_version", "VARCHAR", "Taxonomy version of every grade counted."),
         ("judge_prompt_version", "VARCHAR", "Judge prompt version of every grade counted."),
     ),
@@ -214,6 +251,128 @@ CANDIDATE_COMPARISON = Table(
             "up / down when significant and ratio >= 1.5x either way, else none.",
         ),
         ("taxonomy_version", "VARCHAR", "Taxonomy version of the grades compared."),
+        ("n_discordant_up", "BIGINT", "Prefixes (sample 0) flagged for the candidate only."),
+        ("n_discordant_down", "BIGINT", "Prefixes (sample 0) flagged for the baseline only."),
+        ("p_mcnemar", "DOUBLE", "Two-sided exact McNemar p on the discordant pairs."),
+        ("q_value", "DOUBLE", "Benjamini-Hochberg q of p_value across the candidate's categories."),
+        ("multiple_testing", "VARCHAR", "none (p decides) or bh (q_value decides)."),
+        ("ci_level", "DOUBLE", "Level of the rate and ratio intervals."),
+        (
+            "fidelity_error",
+            "DOUBLE",
+            "Only on 'production' rows: max(sim/realised, realised/sim) of the smoothed rates.",
+        ),
+    ),
+)
+
+FORECAST_VALIDATION = Table(
+    "forecast_validation",
+    _cols(
+        ("candidate", "VARCHAR", "A candidate with deployed_on days in the registry."),
+        ("category", "VARCHAR", "Taxonomy category id ('_summary' = across categories)."),
+        ("family", "VARCHAR", "disallowed_content or misalignment."),
+        ("prediction_dates", "VARCHAR", "Days simulated before release (the prediction)."),
+        ("deployed_dates", "VARCHAR", "Days it served production (the realised rates)."),
+        ("predicted_graded", "BIGINT", "Simulated replies graded before release."),
+        ("predicted_flagged", "BIGINT", "Simulated replies flagged."),
+        ("predicted_per_100k", "DOUBLE", "Predicted rate per 100k (flagged / graded)."),
+        ("realised_graded", "BIGINT", "Production replies graded on the deployed days."),
+        ("realised_flagged", "BIGINT", "Production replies flagged on the deployed days."),
+        ("realised_per_100k", "DOUBLE", "Realised rate per 100k."),
+        ("previous_graded", "BIGINT", "Production replies graded before release."),
+        ("previous_flagged", "BIGINT", "Production replies flagged before release."),
+        ("previous_per_100k", "DOUBLE", "Realised rate of the previous production model."),
+        (
+            "multiplicative_error",
+            "DOUBLE",
+            "max(pred/real, real/pred) of Jeffreys-smoothed rates; the summary row: median.",
+        ),
+        ("realised_change", "DOUBLE", "Smoothed realised / previous rate."),
+        (
+            "predicted_direction",
+            "VARCHAR",
+            "up / down: simulated vs the baseline simulated on the same days.",
+        ),
+        ("realised_direction", "VARCHAR", "up / down: realised vs the previous rate."),
+        (
+            "direction_scored",
+            "BOOLEAN",
+            "Realised changed >= 1.5x either way, so the direction call counts.",
+        ),
+        (
+            "direction_correct",
+            "DOUBLE",
+            "1/0 when scored, else NULL; the summary row: share correct of those scored.",
+        ),
+        ("realised_change_p", "DOUBLE", "Fisher p of realised vs previous counts."),
+        (
+            "direction_correct_significant",
+            "DOUBLE",
+            "As direction_correct, only where the realised change is also significant.",
+        ),
+        (
+            "nll",
+            "DOUBLE",
+            "-log Binomial(realised flagged; realised graded, smoothed predicted rate);"
+            " the summary row: the sum.",
+        ),
+        ("taxonomy_version", "VARCHAR", "Taxonomy version of the grades compared."),
+    ),
+)
+
+MODEL_CALLS = Table(
+    "model_calls",
+    _cols(
+        ("request_key", "VARCHAR", "SHA-256 of endpoint, model, params, messages, sample index."),
+        ("kind", "VARCHAR", "What the call was for: replay or judge."),
+        ("endpoint", "VARCHAR", "Endpoint base URL (credentials stripped), or 'sim'."),
+        ("model", "VARCHAR", "Model name sent."),
+        ("status", "VARCHAR", "ok: a cache hit for any later identical request; error: retried."),
+        ("payload_json", "VARCHAR", "The outcome (reply, reasoning, tool trace, error) as JSON."),
+        ("prompt_tokens", "BIGINT", "Input tokens reported by the endpoint."),
+        ("completion_tokens", "BIGINT", "Output tokens reported by the endpoint."),
+        ("answered_at", "TIMESTAMP", "When the response arrived (UTC)."),
+    ),
+    primary_key=("request_key",),
+)
+
+JUDGE_AGREEMENT = Table(
+    "judge_agreement",
+    _cols(
+        ("candidate", "VARCHAR", "Whose replies were labelled ('production' = original replies)."),
+        ("category", "VARCHAR", "Taxonomy category id or 'any' (flagged on any); 'overall' = all."),
+        ("n", "BIGINT", "Labels matched to a scored judge grade."),
+        ("n_unmatched", "BIGINT", "Labels with no scored grade of that conversation's reply."),
+        ("prevalence", "DOUBLE", "Share of matched labels that are 1 (human positives)."),
+        ("judge_positive_rate", "DOUBLE", "Share of matched replies the judge flagged."),
+        ("precision", "DOUBLE", "Judge flags that humans labelled 1; NULL with no judge flag."),
+        ("precision_low", "DOUBLE", "2.5% bootstrap percentile of precision."),
+        ("precision_high", "DOUBLE", "97.5% bootstrap percentile of precision."),
+        ("recall", "DOUBLE", "Human positives the judge flagged; NULL with no positive label."),
+        ("recall_low", "DOUBLE", "2.5% bootstrap percentile of recall."),
+        ("recall_high", "DOUBLE", "97.5% bootstrap percentile of recall."),
+        ("kappa", "DOUBLE", "Cohen's kappa of judge flag vs human label."),
+        ("kappa_low", "DOUBLE", "2.5% bootstrap percentile of kappa."),
+        ("kappa_high", "DOUBLE", "97.5% bootstrap percentile of kappa."),
+        ("bootstrap_reps", "INTEGER", "Bootstrap resamples (of label rows) behind the bounds."),
+        ("flag_threshold", "INTEGER", "Severity at or above which the judge flag counts."),
+        ("taxonomy_version", "VARCHAR", "Taxonomy version of the grades compared."),
+        ("labels_file", "VARCHAR", "The labels file read (path)."),
+    ),
+)
+
+NOVEL_BEHAVIORS = Table(
+    "novel_behaviors",
+    _cols(
+        ("cluster_id", "INTEGER", "Cluster number, largest cluster first."),
+        ("candidate", "VARCHAR", "Candidate whose replies fall in the cluster."),
+        ("n", "BIGINT", "Texts of this candidate in the cluster."),
+        ("cluster_size", "BIGINT", "Texts in the cluster over every candidate."),
+        ("top_terms", "VARCHAR", "Highest-weight TF-IDF terms of the cluster, comma-separated."),
+        ("examples_json", "VARCHAR", "Up to three example texts of the cluster (JSON list)."),
+        ("source", "VARCHAR", "other_concern, low_fit_rationale, or both."),
+        ("dates", "VARCHAR", "Comma-separated traffic dates the texts come from."),
+        ("taxonomy_version", "VARCHAR", "Taxonomy version(s) of the grades read."),
     ),
 )
 
@@ -226,6 +385,10 @@ ALL_TABLES = (
     JUDGE_GRADES,
     BEHAVIOR_RATES,
     CANDIDATE_COMPARISON,
+    FORECAST_VALIDATION,
+    MODEL_CALLS,
+    JUDGE_AGREEMENT,
+    NOVEL_BEHAVIORS,
 )
 
 
@@ -233,6 +396,18 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     """Create every warehouse table that does not exist yet."""
     for table in ALL_TABLES:
         conn.execute(table.ddl())
+    # A warehouse made by an older depsim lacks columns added since: add them (NULL in old
+    # rows) so INSERT ... BY NAME keeps working instead of failing on the first new column.
+    have = set(
+        conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema()"
+        ).fetchall()
+    )
+    for table in ALL_TABLES:
+        for col in table.columns:
+            if (table.name, col.name) not in have:
+                conn.execute(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {col.type}')
 
 
 def _check_frame(table: Table, frame: pd.DataFrame, keys: Mapping[str, str]) -> None:

@@ -153,3 +153,18 @@ def test_materializations_carry_readable_metadata(materialized):
     assert {c.name for c in schema.columns} >= {"rate_ratio", "p_value", "change"}
     rates = inst.get_latest_materialization_event(dg.AssetKey("behavior_rates"))
     assert "| category |" in rates.asset_materialization.metadata["rates"].value
+
+
+def test_rerun_makes_no_model_calls(materialized):
+    """Every answer is cached: materializing a replayed partition again calls nothing."""
+    names = [n for n in materialized["names"] if n != "sim-production"][:1]
+    before = _requests_served()
+    plan = [r for r in runs.plan_graph(DAYS[:1], names) if r.label.startswith(names[0])]
+    runs.execute([runs.PlannedRun(r.label, ("candidate_completions",), r.partition_key)
+                  for r in plan], materialized["instance"])
+    assert _requests_served() == before
+    event = materialized["instance"].get_latest_materialization_event(
+        dg.AssetKey("candidate_completions"))
+    meta = event.asset_materialization.metadata
+    assert meta["calls_made"].value == 0
+    assert meta["cache_hits"].value == SAMPLE
