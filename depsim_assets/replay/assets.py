@@ -128,26 +128,27 @@ def _replay_with_cache(
             rate = done / max(time.perf_counter() - started, 1e-9)
             context.log.info(f"replay {entry.name}: {done}/{total} calls ({rate:.1f}/s)")
 
-    async def call(item: tuple[str, ReplayRequest]) -> ReplayOutcome:
-        key, req = item
-        out = await complete_one(client, req, model=entry.model, params=entry.params)
-        writer.add({"request_key": key, "kind": "replay", "endpoint": endpoint,
-                    "model": entry.model, "status": out.status, "payload": asdict(out),
-                    "prompt_tokens": out.prompt_tokens,
-                    "completion_tokens": out.completion_tokens})
-        return out
-
     async def replay() -> list[ReplayOutcome]:
-        nonlocal client
         client = async_client(entry.base_url, api_key_env=entry.api_key_env,
                               timeout_s=entry.timeout_s, max_retries=entry.max_retries)
+
+        async def call(item: tuple[str, ReplayRequest]) -> ReplayOutcome:
+            key, req = item
+            out = await complete_one(client, req, model=entry.model, params=entry.params)
+            writer.add({"request_key": key, "kind": "replay", "endpoint": endpoint,
+                        "model": entry.model, "status": out.status, "payload": asdict(out),
+                        "prompt_tokens": out.prompt_tokens,
+                        "completion_tokens": out.completion_tokens})
+            return out
+
         async with client:
             return await run_bounded(pending, call, concurrency=entry.max_concurrency,
                                      on_done=progress)
 
-    client = None
-    fresh = asyncio.run(replay()) if pending else []
-    writer.flush()
+    try:
+        fresh = asyncio.run(replay()) if pending else []
+    finally:
+        writer.flush()  # what did come back is kept even if the run is interrupted
     answered = dict(zip((k for k, _ in pending), fresh, strict=True))
     outcomes = [answered[k] if k in answered else ReplayOutcome(**cached[k]) for k in keys]
     return outcomes, len(pending)
