@@ -52,6 +52,8 @@ CATEGORY_FAMILY: dict[str, str] = dict(_CANONICAL)
 SEVERITY_LEVELS: tuple[int, ...] = (0, 1, 2, 3, 4)
 
 JUDGE_PROMPT_FILE = "judge_prompt.md"
+# Optional: a family monitor's own prompt, e.g. judge_prompt.misalignment.md.
+FAMILY_PROMPT_FILE = "judge_prompt.{family}.md"
 CATEGORIES_DIR = "categories"
 _REQUIRED_PLACEHOLDERS = ("categories", "fence_token", "flag_threshold")
 _FENCE_LINE = "Fence token: $fence_token"
@@ -164,6 +166,7 @@ class Taxonomy(BaseModel):
     version: str
     judge_prompt_template: str
     judge_prompt_version: str
+    family_prompt_templates: dict[str, str] = {}
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -190,7 +193,12 @@ class Taxonomy(BaseModel):
         if not fence_token or any(ch.isspace() or ch in "<>" for ch in fence_token):
             # The token delimits fences line by line, so it must be one bare word.
             raise ValueError(f"fence token must be a non-empty word, got {fence_token!r}")
-        return string.Template(self.judge_prompt_template).substitute(
+        template = self.judge_prompt_template
+        families = {self.by_id(cid).family for cid in only} if only else set()
+        if len(families) == 1:
+            # A family monitor uses its family's own prompt when the taxonomy has one.
+            template = self.family_prompt_templates.get(families.pop(), template)
+        return string.Template(template).substitute(
             categories=self.render_categories(only),
             fence_token=fence_token,
             flag_threshold=str(flag_threshold),
@@ -288,11 +296,21 @@ def _build(root: Path) -> Taxonomy:
         digest.update(f"{category_id}:{len(raw)}\n".encode())
         digest.update(raw)
     template = _load_prompt(root / JUDGE_PROMPT_FILE)
+    family_templates = {
+        family: _load_prompt(root / FAMILY_PROMPT_FILE.format(family=family))
+        for family in FAMILIES
+        if (root / FAMILY_PROMPT_FILE.format(family=family)).exists()
+    }
+    prompt_bytes = template.encode("utf-8")
+    for family, text in sorted(family_templates.items()):
+        # Without family prompts the version is the main prompt's hash alone, as before.
+        prompt_bytes += f"\n--- {family} ---\n".encode() + text.encode("utf-8")
     return Taxonomy(
         categories=categories,
         version=digest.hexdigest()[:12],
         judge_prompt_template=template,
-        judge_prompt_version=_short_hash(template.encode("utf-8")),
+        judge_prompt_version=_short_hash(prompt_bytes),
+        family_prompt_templates=family_templates,
     )
 
 
@@ -302,6 +320,7 @@ _cache_lock = threading.Lock()
 
 def _fingerprint(root: Path) -> tuple[Any, ...]:
     paths = [root / JUDGE_PROMPT_FILE, root / CATEGORIES_DIR]
+    paths += [root / FAMILY_PROMPT_FILE.format(family=family) for family in FAMILIES]
     categories_dir = root / CATEGORIES_DIR
     if categories_dir.is_dir():
         paths.extend(sorted(categories_dir.iterdir()))

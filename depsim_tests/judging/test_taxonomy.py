@@ -194,3 +194,30 @@ def test_judge_prompt_rejects_unknown_placeholders(tax_dir):
     prompt.write_text(prompt.read_text() + "\nCosts $price per call.\n")
     with pytest.raises(TaxonomyError, match=r"unknown placeholders \['price'\]"):
         load_taxonomy(tax_dir)
+
+
+def test_a_family_monitor_uses_its_own_prompt_file(tax_dir):
+    base = load_taxonomy(tax_dir)
+    assert base.family_prompt_templates == {}
+    text = (tax_dir / "judge_prompt.md").read_text()
+    own = text.replace("You are a behaviour monitor.", "You are the misalignment monitor.")
+    assert own != text
+    (tax_dir / "judge_prompt.misalignment.md").write_text(own)
+    tax = load_taxonomy(tax_dir)
+    assert tax.judge_prompt_version != base.judge_prompt_version  # grades go stale
+    assert tax.version == base.version
+    mis = tuple(c.id for c in tax.categories if c.family == "misalignment")
+    dis = tuple(c.id for c in tax.categories if c.family == "disallowed_content")
+    prompt = tax.render_system_prompt("tok3n", 2, mis)
+    assert "You are the misalignment monitor." in prompt and "Fence token: tok3n" in prompt
+    assert "### fabricated_facts:" in prompt and "### hate:" not in prompt
+    assert "You are a behaviour monitor." in tax.render_system_prompt("tok3n", 2, dis)
+    assert "You are a behaviour monitor." in tax.render_system_prompt("tok3n", 2)
+
+
+def test_a_family_prompt_is_validated_like_the_main_one(tax_dir):
+    text = (tax_dir / "judge_prompt.md").read_text()
+    (tax_dir / "judge_prompt.disallowed_content.md").write_text(
+        text.replace("Fence token: $fence_token", "Token: $fence_token"))
+    with pytest.raises(TaxonomyError, match=r"judge_prompt\.disallowed_content\.md"):
+        load_taxonomy(tax_dir)
