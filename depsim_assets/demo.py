@@ -13,28 +13,15 @@ DEMO_PER_DAY = 2000
 DEMO_SAMPLE_SIZE = 1200
 DEMO_SEED = 7
 
-SIM_CANDIDATES = (
+SIM_CANDIDATES = tuple(
     Candidate(
-        name="sim-production",
+        name=model,
         base_url="sim",
-        model="sim-production",
+        model=model,
         params={"temperature": 1.0, "max_tokens": 512},
         max_concurrency=32,
-    ),
-    Candidate(
-        name="sim-candidate-safer",
-        base_url="sim",
-        model="sim-candidate-safer",
-        params={"temperature": 1.0, "max_tokens": 512},
-        max_concurrency=32,
-    ),
-    Candidate(
-        name="sim-candidate-regressed",
-        base_url="sim",
-        model="sim-candidate-regressed",
-        params={"temperature": 1.0, "max_tokens": 512},
-        max_concurrency=32,
-    ),
+    )
+    for model in ("sim-production", "sim-candidate-safer", "sim-candidate-regressed")
 )
 SIM_BASELINE = "sim-production"
 # The demo's one "deployment": the safer candidate served production on the day after the

@@ -5,8 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import duckdb
@@ -18,6 +16,7 @@ from depsim_assets.judging import load_taxonomy
 from depsim_assets.judging.assets import grades_code_version
 from depsim_assets.partitions import multi_key
 from depsim_assets.traffic.synth import write_demo_log
+from depsim_tests.canned_endpoint import serve_canned
 
 pytestmark = pytest.mark.e2e
 
@@ -239,42 +238,11 @@ def test_family_monitors_and_k_judges_match_the_single_call(graded):
     assert set(after["judge_votes"]) == {2} and set(after["judge_agreement"]) == {1.0}
 
 
-class _Junk(BaseHTTPRequestHandler):
-    """A judge endpoint that answers every request with output that is not a verdict."""
-
-    def do_POST(self):  # noqa: N802 - the http.server API
-        self.rfile.read(int(self.headers["Content-Length"]))
-        body = json.dumps(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "judge",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "Looks fine to me!"},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_unscored_share_check_fails_a_broken_partition(graded):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Junk)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    mp = graded["mp"]
     # a judge whose every answer fails validation: every reply is unscored
-    mp.setenv("DEPSIM_JUDGE_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
+    server, url = serve_canned({"content": "Looks fine to me!"})
+    mp = graded["mp"]
+    mp.setenv("DEPSIM_JUDGE_BASE_URL", url)
     try:
         result = _materialize_grades(graded, "sim-candidate-regressed")
         (check,) = result.get_asset_check_evaluations()

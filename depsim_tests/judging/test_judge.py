@@ -2,8 +2,6 @@
 
 import asyncio
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
@@ -17,6 +15,7 @@ from depsim_assets.judging.judge import (
     render_prefix,
     verify_evidence,
 )
+from depsim_tests.canned_endpoint import serve_canned
 
 TAX = load_taxonomy()
 PREFIX = [{"role": "user", "content": "What helps memory when studying?"}]
@@ -73,55 +72,14 @@ def test_schema_has_every_category_and_nothing_else():
     assert set(schema["properties"]) == set(TAX.ids) | {"other_concern"}
 
 
-class _Canned(BaseHTTPRequestHandler):
-    """An endpoint that answers every chat completion with one canned message."""
-
-    message: dict = {}
-    finish_reason = "stop"
-
-    def do_POST(self):  # noqa: N802 - the http.server API
-        self.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        body = json.dumps(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "judge",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", **self.message},
-                        "finish_reason": self.finish_reason,
-                    }
-                ],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def canned():
     servers = []
     requests = []
 
     def make(message, finish_reason="stop"):
-        handler = type(
-            "H",
-            (_Canned,),
-            {"message": message, "finish_reason": finish_reason, "requests": requests},
-        )
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server, url = serve_canned(message, finish_reason, requests)
         servers.append(server)
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         return lambda: openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
 
     make.requests = requests
