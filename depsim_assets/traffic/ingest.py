@@ -289,22 +289,9 @@ def _decode(raw: bytes | str) -> Any:
 
 
 def _read_jsonl(fh: IO[bytes], max_bytes: int) -> Iterator[tuple[int, Any | RecordError]]:
-    line_number = 0
-    while True:
-        raw = fh.readline(max_bytes + 1)
-        if not raw:
-            return
-        line_number += 1
-        if len(raw) > max_bytes and not raw.endswith(b"\n"):
-            while True:
-                chunk = fh.readline(_READ_CHUNK)
-                if not chunk or chunk.endswith(b"\n"):
-                    break
+    for line_number, raw in logs.read_lines(fh, max_bytes):
+        if raw is None:
             yield line_number, RecordError(TOO_LARGE, f"record exceeds {max_bytes} bytes")
-            continue
-        if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        if not raw.strip():
             continue
         try:
             yield line_number, _decode(raw)

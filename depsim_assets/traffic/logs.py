@@ -173,19 +173,9 @@ def iter_log(
 
 
 def _iter_file(fh: IO[bytes], rel: str, max_line_bytes: int) -> Iterator[LogRecord | Rejected]:
-    line_number = 0
-    while True:
-        raw = fh.readline(max_line_bytes + 1)
-        if not raw:
-            return
-        line_number += 1
-        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
-            _skip_rest_of_line(fh)
+    for line_number, raw in read_lines(fh, max_line_bytes):
+        if raw is None:
             yield Rejected(rel, line_number, TOO_LARGE, f"line exceeds {max_line_bytes} bytes")
-            continue
-        if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        if not raw.strip():
             continue
         try:
             yield _parse_line(raw, rel, line_number)
@@ -193,6 +183,28 @@ def _iter_file(fh: IO[bytes], rel: str, max_line_bytes: int) -> Iterator[LogReco
             yield Rejected(
                 rej.source_file or rel, rej.line_number or line_number, rej.reason, rej.detail
             )
+
+
+def read_lines(fh: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """``(line number, bytes)`` of each non-blank line, read at most ``max_bytes`` at a time.
+
+    A longer line is skipped to its end and given as ``None`` (its number still counts), so
+    memory stays bounded whatever the file holds; a UTF-8 BOM on the first line is dropped.
+    """
+    line_number = 0
+    while True:
+        raw = fh.readline(max_bytes + 1)
+        if not raw:
+            return
+        line_number += 1
+        if len(raw) > max_bytes and not raw.endswith(b"\n"):
+            _skip_rest_of_line(fh)
+            yield line_number, None
+            continue
+        if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if raw.strip():
+            yield line_number, raw
 
 
 def _skip_rest_of_line(fh: IO[bytes]) -> None:
