@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import socket
 import threading
@@ -28,6 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from depsim_assets.judging.taxonomy import Taxonomy, load_taxonomy
+from depsim_assets.sim.batches import BatchStore
 from depsim_assets.sim.faults import FaultPlan
 from depsim_assets.sim.judge import JUDGE_MODEL, grade_request
 from depsim_assets.sim.personas import PERSONA_MODELS, content_text, generate_reply
@@ -45,44 +47,73 @@ def _schema_validator(schema_json: str) -> Callable[[Any], Any]:
     return fastjsonschema.compile(json.loads(schema_json))
 
 
+def _error_body(message: str, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
 def _error(status: int, message: str, code: str, kind: str = "invalid_request_error"):
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": None, "code": code}},
-        status_code=status,
-    )
+    return JSONResponse(_error_body(message, code, kind), status_code=status)
 
 
-def _completion(model: str, content: str, prompt_tokens: int, completion_tokens: int):
-    return JSONResponse(
-        {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-    )
+def _completion_body(
+    model: str, content: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class _DroppedConnection:
+    """An ASGI response that sends its headers and part of the body, then gives up.
+
+    uvicorn closes the socket when an app returns mid-response, so the client sees what a
+    dropped connection looks like (the peer closed before the body was complete), not an
+    HTTP error it could parse.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", b"4096")]})
+        await send({"type": "http.response.body", "body": b'{"id": "chatcmpl-', "more_body": True})
+
+
+class _QuietPlannedDrops(logging.Filter):
+    # uvicorn logs every incomplete response as an error; the planned ones are not errors.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _INCOMPLETE_RESPONSE
+
+
+_INCOMPLETE_RESPONSE = "ASGI callable returned without completing response."
+logging.getLogger("uvicorn.error").addFilter(_QuietPlannedDrops())
 
 
 class _Stats:
-    """Chat-completion request counts per model; shared by the event loop and test threads."""
+    """Request counts per model, faults served, batches and files; shared by the event loop
+    and test threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
+        self._batches: Counter[str] = Counter()
+        self._files: Counter[str] = Counter()
 
     def record(self, model: str) -> None:
         with self._lock:
@@ -92,18 +123,31 @@ class _Stats:
         with self._lock:
             self._faults[fault] += 1
 
+    def record_batch(self, event: str, n: int = 1) -> None:
+        with self._lock:
+            self._batches[event] += n
+
+    def record_file(self, n_bytes: int) -> None:
+        with self._lock:
+            self._files["uploaded"] += 1
+            self._files["bytes"] += n_bytes
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "total": sum(self._counts.values()),
                 "by_model": dict(self._counts),
                 "faults": dict(self._faults),
+                "batches": dict(self._batches),
+                "files": dict(self._files),
             }
 
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
             self._faults.clear()
+            self._batches.clear()
+            self._files.clear()
 
 
 def _word_count(messages: list[dict[str, Any]]) -> int:
@@ -115,7 +159,8 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
 
     With ``taxonomy=None`` the judge reloads the default taxonomy on each request (cached by
     file mtimes), so edits to ``taxonomy/`` apply to a running server. ``faults`` injects
-    429s, 500s, hung requests, malformed judge output and latency (see ``faults.py``).
+    429s, 500s, hung requests, dropped connections, malformed judge output and latency, and
+    sets how long a batch takes (see ``faults.py``).
     """
     stats = _Stats()
 
@@ -130,7 +175,42 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         ]
         return JSONResponse({"object": "list", "data": data})
 
-    async def chat_completions(request: Request) -> JSONResponse:
+    def check_chat(body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """Why a chat request cannot be answered, as ``(status, error body)``; None if it can."""
+        model = body.get("model")
+        if model not in PERSONA_MODELS and model != JUDGE_MODEL:
+            return 404, _error_body(f"The model '{model}' does not exist", "model_not_found")
+        messages = body.get("messages")
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages)
+        ):
+            return 400, _error_body("'messages' must be a non-empty list of messages",
+                                    "bad_messages")
+        if body.get("n", 1) != 1:
+            return 400, _error_body("the simulator returns one choice per request (n=1)", "bad_n")
+        seed = body.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            return 400, _error_body("'seed' must be an integer", "bad_seed")
+        return None
+
+    def answer_chat(body: dict[str, Any], *, malformed: bool = False) -> tuple[int, dict[str, Any]]:
+        """The one code path that answers a chat request, online or as a batch line.
+
+        ``body`` has a non-empty string ``model``; returns ``(status, response body)``.
+        """
+        problem = check_chat(body)
+        if problem is not None:
+            return problem
+        model, messages = body["model"], body["messages"]
+        if model == JUDGE_MODEL:
+            return _judge(body, messages, malformed=malformed)
+        reply = generate_reply(model, messages, body.get("seed"))
+        return 200, _completion_body(model, reply.text, reply.prompt_tokens,
+                                     reply.completion_tokens)
+
+    async def chat_completions(request: Request) -> Any:
         raw = await request.body()
         try:
             body = json.loads(raw)
@@ -142,17 +222,9 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         if not isinstance(model, str) or not model:
             return _error(400, "'model' is required", "missing_model")
         stats.record(model)
-        if model not in PERSONA_MODELS and model != JUDGE_MODEL:
-            return _error(404, f"The model '{model}' does not exist", "model_not_found")
-        messages = body.get("messages")
-        if (
-            not isinstance(messages, list)
-            or not messages
-            or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages)
-        ):
-            return _error(400, "'messages' must be a non-empty list of messages", "bad_messages")
-        if body.get("n", 1) != 1:
-            return _error(400, "the simulator returns one choice per request (n=1)", "bad_n")
+        problem = check_chat(body)
+        if problem is not None:
+            return JSONResponse(problem[1], status_code=problem[0])
         fault, delay = faults.decide(model, raw) if faults is not None else (None, 0.0)
         if fault is not None:
             stats.record_fault(fault)
@@ -160,45 +232,45 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
             await asyncio.sleep(delay)
         if fault == "429":
             response = _error(429, "simulated rate limit", "rate_limit_exceeded", "rate_limit")
-            response.headers["Retry-After"] = f"{faults.retry_after:g}"
+            response.headers["Retry-After"] = f"{faults.for_model(model).retry_after:g}"
             return response
         if fault == "500":
             return _error(500, "simulated server error", "server_error", "server_error")
+        if fault == "drop":
+            return _DroppedConnection()
         if fault == "hang":
             # Answer only after the client has given up, as a stuck upstream would.
-            await asyncio.sleep(faults.hang_s)
-        if model == JUDGE_MODEL:
-            return _judge(body, messages, malformed=fault == "malformed")
-        seed = body.get("seed")
-        if seed is not None and not isinstance(seed, int):
-            return _error(400, "'seed' must be an integer", "bad_seed")
-        reply = generate_reply(model, messages, seed)
-        return _completion(model, reply.text, reply.prompt_tokens, reply.completion_tokens)
+            await asyncio.sleep(faults.for_model(model).hang_s)
+        status, payload = answer_chat(body, malformed=fault == "malformed")
+        return JSONResponse(payload, status_code=status)
 
     def _judge(
         body: dict[str, Any], messages: list[dict[str, Any]], *, malformed: bool = False
-    ) -> JSONResponse:
+    ) -> tuple[int, dict[str, Any]]:
         response_format = body.get("response_format")
         if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
-            return _error(400, "sim-judge requires response_format of type json_schema", "bad_rf")
+            return 400, _error_body("sim-judge requires response_format of type json_schema",
+                                    "bad_rf")
         schema = (response_format.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
-            return _error(400, "response_format.json_schema.schema is missing", "bad_rf")
+            return 400, _error_body("response_format.json_schema.schema is missing", "bad_rf")
         try:
             validator = _schema_validator(json.dumps(schema, sort_keys=True))
         except fastjsonschema.JsonSchemaDefinitionException as exc:
-            return _error(400, f"invalid JSON schema: {exc}", "bad_schema")
+            return 400, _error_body(f"invalid JSON schema: {exc}", "bad_schema")
         try:
             grade = grade_request(messages, schema, current_taxonomy())
             validator(grade)
         except fastjsonschema.JsonSchemaValueException as exc:
-            return _error(400, f"sim-judge output violates the schema: {exc.message}", "bad_schema")
+            return 400, _error_body(f"sim-judge output violates the schema: {exc.message}",
+                                    "bad_schema")
         except ValueError as exc:
-            return _error(400, str(exc), "bad_judge_request")
+            return 400, _error_body(str(exc), "bad_judge_request")
         content = json.dumps(grade, ensure_ascii=False)
         if malformed:  # a judge that stops mid-object, as a flaky server can
             content = content[: len(content) // 2]
-        return _completion(JUDGE_MODEL, content, _word_count(messages), len(content.split()))
+        return 200, _completion_body(JUDGE_MODEL, content, _word_count(messages),
+                                     len(content.split()))
 
     async def get_stats(request: Request) -> JSONResponse:
         return JSONResponse(stats.snapshot())
@@ -207,15 +279,18 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         stats.reset()
         return JSONResponse(stats.snapshot())
 
+    batches = BatchStore(answer_chat, faults if faults is not None else FaultPlan(), stats)
     app = Starlette(
         routes=[
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            *batches.routes("/v1"),
             Route("/v1/sim/stats", get_stats, methods=["GET"]),
             Route("/v1/sim/stats/reset", reset_stats, methods=["POST"]),
         ]
     )
     app.state.stats = stats
+    app.state.batches = batches
     return app
 
 

@@ -147,6 +147,8 @@ def test_stats_count_requests_per_model(client, server):
         "total": 4,
         "by_model": {"sim-production": 3, "sim-candidate-safer": 1},
         "faults": {},
+        "batches": {},
+        "files": {},
     }
     _http(f"{server.base_url}/sim/stats/reset", {})
     assert _http(f"{server.base_url}/sim/stats")[1]["total"] == 0
