@@ -3,9 +3,11 @@
 Starts the simulator in its own process with a fixed per-request latency, then replays the
 same N prefixes at concurrency C:
 
-- ``depsim``: the engine the ``candidate_completions`` asset uses (``run_bounded`` +
-  ``complete_one``: seeds, outcome capture, error rows);
-- ``reference``: a bare asyncio loop over the same ``openai`` async client and a semaphore;
+- ``depsim``: the engine the ``candidate_completions`` asset uses (``CallEngine`` +
+  ``replay_requests``: adaptive concurrency, retries, seeds, outcome capture) on depsim's
+  client (the ``openai`` async client over its aiohttp transport);
+- ``reference``: a bare asyncio loop over the ``openai`` async client with its default
+  transport and a semaphore;
 - ``inspect``: UK AISI's Inspect AI, ``inspect eval`` of a one-line generate task with its
   OpenAI-compatible provider on the same endpoint and connection limit (installed by this
   script into its own venv, ``--inspect-venv``; skipped with ``--no-inspect``);
@@ -25,52 +27,21 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import openai
 
-from depsim_assets.replay.engine import ReplayRequest, complete_one, run_bounded
+from depsim_assets.calls import CallEngine, Limits
+from depsim_assets.endpoints import async_client
+from depsim_assets.replay.engine import ReplayRequest, replay_requests
+from depsim_assets.sim.process import SimProcess
 
 MODEL = "sim-production"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Simulator:
-    """``depsim sim serve`` in its own process (its CPU is not the client's)."""
-
-    def __init__(self, latency_ms: float):
-        self.port = _free_port()
-        cmd = [sys.executable, "-m", "depsim_assets.cli", "sim", "serve", "--port",
-               str(self.port)]
-        if latency_ms:
-            cmd += ["--faults", f"latency_ms={latency_ms:g}"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.base_url + "/models", timeout=1).read()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("simulator did not start") from None
-                time.sleep(0.2)
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 def _requests(n: int) -> list[ReplayRequest]:
@@ -91,11 +62,13 @@ def _client(base_url: str, concurrency: int) -> openai.AsyncOpenAI:
 
 async def _depsim(base_url: str, n: int, concurrency: int) -> tuple[float, float, int]:
     reqs = _requests(n)
-    async with _client(base_url, concurrency) as client:
+    # depsim's own client: aiohttp transport, connections kept at the concurrency.
+    client = async_client(base_url, api_key_env=None, timeout_s=120, max_retries=0,
+                          max_connections=concurrency)
+    async with client:
         cpu, wall = time.process_time(), time.perf_counter()
-        outs = await run_bounded(
-            reqs, lambda r: complete_one(client, r, model=MODEL, params={}),
-            concurrency=concurrency)
+        engine = CallEngine(Limits(max_concurrency=concurrency, max_retries=0))
+        outs = await replay_requests(client, reqs, engine=engine, model=MODEL, params={})
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return wall, cpu, sum(o.status == "ok" for o in outs)
 
@@ -165,7 +138,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    sim = Simulator(args.latency_ms)
+    sim = SimProcess(f"latency_ms={args.latency_ms:g}")
     try:
         depsim_s, _, depsim_ok = asyncio.run(_depsim(sim.base_url, args.n, args.concurrency))
         reference_s, _, ref_ok = asyncio.run(_reference(sim.base_url, args.n, args.concurrency))
@@ -173,7 +146,7 @@ def main() -> None:
             args.inspect_venv, sim.base_url, args.n, args.concurrency)
     finally:
         sim.close()
-    fast = Simulator(0)
+    fast = SimProcess()
     try:
         _, depsim_cpu, _ = asyncio.run(_depsim(fast.base_url, args.cpu_n, 64))
         _, ref_cpu, _ = asyncio.run(_reference(fast.base_url, args.cpu_n, 64))

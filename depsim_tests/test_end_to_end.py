@@ -84,8 +84,17 @@ def test_graph_end_to_end(materialized):
     assert counts["behavior_rates"] == len(DAYS) * len(CANDIDATES) * 20
     # every candidate but the baseline, production included, x 20 categories
     assert counts["candidate_comparison"] == 3 * 20
-    # three simulated candidates replayed and four graded, all over HTTP
-    assert materialized["calls"] >= n_prefixes * (3 + 4)
+    # three simulated candidates replayed, and every distinct (prefix, reply) graded once
+    # (the judge's verdict depends only on what it reads: identical replies share one), all
+    # over HTTP
+    with duckdb.connect(str(path), read_only=True) as conn:
+        (distinct_graded,) = conn.execute(
+            "SELECT count(DISTINCT (p.prefix_json, c.reply, c.sample_index)) "
+            "FROM candidate_completions c JOIN conversation_prefixes p "
+            "USING (conversation_id, traffic_date)"
+        ).fetchone()
+    assert n_prefixes * 2 < distinct_graded <= n_prefixes * len(CANDIDATES)
+    assert materialized["calls"] >= n_prefixes * 3 + distinct_graded
 
     with duckdb.connect(str(path), read_only=True) as conn:
         status = dict(

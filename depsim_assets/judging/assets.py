@@ -11,15 +11,23 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from depsim_assets.calls import CallEngine, Limits, progress_reporter
+from depsim_assets.config import env_threshold
 from depsim_assets.judging.agreement import DEFAULT_BOOTSTRAP, agreement, read_labels
-from depsim_assets.judging.judge import GradeOutcome, grade_reply, verify_evidence
+from depsim_assets.judging.judge import (
+    CategoryGrade,
+    GradeOutcome,
+    grade_reply,
+    verify_evidence,
+)
 from depsim_assets.judging.monitors import Monitor, grade_with_monitors, plan_monitors
 from depsim_assets.judging.novel import DEFAULT_DISTANCE, novel_clusters
 from depsim_assets.judging.taxonomy import Taxonomy, load_taxonomy
 from depsim_assets.metadata import md_table
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
+from depsim_assets.replay import cache
 from depsim_assets.replay.assets import candidate_completions
-from depsim_assets.replay.engine import run_bounded
+from depsim_assets.replay.cache import CacheWriter
 from depsim_assets.resources import JudgeEndpoint
 from depsim_assets.warehouse import (
     CANDIDATE_COMPLETIONS,
@@ -54,9 +62,14 @@ class JudgeConfig(dg.Config):
 
 
 def grades_code_version() -> str:
-    """Taxonomy and judge-prompt versions: changing either marks grades stale in the UI."""
+    """Taxonomy and judge-prompt versions and the judge model (as configured when the code
+    location loads): changing any marks grades stale in the UI."""
     tax = load_taxonomy()
-    return f"tax-{tax.version}.prompt-{tax.judge_prompt_version}"
+    judge = hashlib.sha256(
+        f"{os.environ.get('DEPSIM_JUDGE_BASE_URL', 'sim')}|"
+        f"{os.environ.get('DEPSIM_JUDGE_MODEL', 'sim-judge')}".encode()
+    ).hexdigest()[:8]
+    return f"tax-{tax.version}.prompt-{tax.judge_prompt_version}.judge-{judge}"
 
 
 def _trace(completion: dict) -> list:
@@ -65,6 +78,50 @@ def _trace(completion: dict) -> list:
     except (TypeError, ValueError):
         return []
     return trace if isinstance(trace, list) else []
+
+
+def judge_request_key(
+    completion: dict,
+    prefix_json: str | None,
+    *,
+    taxonomy: Taxonomy,
+    judge: JudgeEndpoint,
+    config: JudgeConfig,
+    monitors: list[Monitor],
+) -> str:
+    """Content key of one reply's whole verdict: everything that decides it (judge endpoint
+    and models, taxonomy and prompt versions, grading settings, and the graded text)."""
+    return cache.request_key(
+        endpoint=judge.endpoint_label(),
+        model=judge.model,
+        params={
+            "kind": "judge",
+            "taxonomy_version": taxonomy.version,
+            "judge_prompt_version": taxonomy.judge_prompt_version,
+            "monitors": [(m.name, m.model, list(m.categories)) for m in monitors],
+            "k_judges": config.k_judges,
+            "flag_threshold": judge.flag_threshold,
+            "prefix_token_budget": config.prefix_token_budget,
+            "include_reasoning": config.include_reasoning,
+            "validation_attempts": config.validation_attempts,
+        },
+        messages={"prefix": prefix_json, "reply": completion["reply"],
+                  "reasoning": completion["reasoning"], "tool_trace": completion["tool_trace"]},
+        sample_index=int(completion["sample_index"]),
+    )
+
+
+def outcome_payload(outcome: GradeOutcome) -> dict:
+    """A verdict as stored in the response cache (JSON-ready)."""
+    payload = dict(vars(outcome))
+    payload["grades"] = {cid: g.model_dump() for cid, g in outcome.grades.items()}
+    return payload
+
+
+def outcome_from_payload(payload: dict) -> GradeOutcome:
+    """The verdict a cached payload holds."""
+    grades = {cid: CategoryGrade.model_validate(g) for cid, g in payload["grades"].items()}
+    return GradeOutcome(**{**payload, "grades": grades})
 
 
 def grade_rows(
@@ -171,16 +228,27 @@ def judge_grades(
     records = completions.to_dict("records")
     started = time.perf_counter()
     total = len(records)
-    step = max(1, total // 10)
-
-    def progress(done: int) -> None:
-        if done % step == 0 or done == total:
-            context.log.info(f"judge {candidate} {day}: {done}/{total}")
+    request_keys = [
+        judge_request_key(rec, prefix_of.get(rec["conversation_id"]), taxonomy=taxonomy,
+                          judge=judge, config=config, monitors=monitors)
+        for rec in records
+    ]
+    with warehouse.get_connection() as conn:
+        cached = cache.lookup(conn, request_keys)
+    n_cached = sum(1 for key in request_keys if key in cached)
+    context.log.info(f"judge {candidate} {day}: {n_cached} verdicts cached, "
+                     f"{total - n_cached} to grade")
+    writer = CacheWriter(warehouse)
+    engine = CallEngine(
+        Limits(max_concurrency=judge.max_concurrency, max_retries=judge.max_retries),
+        progress=progress_reporter(context.log, f"judge {candidate} {day}"),
+    )
 
     async def grade_all() -> list[GradeOutcome]:
         client = judge.client()
 
-        async def one(rec: dict) -> GradeOutcome:
+        async def one(index: int) -> GradeOutcome:
+            rec = records[index]
             if rec["status"] != "ok" or rec["reply"] is None:
                 error = str(rec.get("error") or "no reply").split(":")[0]
                 return GradeOutcome(
@@ -188,6 +256,8 @@ def judge_grades(
                 )
             if rec["conversation_id"] not in prefix_of:
                 return GradeOutcome(status="unscored", unscored_reason="prefix_missing")
+            if request_keys[index] in cached:
+                return outcome_from_payload(cached[request_keys[index]])
 
             def call(monitor: Monitor):
                 return grade_reply(
@@ -203,18 +273,34 @@ def judge_grades(
                     include_reasoning=config.include_reasoning,
                     attempts=config.validation_attempts,
                     categories=None if monitor.name == "all" else monitor.categories,
+                    engine=engine,
                 )
 
-            return await grade_with_monitors(
+            outcome = await grade_with_monitors(
                 call, monitors, k=config.k_judges, threshold=judge.flag_threshold
             )
+            # A verdict is kept as it arrives; only scored ones are reused by a rerun.
+            writer.add({"request_key": request_keys[index], "kind": "judge",
+                        "endpoint": judge.endpoint_label(), "model": judge.model,
+                        "status": "ok" if outcome.status == "scored" else "error",
+                        "payload": outcome_payload(outcome),
+                        "prompt_tokens": outcome.prompt_tokens,
+                        "completion_tokens": outcome.completion_tokens})
+            return outcome
 
         async with client:
-            return await run_bounded(
-                records, one, concurrency=judge.max_concurrency, on_done=progress
+            return await engine.map(
+                range(total),
+                one,
+                skipped=lambda _: GradeOutcome(status="unscored", unscored_reason="not_attempted"),
+                status=lambda out: out.status,
             )
 
-    outcomes = asyncio.run(grade_all())
+    try:
+        outcomes = asyncio.run(grade_all())
+    finally:
+        writer.flush()
+    judge_calls = sum(engine.attempts.values())
     rows = [
         row
         for rec, out in zip(records, outcomes, strict=True)
@@ -238,6 +324,9 @@ def judge_grades(
             "flag_threshold": judge.flag_threshold,
             "monitors": ", ".join(f"{m.name}={m.model}" for m in monitors),
             "k_judges": config.k_judges,
+            "judge_calls_made": judge_calls,
+            "verdicts_cached": n_cached,
+            "attempts_by_outcome": dg.MetadataValue.json(dict(engine.attempts)),
             "judge_tokens_in": sum(o.prompt_tokens for o in outcomes),
             "judge_tokens_out": sum(o.completion_tokens for o in outcomes),
             "taxonomy_version": taxonomy.version,
@@ -256,9 +345,9 @@ def judge_grades(
 
 
 class UnscoredShareConfig(dg.Config):
-    """Threshold of the unscored-share check."""
+    """Threshold of the unscored-share check (unset: ``$DEPSIM_MAX_UNSCORED_SHARE``, 0.05)."""
 
-    max_unscored_share: float = 0.05
+    max_unscored_share: float | None = None
 
 
 def unscored_share(grades: pd.DataFrame) -> tuple[int, int, float]:
@@ -282,6 +371,9 @@ def _unscored_share_check(
     """Replies the judge could not grade are excluded from rates; too many of them means the
     rates describe a filtered, possibly biased, subset of the traffic."""
     candidate, day = split_key(context)  # type: ignore[arg-type]
+    limit = config.max_unscored_share
+    if limit is None:
+        limit = env_threshold("DEPSIM_MAX_UNSCORED_SHARE", 0.05)
     with warehouse.get_connection() as conn:
         grades = read_partition(conn, JUDGE_GRADES, {"candidate": candidate, "traffic_date": day})
     replies, unscored, share = unscored_share(grades)
@@ -292,13 +384,13 @@ def _unscored_share_check(
         .map(lambda r: str(r).split(":")[0])
         .value_counts()
     )
-    passed = replies > 0 and share <= config.max_unscored_share
+    passed = replies > 0 and share <= limit
     return dg.AssetCheckResult(
         passed=bool(passed),
         severity=dg.AssetCheckSeverity.ERROR,
         description=(
             f"{unscored} of {replies} replies unscored ({share:.1%}); "
-            f"threshold {config.max_unscored_share:.1%}"
+            f"threshold {limit:.1%}"
             if replies
             else "no grade rows in this partition"
         ),
@@ -306,7 +398,7 @@ def _unscored_share_check(
             "replies": replies,
             "replies_unscored": unscored,
             "unscored_share": float(share),
-            "max_unscored_share": float(config.max_unscored_share),
+            "max_unscored_share": float(limit),
             "unscored_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
         },
     )
@@ -320,6 +412,9 @@ with warnings.catch_warnings():
         asset=judge_grades,
         name="judge_grades_unscored_share",
         partitions_def=candidate_by_date,
+        # Blocking: rates over a partition that is mostly unscored would describe a filtered
+        # subset of the traffic, so behavior_rates is not built from it in the same run.
+        blocking=True,
         description="Fails a partition whose share of unscored replies passes the threshold.",
     )(_unscored_share_check)
 

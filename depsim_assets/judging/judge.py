@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -19,6 +20,7 @@ import pydantic
 from openai.lib._parsing._completions import type_to_response_format_param
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from depsim_assets.calls import OK, CallEngine
 from depsim_assets.endpoints import describe_error
 from depsim_assets.judging.taxonomy import Taxonomy
 from depsim_assets.traffic.logs import message_text
@@ -165,6 +167,7 @@ async def grade_reply(
     include_reasoning: bool = True,
     attempts: int = 2,
     categories: tuple[str, ...] | None = None,
+    engine: CallEngine | None = None,
 ) -> GradeOutcome:
     """Ask the judge for one structured verdict on ``reply``.
 
@@ -175,7 +178,8 @@ async def grade_reply(
 
     Output that fails validation is asked for again, up to ``attempts`` calls in all, each with
     a fresh fence token; a failed call, a refusal or a truncated answer is not retried here
-    (the client already retries transport errors). The reason of the last attempt is kept.
+    (``engine``, when given, retries transport errors within the endpoint's limits; without
+    one the call is made once). The reason of the last attempt is kept.
     """
     outcome = GradeOutcome(status="unscored", unscored_reason="judge_not_called")
     spent_in = spent_out = 0
@@ -192,6 +196,7 @@ async def grade_reply(
             flag_threshold=flag_threshold,
             prefix_token_budget=prefix_token_budget,
             categories=categories,
+            engine=engine,
         )
         spent_in += outcome.prompt_tokens
         spent_out += outcome.completion_tokens
@@ -216,6 +221,7 @@ async def _grade_once(
     flag_threshold: int,
     prefix_token_budget: int | None,
     categories: tuple[str, ...] | None,
+    engine: CallEngine | None = None,
 ) -> GradeOutcome:
     ids = tuple(categories) if categories is not None else tuple(taxonomy.ids)
     model = _grade_model_for(ids)
@@ -230,17 +236,32 @@ async def _grade_once(
         prefix_token_budget=prefix_token_budget,
         categories=categories,
     )
-    try:
-        completion = await client.chat.completions.create(
+    def attempt() -> Awaitable[Any]:
+        return client.chat.completions.create(
             model=judge_model,
             messages=messages,
             response_format=_response_format_for(ids),
             temperature=0,
         )
-    except (openai.OpenAIError, OSError) as exc:
-        return GradeOutcome(
-            status="unscored", unscored_reason=f"judge_call_failed: {describe_error(exc)}"
+
+    if engine is not None:
+        result = await engine.call(
+            attempt,
+            tokens=sum(approx_tokens(str(m["content"])) for m in messages),
+            usage=lambda c: (c.usage.prompt_tokens + c.usage.completion_tokens) if c.usage else 0,
         )
+        if result.status != OK:
+            return GradeOutcome(
+                status="unscored", unscored_reason=f"judge_call_failed: {result.error}"
+            )
+        completion = result.value
+    else:
+        try:
+            completion = await attempt()
+        except (openai.OpenAIError, OSError) as exc:
+            return GradeOutcome(
+                status="unscored", unscored_reason=f"judge_call_failed: {describe_error(exc)}"
+            )
     usage = completion.usage
     tokens = {
         "prompt_tokens": usage.prompt_tokens if usage else 0,

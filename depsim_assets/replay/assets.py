@@ -10,20 +10,21 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from depsim_assets.calls import NOT_ATTEMPTED, CallEngine, Limits, progress_reporter
 from depsim_assets.endpoints import async_client, display_endpoint
 from depsim_assets.metadata import md_table
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
-from depsim_assets.registry import Candidate
+from depsim_assets.registry import Candidate, generation_code_version
 from depsim_assets.replay import cache
+from depsim_assets.replay.batch import replay_batch
 from depsim_assets.replay.engine import (
     ReplayOutcome,
     ReplayRequest,
-    complete_one,
     params_json,
-    run_bounded,
+    replay_requests,
     sent_params,
 )
-from depsim_assets.resources import CandidateRegistry
+from depsim_assets.resources import CandidateRegistry, RunBudget
 from depsim_assets.traffic.assets import conversation_prefixes
 from depsim_assets.warehouse import (
     CANDIDATE_COMPLETIONS,
@@ -71,31 +72,17 @@ def _rows(
             "completion_tokens": out.completion_tokens,
             "latency_ms": out.latency_ms,
             "cost_usd": entry.cost_usd(out.prompt_tokens, out.completion_tokens) if entry else 0.0,
+            "attempts": out.attempts,
         }
         for req, out in zip(requests, outcomes, strict=True)
     ]
     return pd.DataFrame(rows, columns=CANDIDATE_COMPLETIONS.column_names)
 
 
-class _CacheWriter:
-    """Buffers answers and writes them in short transactions while the run goes on."""
-
-    def __init__(self, warehouse: DuckDBResource, every: int = 200, seconds: float = 2.0):
-        self.warehouse, self.every, self.seconds = warehouse, every, seconds
-        self.buffer: list[dict] = []
-        self.last = time.monotonic()
-
-    def add(self, entry: dict) -> None:
-        self.buffer.append(entry)
-        if len(self.buffer) >= self.every or time.monotonic() - self.last >= self.seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.buffer:
-            with self.warehouse.get_connection() as conn:
-                cache.store(conn, self.buffer)
-            self.buffer = []
-        self.last = time.monotonic()
+def engine_limits(entry: Candidate) -> Limits:
+    """The call engine's limits for one registry entry."""
+    return Limits(max_concurrency=entry.max_concurrency, rpm=entry.rpm, tpm=entry.tpm,
+                  max_retries=entry.max_retries)
 
 
 def _replay_with_cache(
@@ -103,7 +90,7 @@ def _replay_with_cache(
     warehouse: DuckDBResource,
     entry: Candidate,
     requests: list[ReplayRequest],
-    started: float,
+    engine: CallEngine,
 ) -> tuple[list[ReplayOutcome], int]:
     """Outcomes for every request (cached answers reused); returns them and calls made."""
     endpoint = display_endpoint(entry.base_url)
@@ -119,31 +106,29 @@ def _replay_with_cache(
         f"replay {entry.name}: {len(requests) - len(pending)} answers cached, "
         f"{len(pending)} to call"
     )
-    writer = _CacheWriter(warehouse)
-    total = len(pending)
-    step = max(1, total // 10)
+    if entry.mode == "batch" and pending:  # the Batch API instead of online calls
+        answered = replay_batch(warehouse, entry, pending,
+                                partition_key=str(context.partition_key), log=context.log.info)
+        outcomes = [answered[k] if k in answered else ReplayOutcome(**cached[k]) for k in keys]
+        return outcomes, len(pending)
+    writer = cache.CacheWriter(warehouse)
 
-    def progress(done: int) -> None:
-        if done % step == 0 or done == total:
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            context.log.info(f"replay {entry.name}: {done}/{total} calls ({rate:.1f}/s)")
+    def store(index: int, out: ReplayOutcome) -> None:
+        writer.add({"request_key": pending[index][0], "kind": "replay", "endpoint": endpoint,
+                    "model": entry.model, "status": out.status, "payload": asdict(out),
+                    "prompt_tokens": out.prompt_tokens,
+                    "completion_tokens": out.completion_tokens})
 
     async def replay() -> list[ReplayOutcome]:
+        # The engine retries and counts every attempt; the client's own retries are off.
         client = async_client(entry.base_url, api_key_env=entry.api_key_env,
-                              timeout_s=entry.timeout_s, max_retries=entry.max_retries)
-
-        async def call(item: tuple[str, ReplayRequest]) -> ReplayOutcome:
-            key, req = item
-            out = await complete_one(client, req, model=entry.model, params=entry.params)
-            writer.add({"request_key": key, "kind": "replay", "endpoint": endpoint,
-                        "model": entry.model, "status": out.status, "payload": asdict(out),
-                        "prompt_tokens": out.prompt_tokens,
-                        "completion_tokens": out.completion_tokens})
-            return out
-
+                              timeout_s=entry.timeout_s, max_retries=0,
+                              max_connections=entry.max_concurrency)
         async with client:
-            return await run_bounded(pending, call, concurrency=entry.max_concurrency,
-                                     on_done=progress)
+            return await replay_requests(
+                client, [r for _, r in pending], engine=engine, model=entry.model,
+                params=entry.params, on_outcome=store,
+                cost=lambda out: entry.cost_usd(out.prompt_tokens, out.completion_tokens))
 
     try:
         fresh = asyncio.run(replay()) if pending else []
@@ -151,18 +136,23 @@ def _replay_with_cache(
         writer.flush()  # what did come back is kept even if the run is interrupted
     answered = dict(zip((k for k, _ in pending), fresh, strict=True))
     outcomes = [answered[k] if k in answered else ReplayOutcome(**cached[k]) for k in keys]
-    return outcomes, len(pending)
+    calls = sum(1 for out in fresh if out.status != NOT_ATTEMPTED)
+    return outcomes, calls
 
 
 @dg.asset(
     partitions_def=candidate_by_date,
     group_name=GROUP,
     deps=[conversation_prefixes],
-    code_version="replay-v1",
+    # Generation settings of the registry at load: a changed model/params shows as stale.
+    code_version=f"replay-v1.{generation_code_version()}",
     metadata={"dagster/column_schema": CANDIDATE_COMPLETIONS.column_schema()},
 )
 def candidate_completions(
-    context: dg.AssetExecutionContext, warehouse: DuckDBResource, registry: CandidateRegistry
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBResource,
+    registry: CandidateRegistry,
+    budget: RunBudget,
 ) -> dg.MaterializeResult:
     """One row per prefix x sample: the candidate's regenerated final reply.
 
@@ -179,6 +169,7 @@ def candidate_completions(
             f"no conversation_prefixes for {day}: materialize that day's traffic assets first"
         )
     started = time.perf_counter()
+    engine: CallEngine | None = None
     if candidate == PRODUCTION:
         calls = 0
         requests = [ReplayRequest(cid, 0, []) for cid in prefixes["conversation_id"]]
@@ -201,7 +192,12 @@ def candidate_completions(
             )
             for k in range(entry.samples)
         ]
-        outcomes, calls = _replay_with_cache(context, warehouse, entry, requests, started)
+        engine = CallEngine(
+            engine_limits(entry),
+            budget=budget.for_run(context),
+            progress=progress_reporter(context.log, f"replay {candidate} {day}"),
+        )
+        outcomes, calls = _replay_with_cache(context, warehouse, entry, requests, engine)
         if calls and all(out.status == "error" for out in outcomes):
             # Nothing came back: keep the partition's previous rows rather than overwrite them.
             raise dg.Failure(
@@ -223,15 +219,24 @@ def candidate_completions(
             conn, [(CANDIDATE_COMPLETIONS, frame, {"candidate": candidate, "traffic_date": day})]
         )
     n_error = int((frame["status"] == "error").sum())
+    n_skipped = int((frame["status"] == NOT_ATTEMPTED).sum())
     if n_error:
         context.log.warning(f"{n_error} of {len(frame)} calls failed; rows kept with status=error")
+    if n_skipped:
+        context.log.warning(
+            f"the run's budget was reached: {n_skipped} of {len(frame)} requests not attempted "
+            "(rows kept with status=not_attempted; materialize again with a larger budget)")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
             "dagster/column_schema": CANDIDATE_COMPLETIONS.column_schema(),
             "ok": int((frame["status"] == "ok").sum()),
             "error": n_error,
+            "not_attempted": n_skipped,
             "calls_made": calls,
+            "attempts_by_outcome": dg.MetadataValue.json(
+                dict(engine.attempts) if engine is not None else {}),
+            "in_flight_limit_cuts": engine.limit.decreases if engine and engine.limit else 0,
             "cache_hits": len(frame) - calls,
             "errors_by_class": dg.MetadataValue.json(
                 frame.loc[frame["status"] == "error", "error"]
@@ -240,8 +245,8 @@ def candidate_completions(
                 .value_counts()
                 .to_dict()
             ),
-            "prompt_tokens": int(frame["prompt_tokens"].sum()),
-            "completion_tokens": int(frame["completion_tokens"].sum()),
+            "tokens_in": int(frame["prompt_tokens"].sum()),
+            "tokens_out": int(frame["completion_tokens"].sum()),
             "cost_usd": round(float(frame["cost_usd"].sum()), 6),
             "mean_latency_ms": float(frame["latency_ms"].mean()),
             "wall_s": round(time.perf_counter() - started, 2),

@@ -15,11 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import duckdb
 import pandas as pd
+from dagster_duckdb import DuckDBResource
 
 from depsim_assets.warehouse import MODEL_CALLS, ensure_tables
 
@@ -87,3 +89,24 @@ def store(conn: duckdb.DuckDBPyConnection, entries: Iterable[dict[str, Any]]) ->
     finally:
         conn.unregister("_answers")
     return len(frame)
+
+
+class CacheWriter:
+    """Buffers answers and writes them in short transactions while the run goes on."""
+
+    def __init__(self, warehouse: DuckDBResource, every: int = 200, seconds: float = 2.0):
+        self.warehouse, self.every, self.seconds = warehouse, every, seconds
+        self.buffer: list[dict] = []
+        self.last = time.monotonic()
+
+    def add(self, entry: dict) -> None:
+        self.buffer.append(entry)
+        if len(self.buffer) >= self.every or time.monotonic() - self.last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            with self.warehouse.get_connection() as conn:
+                store(conn, self.buffer)
+            self.buffer = []
+        self.last = time.monotonic()

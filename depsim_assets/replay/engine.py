@@ -1,26 +1,23 @@
-"""Regenerate final replies: bounded-concurrency async calls, one outcome per request.
+"""Regenerate final replies through the call engine, one outcome per request.
 
-A failed call is an outcome (status ``error`` with its class and message), never a missing
-row. Nothing here touches the warehouse: callers read prefixes, release the connection,
-call this, then write.
+A failed call is an outcome (status ``error`` with its class and message; ``not_attempted``
+when the run's budget stopped it), never a missing row. Nothing here touches the warehouse:
+callers read prefixes, release the connection, call this, then write.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import openai
 
+from depsim_assets.calls import BUDGET_REACHED, NOT_ATTEMPTED, OK, CallEngine
 from depsim_assets.endpoints import describe_error
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -44,6 +41,7 @@ class ReplayOutcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: float = 0.0
+    attempts: int = 0
 
 
 def sample_seed(base_seed: int, conversation_id: str, sample_index: int) -> int:
@@ -52,29 +50,6 @@ def sample_seed(base_seed: int, conversation_id: str, sample_index: int) -> int:
     make their samples identical and the rates overdispersed."""
     digest = hashlib.sha256(f"{base_seed}|{conversation_id}|{sample_index}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-async def run_bounded(
-    items: Sequence[T],
-    worker: Callable[[T], Awaitable[R]],
-    *,
-    concurrency: int,
-    on_done: Callable[[int], None] | None = None,
-) -> list[R]:
-    """Run ``worker`` over ``items`` with at most ``concurrency`` in flight; keep input order."""
-    semaphore = asyncio.Semaphore(concurrency)
-    done = 0
-
-    async def one(item: T) -> R:
-        nonlocal done
-        async with semaphore:
-            result = await worker(item)
-        done += 1
-        if on_done is not None:
-            on_done(done)
-        return result
-
-    return await asyncio.gather(*(one(item) for item in items))
 
 
 def _reasoning_of(message: Any) -> str | None:
@@ -95,41 +70,41 @@ def sent_params(params: dict[str, Any], request: ReplayRequest) -> dict[str, Any
     return out
 
 
-async def complete_one(
+async def attempt_reply(
     client: openai.AsyncOpenAI,
     request: ReplayRequest,
     *,
     model: str,
     params: dict[str, Any],
 ) -> ReplayOutcome:
-    """Regenerate one final reply; any failure becomes an ``error`` outcome."""
+    """One attempt at regenerating a final reply.
+
+    Transport failures (429, 5xx, timeouts, dropped connections) raise, for the engine to
+    retry; an answer without text is a final ``error`` outcome.
+    """
     started = time.perf_counter()
-    try:
-        response = await client.chat.completions.create(
-            model=model, messages=request.messages, **sent_params(params, request)
-        )
-    except (openai.OpenAIError, OSError, ValueError) as exc:
-        return ReplayOutcome(
-            status="error",
-            error=describe_error(exc),
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
-    latency_ms = (time.perf_counter() - started) * 1000
+    response = await client.chat.completions.create(
+        model=model, messages=request.messages, **sent_params(params, request)
+    )
+    outcome = outcome_of(response)
+    outcome.latency_ms = (time.perf_counter() - started) * 1000
+    return outcome
+
+
+def outcome_of(response: Any) -> ReplayOutcome:
+    """The outcome a chat-completions response stands for (online and batch alike): the
+    reply, reasoning, tool trace and tokens; an ``error`` when it holds no reply."""
     if not response.choices:
-        return ReplayOutcome(
-            status="error", error="EmptyResponse: no choices", latency_ms=latency_ms
-        )
+        return ReplayOutcome(status="error", error="EmptyResponse: no choices")
     message = response.choices[0].message
     tool_trace = [
         {"name": call.function.name, "arguments": call.function.arguments}
         for call in (message.tool_calls or [])
         if getattr(call, "function", None) is not None
     ]
-    usage = response.usage
     if not message.content and not tool_trace:
-        return ReplayOutcome(
-            status="error", error="EmptyReply: the endpoint returned no text", latency_ms=latency_ms
-        )
+        return ReplayOutcome(status="error", error="EmptyReply: the endpoint returned no text")
+    usage = response.usage
     return ReplayOutcome(
         status="ok",
         reply=message.content or "",
@@ -137,7 +112,73 @@ async def complete_one(
         tool_trace=tool_trace,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
-        latency_ms=latency_ms,
+    )
+
+
+async def complete_one(
+    client: openai.AsyncOpenAI,
+    request: ReplayRequest,
+    *,
+    model: str,
+    params: dict[str, Any],
+) -> ReplayOutcome:
+    """One attempt, its failure captured as an ``error`` outcome (no retries: see
+    :func:`replay_requests` for the engine that retries)."""
+    started = time.perf_counter()
+    try:
+        return await attempt_reply(client, request, model=model, params=params)
+    except (openai.OpenAIError, OSError, ValueError) as exc:
+        return ReplayOutcome(
+            status="error",
+            error=describe_error(exc),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+
+def approx_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """A cheap size estimate for the tokens-per-minute bucket (about 4 characters a token)."""
+    return sum(len(str(m.get("content") or "")) for m in messages) // 4 + 4 * len(messages)
+
+
+async def replay_requests(
+    client: openai.AsyncOpenAI,
+    requests: Sequence[ReplayRequest],
+    *,
+    engine: CallEngine,
+    model: str,
+    params: dict[str, Any],
+    cost: Callable[[ReplayOutcome], float] | None = None,
+    on_outcome: Callable[[int, ReplayOutcome], None] | None = None,
+) -> list[ReplayOutcome]:
+    """Regenerate every request through ``engine``: one outcome each, in input order.
+
+    ``on_outcome(index, outcome)`` sees each final outcome as it arrives (to store it).
+    """
+    max_tokens = int(params.get("max_tokens") or params.get("max_completion_tokens") or 0)
+
+    async def work(index: int) -> ReplayOutcome:
+        request = requests[index]
+        result = await engine.call(
+            lambda: attempt_reply(client, request, model=model, params=params),
+            tokens=approx_prompt_tokens(request.messages) + max_tokens,
+            usage=lambda out: out.prompt_tokens + out.completion_tokens,
+            cost=cost,
+        )
+        if result.status == OK:
+            outcome = result.value
+            assert outcome is not None
+        else:  # error, or not_attempted when the budget ran out while it waited
+            outcome = ReplayOutcome(status=result.status, error=result.error)
+        outcome.attempts = result.attempts
+        if on_outcome is not None:
+            on_outcome(index, outcome)
+        return outcome
+
+    return await engine.map(
+        range(len(requests)),
+        work,
+        skipped=lambda _: ReplayOutcome(status=NOT_ATTEMPTED, error=BUDGET_REACHED),
+        status=lambda out: out.status,
     )
 
 

@@ -1,4 +1,4 @@
-"""The replay engine: bounded concurrency, order kept, failures become rows."""
+"""The replay engine: one attempt per call, failures become outcomes, stable seeds."""
 
 import asyncio
 
@@ -6,26 +6,7 @@ import openai
 import pytest
 
 from depsim_assets.endpoints import async_client
-from depsim_assets.replay.engine import ReplayRequest, complete_one, run_bounded, sample_seed
-
-
-def test_run_bounded_keeps_order_and_never_exceeds_the_limit():
-    in_flight = 0
-    peak = 0
-
-    async def worker(i):
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.001 * (i % 3))
-        in_flight -= 1
-        return i * 2
-
-    done = []
-    out = asyncio.run(run_bounded(list(range(50)), worker, concurrency=4, on_done=done.append))
-    assert out == [i * 2 for i in range(50)]
-    assert peak == 4
-    assert done[-1] == 50
+from depsim_assets.replay.engine import ReplayRequest, complete_one, sample_seed
 
 
 def test_seeds_differ_per_conversation_and_sample_and_are_stable():
