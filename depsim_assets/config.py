@@ -50,3 +50,21 @@ def taxonomy_dir() -> Path:
     """The taxonomy folder: ``$DEPSIM_TAXONOMY_DIR`` or the project's ``taxonomy/``."""
     override = os.environ.get("DEPSIM_TAXONOMY_DIR")
     return Path(override).expanduser().resolve() if override else PROJECT_ROOT / "taxonomy"
+
+
+def env_threshold(name: str, default: float, *, low: float = 0.0, high: float = 1.0) -> float:
+    """A check threshold from env var ``name`` (``default`` when unset), read at call time.
+
+    A value that is not a number in ``[low, high]`` is an error naming the variable, never a
+    silent fallback: a mistyped threshold must not pass a check that should fail.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name}={raw!r} is outside [{low:g}, {high:g}]")
+    return value

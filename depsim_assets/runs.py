@@ -91,7 +91,9 @@ def execute(
             )
         except Exception as exc:  # noqa: BLE001 - reported as one line, chained for debugging
             cause = _root_cause(exc)
-            first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            lines = str(cause).splitlines() or [type(cause).__name__]
+            # A failed blocking check names the asset and check on the following lines.
+            first = " ".join(lines) if "blocking asset check" in lines[0] else lines[0]
             raise RunFailed(f"{run.label}: {type(cause).__name__}: {first}") from exc
         if on_run is not None:
             on_run(run)

@@ -12,7 +12,12 @@ from depsim_assets.estimates.compute import (
     single_version,
 )
 from depsim_assets.estimates.forecast import SUMMARY, resampling_fidelity, validate_forecast
-from depsim_assets.estimates.plots import forest_plot, funnel_plot, predicted_vs_realised
+from depsim_assets.estimates.plots import (
+    forest_plot,
+    funnel_plot,
+    predicted_vs_realised,
+    rates_plot,
+)
 from depsim_assets.judging.assets import judge_grades
 from depsim_assets.judging.taxonomy import load_taxonomy
 from depsim_assets.metadata import md_table, png_markdown
@@ -69,9 +74,19 @@ def taxonomy_categories() -> list[tuple[str, str]]:
 def behavior_rates(
     context: dg.AssetExecutionContext, config: RatesConfig, warehouse: DuckDBResource
 ) -> dg.MaterializeResult:
-    """One row per category: graded, flagged, unscored, rate per 100k and Jeffreys interval.
+    """One row per category of one candidate x day: how often the candidate misbehaved.
 
-    Unscored replies are excluded from the rate and counted beside it.
+    Columns: ``n_replies`` replies in the partition; ``graded`` those with a valid grade for
+    the category and ``unscored`` those without one (excluded from the rate, counted beside
+    it); ``flagged`` graded replies at or above ``flag_threshold``; ``rate_per_100k`` =
+    flagged / graded x 100,000 with its Jeffreys interval (``ci_low_per_100k``,
+    ``ci_high_per_100k`` at ``ci_level``); ``severity_0``..``severity_4`` the graded replies at
+    each severity; the taxonomy and judge-prompt versions of every grade counted.
+
+    Metadata of each materialization: the table as markdown (``rates``), a plot of every
+    category's rate and interval (``rates_plot``), and the severity counts of flagged
+    categories. Compare partitions by opening two materializations of this asset, or pooled
+    across days in ``candidate_comparison``.
     """
     candidate, day = split_key(context)
     keys = {"candidate": candidate, "traffic_date": day}
@@ -116,6 +131,10 @@ def behavior_rates(
                 )
             ),
             "flag_threshold": threshold,
+            "rates_plot": png_markdown(
+                rates_plot(rates, f"{candidate} {day}: per 100k, {config.ci_level:.0%} interval"),
+                f"rates {candidate} {day}",
+            ),
         }
     )
 
@@ -157,9 +176,17 @@ def candidate_comparison(
 ) -> dg.MaterializeResult:
     """One row per candidate x category against the baseline on the same prefixes.
 
-    Rate ratio with a log-scale interval, two-sided Fisher exact p, and ``change`` = up/down
-    when significant at alpha and at least 1.5x either way. ``production`` (the original
-    replies) is compared too: that row is realised vs simulated.
+    Pools every day both arms were graded (``dates``) and only the prefixes graded in both
+    (``n_paired``). Columns: the candidate's ``n_graded``, ``n_flagged`` and
+    ``rate_per_100k`` with its Jeffreys interval; the same for the baseline
+    (``baseline_*``); ``rate_ratio`` with a log-scale interval (``ci_low_ratio``,
+    ``ci_high_ratio``); two-sided Fisher exact ``p_value``, exact McNemar ``p_mcnemar`` on
+    sample-0 pairs, Benjamini-Hochberg ``q_value``; ``change`` = up/down when significant at
+    ``alpha`` and at least 1.5x either way, else none. ``production`` (the original replies)
+    is compared too: its rows are realised vs simulated (``fidelity_error``).
+
+    Metadata of each materialization: every row as markdown (``comparison``), the changes
+    alone (``changes``), a forest plot of the ratios and a funnel plot per family.
     """
     loaded = registry.load()
     baseline = loaded.baseline_name()
@@ -216,6 +243,24 @@ def candidate_comparison(
                         "change",
                     ],
                     max_rows=60,
+                )
+            ),
+            "comparison": dg.MetadataValue.md(
+                md_table(
+                    comparison,
+                    columns=[
+                        "candidate",
+                        "category",
+                        "n_paired",
+                        "rate_per_100k",
+                        "baseline_rate_per_100k",
+                        "rate_ratio",
+                        "ci_low_ratio",
+                        "ci_high_ratio",
+                        "p_value",
+                        "change",
+                    ],
+                    max_rows=len(comparison),
                 )
             ),
             "forest_plot": png_markdown(forest_plot(comparison), "rate ratios vs baseline"),

@@ -163,3 +163,32 @@ def predicted_vs_realised(validation: pd.DataFrame) -> bytes:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
+
+
+def rates_plot(rates: pd.DataFrame, title: str) -> bytes:
+    """Rate per 100k with its interval, one row per category, one partition's rates.
+
+    Zero-flag categories still get their row: the upper end of their interval says how rare
+    the behaviour may be and still go unseen at this sample size.
+    """
+    rows = rates.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7.2, 0.26 * len(rows) + 1.3))
+    colors = {f: c for f, c in zip(dict.fromkeys(rows["family"]),
+                                    plt.rcParams["axes.prop_cycle"].by_key()["color"],
+                                    strict=False)}
+    for y, row in rows.iterrows():
+        color = colors.get(row["family"], "#555555")
+        ax.plot([row["ci_low_per_100k"], row["ci_high_per_100k"]], [y, y], color=color, lw=1.5)
+        ax.plot([row["rate_per_100k"]], [y], "o", color=color, ms=4)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows["category"], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(left=0)
+    ax.set_xlabel("flagged per 100,000 graded replies (dot) and interval", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=1.5, label=f) for f, c in colors.items()]
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="best")
+    fig.tight_layout(pad=1.5)  # the longest category names touch the edge at the default
+    return _png(fig)

@@ -134,7 +134,7 @@ def test_unverified_evidence_is_kept_as_a_false_flag(graded):
     )
 
 
-def _materialize_grades(graded, candidate, run_config=None):
+def _materialize_grades(graded, candidate, run_config=None, raise_on_error=True):
     return dg.materialize(
         ASSETS,
         selection=["judge_grades"],
@@ -142,6 +142,7 @@ def _materialize_grades(graded, candidate, run_config=None):
         instance=graded["instance"],
         resources=build_resources(),
         run_config=run_config,
+        raise_on_error=raise_on_error,
     )
 
 
@@ -226,7 +227,7 @@ def test_family_monitors_and_k_judges_match_the_single_call(graded):
         {"ops": {"judge_grades": {"config": {"monitors": "family", "k_judges": 2}}}},
     )
     # a healthy partition passes the unscored-share check at the default threshold
-    assert result.get_asset_check_evaluations()[0].passed is True
+    assert all(e.passed for e in result.get_asset_check_evaluations())
     after = _query(
         "SELECT completion_id, category, severity, monitor, family, judge_votes, "
         "judge_agreement FROM judge_grades WHERE candidate = 'production' ORDER BY 1, 2"
@@ -244,8 +245,13 @@ def test_unscored_share_check_fails_a_broken_partition(graded):
     mp = graded["mp"]
     mp.setenv("DEPSIM_JUDGE_BASE_URL", url)
     try:
-        result = _materialize_grades(graded, "sim-candidate-regressed")
-        (check,) = result.get_asset_check_evaluations()
+        # the check is blocking: its failure fails the run
+        result = _materialize_grades(graded, "sim-candidate-regressed", raise_on_error=False)
+        (check,) = [
+            e
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == "judge_grades_unscored_share"
+        ]
         grades = _query("SELECT * FROM judge_grades WHERE candidate = 'sim-candidate-regressed'")
         # the threshold is configuration: a team that tolerates it can say so
         lenient = _materialize_grades(
@@ -272,4 +278,4 @@ def test_unscored_share_check_fails_a_broken_partition(graded):
         "invalid_judge_output: output: Invalid JSON: expected value at line 1 "
         "column 1 (after 2 attempts)"
     }
-    assert lenient.get_asset_check_evaluations()[0].passed is True
+    assert all(e.passed for e in lenient.get_asset_check_evaluations())
