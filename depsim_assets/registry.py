@@ -10,9 +10,11 @@ An entry never holds a key itself, only the NAME of the env var that does.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -46,7 +48,11 @@ class Candidate(BaseModel):
     api_key_env: str | None = Field(default=None, description="NAME of the env var with the key.")
     params: dict[str, Any] = Field(default_factory=dict, description="Generation parameters.")
     samples: int = Field(default=1, ge=1, le=64, description="Samples per prefix.")
-    max_concurrency: int = Field(default=16, ge=1, le=4096)
+    max_concurrency: int = Field(
+        default=16, ge=1, le=4096, description="Cap on requests in flight (adaptive below it)."
+    )
+    rpm: float | None = Field(default=None, gt=0, description="Requests per minute allowed.")
+    tpm: float | None = Field(default=None, gt=0, description="Tokens per minute allowed.")
     timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(
         default=4, ge=0, le=20, description="Retries of 429/5xx/timeouts (jittered backoff)."
@@ -54,6 +60,22 @@ class Candidate(BaseModel):
     deployed_on: list[str] = Field(default_factory=list)
     price_in_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M input tokens.")
     price_out_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M output tokens.")
+    mode: Literal["online", "batch"] = Field(
+        default="online", description="online: one request each; batch: the OpenAI Batch API."
+    )
+    batch_poll_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Batch mode: seconds between status polls."
+    )
+    batch_max_wait_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Batch mode: stop waiting after this long (the batch runs on; a rerun "
+        "collects it). None: wait until it finishes.",
+    )
+    retired: bool = Field(
+        default=False,
+        description="Retired: no new runs and no partitions; its rows stay in the warehouse.",
+    )
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         """What ``prompt_tokens`` in and ``completion_tokens`` out cost at this entry's prices."""
@@ -94,8 +116,12 @@ class Registry(BaseModel):
     candidates: list[Candidate] = Field(default_factory=list)
 
     def names(self) -> list[str]:
-        """Registered candidate names, in file order."""
-        return [c.name for c in self.candidates]
+        """Active (not retired) candidate names, in file order: the ones that get runs."""
+        return [c.name for c in self.candidates if not c.retired]
+
+    def retired_names(self) -> list[str]:
+        """Retired candidate names: kept for their data and provenance, never run."""
+        return [c.name for c in self.candidates if c.retired]
 
     def get(self, name: str) -> Candidate:
         """The entry called ``name``; :class:`RegistryError` if there is none."""
@@ -160,6 +186,8 @@ def parse_registry(text: str, where: str = "candidates.yaml") -> Registry:
         raise RegistryError(
             f"{where}: baseline {registry.baseline!r} is not a registered candidate"
         )
+    if registry.baseline is not None and registry.baseline in registry.retired_names():
+        raise RegistryError(f"{where}: baseline {registry.baseline!r} is retired")
     return registry
 
 
@@ -214,3 +242,58 @@ def upsert_candidate(
     )
     save_registry(registry, path)
     return registry
+
+
+def retire_candidate(name: str, *, undo: bool = False, path: Path | None = None) -> bool:
+    """Mark ``name`` retired (or active again with ``undo``) and save; False if already so.
+
+    The entry stays in the file: the rows it produced stay in the warehouse, and its
+    endpoint, params and ``deployed_on`` days are their provenance (forecast validation of a
+    shipped model reads them). The candidate registry sensor removes its partitions.
+    """
+    path = path or registry_path()
+    registry = load_registry(path)
+    entry = next((c for c in registry.candidates if c.name == name), None)
+    if entry is None:
+        known = [c.name for c in registry.candidates]
+        raise RegistryError(f"unknown candidate {name!r}: registered are {known or 'none'}")
+    if not undo and registry.baseline == name:
+        raise RegistryError(
+            f"{name!r} is the baseline; make another candidate the baseline first "
+            "(`depsim candidates add OTHER ... --baseline`)"
+        )
+    if entry.retired != undo:
+        return False
+    updated = entry.model_copy(update={"retired": not undo})
+    registry = Registry(
+        baseline=registry.baseline,
+        candidates=[updated if c.name == name else c for c in registry.candidates],
+    )
+    save_registry(registry, path)
+    return True
+
+
+def generation_fingerprint(candidates: list[Candidate]) -> str:
+    """A short hash of what shapes generated replies: model, endpoint, params, samples.
+
+    Used as part of ``candidate_completions``' code version, so a changed registry shows as
+    stale partitions in the UI. Retirement, prices and concurrency do not change a reply.
+    """
+    settings = sorted(
+        ([c.name, c.base_url, c.model, c.params, c.samples] for c in candidates),
+        key=lambda entry: entry[0],
+    )
+    raw = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+def generation_code_version(path: Path | None = None) -> str:
+    """``gen-<hash>`` of the registry's generation settings, read when definitions load.
+
+    A missing or invalid registry gives ``gen-none`` / ``gen-invalid`` instead of failing:
+    the code location must still load so the registry sensor can report what is wrong.
+    """
+    try:
+        return f"gen-{generation_fingerprint(load_registry(path).candidates)}"
+    except RegistryError as exc:
+        return "gen-none" if "no candidate registry" in str(exc) else "gen-invalid"
