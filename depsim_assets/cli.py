@@ -36,14 +36,32 @@ def _clean(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------- demo
 # depsim runs offline and handles private traffic: a new instance does not phone home.
-INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+# Runs from the UI, sensors and backfills wait in a queue and at most four run at once;
+# every step of a run is its own process (DEPSIM_MAX_CONCURRENT_STEPS per run, see
+# definitions.build_executor), and all of them share the warehouse file, waiting their turn
+# for its lock (resources.Warehouse).
+INSTANCE_YAML = """\
+# Written by depsim; yours to edit (depsim rewrites only its own unedited older defaults).
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 2
+concurrency:
+  runs:
+    max_concurrent_runs: 4
+"""
+# What earlier depsim versions wrote: upgraded in place, since nobody edited it.
+_OLD_INSTANCE_YAMLS = ("telemetry:\n  enabled: false\n",)
 
 
 def _prepare_dagster_home() -> Path:
     home = config.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
-    if not settings.exists():
+    if not settings.exists() or settings.read_text() in _OLD_INSTANCE_YAMLS:
         settings.write_text(INSTANCE_YAML)
     return home
 
@@ -88,6 +106,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         if run.partition_key is not None
     ]
+    if not args.no_progress and sys.stderr.isatty():
+        # Within each run, the call engine draws a bar of its requests under this one.
+        os.environ["DEPSIM_PROGRESS_BAR"] = "1"
     with tqdm(
         total=len(plan), desc="materializing", unit="run", file=sys.stderr, disable=args.no_progress
     ) as bar:
@@ -127,8 +148,7 @@ def _comparison_frame(
     bh: bool = False,
 ):
     """The comparison computed from the warehouse's judge_grades (read-only)."""
-    import duckdb
-
+    from depsim_assets import warehouse
     from depsim_assets.estimates.assets import (
         read_all_grades,
         served_by_others,
@@ -144,7 +164,7 @@ def _comparison_frame(
     path = config.warehouse_path()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no warehouse yet (run `depsim demo` first)")
-    with duckdb.connect(str(path), read_only=True) as conn:
+    with warehouse.connection(str(path), read_only=True) as conn:
         grades = read_all_grades(conn)
     if candidates:
         known = set(grades["candidate"])
@@ -225,6 +245,7 @@ def _comparison_report(
         "dates": dates,
         "alpha": alpha,
         "multiple_testing": "bh" if bh else "none",
+        "candidates": _spend([base, *sorted(set(frame["candidate"]))], dates),
         "rows": rows,
         "resampling_fidelity": {
             "median_error": _clean(float(fidelity["fidelity_error"].median()))
@@ -233,6 +254,28 @@ def _comparison_report(
             "rows": [{k: _clean(v) for k, v in rec.items()} for rec in fidelity.to_dict("records")],
         },
     }
+
+
+def _spend(names: Sequence[str], dates: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per candidate over ``dates``: replies, tokens in and out, and cost at registry prices."""
+    from depsim_assets import warehouse
+
+    out = {name: {"replies": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0}
+           for name in dict.fromkeys(names)}
+    if not out or not dates:
+        return out
+    with warehouse.connection(str(config.warehouse_path()), read_only=True) as conn:
+        found = conn.execute(
+            "SELECT candidate, count(*), sum(prompt_tokens), sum(completion_tokens), "
+            "sum(cost_usd) FROM candidate_completions "
+            "WHERE candidate IN (SELECT unnest(?)) AND traffic_date IN (SELECT unnest(?)) "
+            "GROUP BY candidate",
+            [list(out), list(dates)],
+        ).fetchall()
+    for name, replies, tokens_in, tokens_out, cost in found:
+        out[name] = {"replies": int(replies), "tokens_in": int(tokens_in or 0),
+                     "tokens_out": int(tokens_out or 0), "cost_usd": round(float(cost or 0), 6)}
+    return out
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -319,8 +362,7 @@ def _baseline_rates(
     date_from: str | None, date_to: str | None
 ) -> tuple[str, list[tuple[str, int, int]]]:
     """The baseline's (category, flagged, graded), pooled over the window, from the warehouse."""
-    import duckdb
-
+    from depsim_assets import warehouse
     from depsim_assets.estimates.compute import aggregate_rates
     from depsim_assets.registry import load_registry
 
@@ -330,7 +372,7 @@ def _baseline_rates(
         raise FileNotFoundError(
             f"{path}: no warehouse yet: give --base-rate-per-100k, or run `depsim demo` first"
         )
-    with duckdb.connect(str(path), read_only=True) as conn:
+    with warehouse.connection(str(path), read_only=True) as conn:
         rates = conn.execute(
             "SELECT candidate, traffic_date, category, family, n_replies, graded, flagged,"
             " unscored FROM behavior_rates WHERE candidate = ?",
@@ -505,6 +547,7 @@ def cmd_candidates_list(args: argparse.Namespace) -> int:
         return 0
     for cand in registry.candidates:
         mark = " (baseline)" if cand.name == registry.baseline else ""
+        mark += " (retired)" if cand.retired else ""
         print(
             f"{cand.name}{mark}: {cand.model} at {cand.base_url}, key env "
             f"{cand.api_key_env or '-'}, samples {cand.samples}"
@@ -512,17 +555,38 @@ def cmd_candidates_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_candidates_retire(args: argparse.Namespace) -> int:
+    """Mark a candidate retired (or active again with --undo); its data stays."""
+    from depsim_assets.registry import retire_candidate
+
+    changed = retire_candidate(args.name, undo=args.undo)
+    state = "active" if args.undo else "retired"
+    out = {"candidate": args.name, "state": state, "changed": changed}
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    if not changed:
+        print(f"{args.name} is already {state}; nothing changed")
+    elif args.undo:
+        print(f"{args.name} is active again: the candidate_registry_sensor adds its partitions")
+    else:
+        print(
+            f"retired {args.name}: the candidate_registry_sensor removes its partitions on its "
+            "next tick; its rows stay in the warehouse"
+        )
+    return 0
+
+
 # ----------------------------------------------------------------------------- judge-agreement
 def cmd_judge_agreement(args: argparse.Namespace) -> int:
     """The judge against a human labels file: per category and overall, with intervals."""
-    import duckdb
-
+    from depsim_assets import warehouse
     from depsim_assets.judging.assets import run_agreement
 
     path = config.warehouse_path()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no warehouse yet (run `depsim demo` first)")
-    with duckdb.connect(str(path), read_only=True) as conn:
+    with warehouse.connection(str(path), read_only=True) as conn:
         report, _ = run_agreement(
             conn, args.labels, candidate=args.candidate, reps=args.bootstrap, seed=args.seed
         )
@@ -582,9 +646,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _sample_counts(date: str) -> dict[str, Any]:
-    import duckdb
+    from depsim_assets import warehouse
 
-    with duckdb.connect(str(config.warehouse_path()), read_only=True) as conn:
+    with warehouse.connection(str(config.warehouse_path()), read_only=True) as conn:
         funnel = conn.execute(
             "SELECT stage, reason, n FROM sampling_funnel WHERE traffic_date = ?", [date]
         ).fetchall()
@@ -662,6 +726,62 @@ def cmd_sample(args: argparse.Namespace) -> int:
             print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts[key].items()))
     print(f"warehouse: {config.warehouse_path()}")
     return 0
+
+
+# ------------------------------------------------------------------------------------ backfill
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Submit days x candidates as one Dagster backfill; the daemon runs it in parallel."""
+    from depsim_assets import backfills, runs
+    from depsim_assets.registry import load_registry
+
+    dates = backfills.date_range(args.start, args.end)
+    registered = load_registry(config.registry_path()).names()
+    if args.candidates is None:
+        names = backfills.default_candidates(registered)
+    else:
+        names = [c.strip() for c in args.candidates.split(",") if c.strip()]
+        unknown = [c for c in names if c not in registered and c != "production"]
+        if unknown:
+            raise ValueError(
+                f"unknown candidates {', '.join(unknown)}; registered: {', '.join(registered)}"
+            )
+    instance = _instance()
+    runs.ensure_candidate_partitions(instance, [c for c in names if c != "production"])
+    backfill_id = backfills.submit_backfill(
+        instance, dates, names, traffic=not args.skip_traffic, title=args.title
+    )
+    say = sys.stderr if args.json else sys.stdout
+    print(
+        f"backfill {backfill_id}: {len(dates)} days ({dates[0]}..{dates[-1]}) x "
+        f"{', '.join(names)}" + ("" if args.skip_traffic else " (+ traffic)"),
+        file=say,
+    )
+    if not backfills.daemon_running(instance):
+        print(
+            "no Dagster daemon is running on this instance, so nothing runs yet: start "
+            f"`depsim ui` (dagster dev runs one) or `DAGSTER_HOME={config.dagster_home()} "
+            "dagster-daemon run -w workspace.yaml`",
+            file=say,
+        )
+    if not args.wait:
+        if args.json:
+            print(json.dumps(backfills.backfill_status(instance, backfill_id).as_dict()))
+        return 0
+
+    def show(status: backfills.BackfillStatus) -> None:
+        if not args.json:
+            print(
+                f"  {status.status}: {status.materialized}/{status.target} partitions, "
+                f"{status.failed} failed, runs {status.runs}",
+                flush=True,
+            )
+
+    final = backfills.wait_for_backfill(
+        instance, backfill_id, timeout_s=args.timeout, poll_s=5.0, on_poll=show
+    )
+    if args.json:
+        print(json.dumps(final.as_dict()))
+    return 0 if final.status == "COMPLETED_SUCCESS" else 1
 
 
 # ------------------------------------------------------------------------------------ sim / ui
@@ -802,6 +922,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls = csub.add_parser("list", help="show registered candidates")
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=cmd_candidates_list)
+    r = csub.add_parser(
+        "retire", help="retire a candidate: no more runs or partitions, its data stays"
+    )
+    r.add_argument("name", help="a registered candidate (not the baseline)")
+    r.add_argument("--undo", action="store_true", help="make a retired candidate active again")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r.set_defaults(func=cmd_candidates_retire)
 
     p = sub.add_parser(
         "judge-agreement", help="the judge's precision, recall and kappa against human labels"
@@ -865,6 +992,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the day's counts as JSON")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "backfill",
+        help="submit days x candidates as one Dagster backfill (the daemon runs it in parallel)",
+        description=(
+            "Stores one asset backfill on the instance, as the UI's Materialize > partition "
+            "range does: traffic assets per day, then replay, grading and rates per candidate "
+            "x day. The Dagster daemon (started by `depsim ui`, or `dagster-daemon run`) "
+            "launches its runs, at most max_concurrent_runs at once (dagster.yaml)."
+        ),
+    )
+    p.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="end", required=True, metavar="YYYY-MM-DD")
+    p.add_argument(
+        "--candidates",
+        metavar="A,B,C",
+        help="comma-separated candidates (default: production and every registered one)",
+    )
+    p.add_argument(
+        "--skip-traffic",
+        action="store_true",
+        help="do not re-sample the days (their traffic partitions are already materialized)",
+    )
+    p.add_argument("--title", help="backfill title shown in the UI")
+    p.add_argument("--wait", action="store_true", help="poll until the backfill is finished")
+    p.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)"
+    )
+    p.add_argument("--json", action="store_true", help="print the backfill status as JSON")
+    p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser("sim", help="the built-in OpenAI-compatible simulator")
     ssub = p.add_subparsers(dest="action", required=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from depsim_assets.automation import candidate_registry_sensor
+from depsim_assets.automation import automation_definitions
+from depsim_assets.checks import CHECKS
 from depsim_assets.config import log_root, registry_path, warehouse_path
 from depsim_assets.estimates.assets import (
     behavior_rates,
@@ -26,12 +26,19 @@ from depsim_assets.judging.assets import (
     novel_behaviors,
 )
 from depsim_assets.replay.assets import candidate_completions
-from depsim_assets.resources import CandidateRegistry, JudgeEndpoint, TrafficSource
+from depsim_assets.resources import (
+    CandidateRegistry,
+    JudgeEndpoint,
+    RunBudget,
+    TrafficSource,
+    Warehouse,
+)
 from depsim_assets.traffic.assets import (
     conversation_prefixes,
     no_residual_pii,
     sampled_conversations,
 )
+from depsim_assets.warehouse import LOCK_TIMEOUT_S
 
 ASSETS = [
     sampled_conversations,
@@ -48,7 +55,11 @@ ASSETS = [
     judge_grades_unscored_share,
     # Residual-PII check of sampled_conversations, run with each traffic partition.
     no_residual_pii,
+    # Sample size, completeness, error share, version and comparison coverage (checks.py).
+    *CHECKS,
 ]
+
+STEPS_ENV = "DEPSIM_MAX_CONCURRENT_STEPS"
 
 # A fixed salt keeps the demo reproducible; real deployments set their own secret salt.
 DEMO_SALT = "depsim-demo-salt"
@@ -60,7 +71,10 @@ def build_resources() -> dict[str, object]:
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     salt_env = "DEPSIM_DEID_SALT"
     return {
-        "warehouse": DuckDBResource(database=str(warehouse)),
+        "warehouse": Warehouse(
+            database=str(warehouse),
+            lock_timeout_s=_env_float("DEPSIM_LOCK_TIMEOUT_S") or LOCK_TIMEOUT_S,
+        ),
         "traffic": TrafficSource(
             log_root=str(log_root()),
             deid_salt=dg.EnvVar(salt_env) if os.environ.get(salt_env) else DEMO_SALT,
@@ -71,7 +85,18 @@ def build_resources() -> dict[str, object]:
             model=os.environ.get("DEPSIM_JUDGE_MODEL", "sim-judge"),
             api_key_env=os.environ.get("DEPSIM_JUDGE_API_KEY_ENV") or None,
         ),
+        "budget": RunBudget(max_usd=_env_float("DEPSIM_RUN_BUDGET_USD")),
     }
+
+
+def _env_float(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
 def build_definitions() -> dg.Definitions:
@@ -84,8 +109,34 @@ def build_definitions() -> dg.Definitions:
     assets = [
         a for a in ASSETS if a is not judge_agreement or os.environ.get("DEPSIM_JUDGE_LABELS")
     ]
+    # The daily schedule, the registry and new-day sensors, and the jobs they launch.
+    jobs, schedules, sensors = automation_definitions()
     return dg.Definitions(
-        assets=assets, resources=build_resources(), sensors=[candidate_registry_sensor]
+        assets=assets,
+        resources=build_resources(),
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        executor=build_executor(),
+    )
+
+
+def build_executor() -> dg.ExecutorDefinition:
+    """Dagster's multiprocess executor: every step its own process, at most
+    ``$DEPSIM_MAX_CONCURRENT_STEPS`` (default 2) at once per run.
+
+    Steps are forked from a forkserver that has imported this module once, so a step does not
+    pay the import again. Runs launched from the UI, the daemon (backfills, sensors) and
+    ``dagster job``/``asset`` commands use it; ``dg.materialize`` (the ``depsim`` commands)
+    runs in process. Parallel steps and runs share the warehouse file through
+    :class:`~depsim_assets.resources.Warehouse`, which waits its turn for DuckDB's lock.
+    """
+    raw = os.environ.get(STEPS_ENV, "").strip() or "2"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{STEPS_ENV}={raw!r}: expected a whole number >= 1")
+    return dg.multiprocess_executor.configured(
+        {"max_concurrent": int(raw), "start_method": {"forkserver": {}}},
+        name="depsim_multiprocess",
     )
 
 

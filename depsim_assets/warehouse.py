@@ -8,8 +8,12 @@ in ONE transaction, so a crash mid-write leaves the previous rows intact, never 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -133,8 +137,8 @@ CANDIDATE_COMPLETIONS = Table(
         ("reply", "VARCHAR", "The regenerated final reply; NULL when the call failed."),
         ("reasoning", "VARCHAR", "Reasoning text when the endpoint returns it, else NULL."),
         ("tool_trace", "VARCHAR", "Tool calls made while producing the reply (JSON list)."),
-        ("status", "VARCHAR", "ok or error."),
-        ("error", "VARCHAR", "Error class and message when status is error."),
+        ("status", "VARCHAR", "ok, error, or not_attempted (the run's budget was reached)."),
+        ("error", "VARCHAR", "Error class and message when status is not ok."),
         ("endpoint", "VARCHAR", "Endpoint base URL (credentials stripped), or 'sim'."),
         ("model", "VARCHAR", "Model name sent to the endpoint."),
         ("params_json", "VARCHAR", "Generation parameters sent (JSON)."),
@@ -142,6 +146,8 @@ CANDIDATE_COMPLETIONS = Table(
         ("completion_tokens", "BIGINT", "Output tokens reported by the endpoint."),
         ("latency_ms", "DOUBLE", "Wall time of the call in milliseconds."),
         ("cost_usd", "DOUBLE", "Token cost at the registry's prices (0 when none are set)."),
+        ("attempts", "INTEGER", "Calls made for this row in the run that answered it (retries "
+         "included; 0 when none was made)."),
     ),
     ("candidate", "traffic_date"),
 )
@@ -336,6 +342,26 @@ MODEL_CALLS = Table(
     primary_key=("request_key",),
 )
 
+MODEL_BATCHES = Table(
+    "model_batches",
+    _cols(
+        ("batch_id", "VARCHAR", "Batch id given by the endpoint (Batch API)."),
+        ("endpoint", "VARCHAR", "Endpoint base URL (credentials stripped), or 'sim'."),
+        ("model", "VARCHAR", "Model name sent."),
+        ("partition_key", "VARCHAR", "Dagster partition the batch was submitted for."),
+        ("input_hash", "VARCHAR", "SHA-256 of the uploaded JSONL: same pending requests."),
+        ("n_requests", "BIGINT", "Requests (lines) in the batch."),
+        ("input_file_id", "VARCHAR", "Uploaded input file id."),
+        ("status", "VARCHAR", "Last status seen (in_progress, completed, failed, ...)."),
+        ("output_file_id", "VARCHAR", "Output file id once the batch finished, else NULL."),
+        ("error_file_id", "VARCHAR", "Error file id when some lines failed, else NULL."),
+        ("created_at", "TIMESTAMP", "When the batch was submitted (UTC)."),
+        ("updated_at", "TIMESTAMP", "When its status was last polled (UTC)."),
+        ("collected_at", "TIMESTAMP", "When its results were stored; NULL: a rerun resumes it."),
+    ),
+    primary_key=("batch_id",),
+)
+
 JUDGE_AGREEMENT = Table(
     "judge_agreement",
     _cols(
@@ -387,6 +413,7 @@ ALL_TABLES = (
     CANDIDATE_COMPARISON,
     FORECAST_VALIDATION,
     MODEL_CALLS,
+    MODEL_BATCHES,
     JUDGE_AGREEMENT,
     NOVEL_BEHAVIORS,
 )
@@ -474,3 +501,77 @@ def read_partition(
     ensure_tables(conn)
     sql = f"SELECT * FROM {table.name} WHERE {_where(keys)}"
     return conn.execute(sql, list(keys.values())).df()
+
+
+# ------------------------------------------------------------------------------- connections
+# DuckDB lets one process at a time open a file read-write, and a read-only process cannot
+# open it while another holds it read-write (the OS file lock is exclusive). Under Dagster's
+# multiprocess executor, and with runs in parallel, every step is its own process on the same
+# file: each holds a connection for one short read or one write transaction, and opening waits
+# its turn here instead of failing on the lock.
+LOCK_TIMEOUT_S = 600.0
+
+
+class WarehouseLockTimeout(RuntimeError):
+    """The warehouse file stayed locked by another process for longer than the timeout."""
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """True for DuckDB's "another process holds the file" error (worth waiting out)."""
+    text = str(exc)
+    return isinstance(exc, duckdb.IOException) and (
+        "Could not set lock" in text or "Conflicting lock" in text
+    )
+
+
+def open_connection(
+    database: str,
+    *,
+    read_only: bool = False,
+    config: Mapping[str, object] | None = None,
+    timeout_s: float = LOCK_TIMEOUT_S,
+    max_delay_s: float = 2.0,
+) -> duckdb.DuckDBPyConnection:
+    """Connect to ``database``, waiting while another process holds its lock.
+
+    Retries only the lock conflict, with jittered exponential backoff (so processes that
+    collide do not retry in step) capped at ``max_delay_s`` per wait, for ``timeout_s`` in
+    all; then raises :class:`WarehouseLockTimeout` naming the file and the holder. Any other
+    error (a corrupt file, a bad path) is raised at once.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return duckdb.connect(database, read_only=read_only, config=dict(config or {}))
+        except duckdb.IOException as exc:
+            if not is_lock_conflict(exc):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                holder = str(exc).split("Conflicting lock is held in", 1)[-1].split(". See")[0]
+                raise WarehouseLockTimeout(
+                    f"warehouse {database} stayed locked by another process for "
+                    f"{timeout_s:.0f}s ({attempts} attempts; holder:{holder}). DuckDB allows one "
+                    "writer process per file: stop the process holding it (a notebook, a shell, "
+                    "another depsim command) or raise the lock timeout."
+                ) from exc
+            time.sleep(min(left, random.uniform(0.5, 1.0) * delay))
+            delay = min(delay * 2, max_delay_s)
+
+
+@contextmanager
+def connection(
+    database: str | Path,
+    *,
+    read_only: bool = False,
+    timeout_s: float = LOCK_TIMEOUT_S,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection held for one block and always closed (lock released) when it ends."""
+    conn = open_connection(str(database), read_only=read_only, timeout_s=timeout_s)
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -45,6 +45,14 @@ def test_demo_then_compare_json(depsim_home, capsys):
         assert row["change"] in {"up", "down", "none"}
         assert row["n_graded"] == 80
     assert (config.reports_dir() / "comparison.md").exists()
+    spend = report["candidates"]
+    assert set(spend) == {"sim-production", "production", "sim-candidate-safer",
+                          "sim-candidate-regressed"}
+    for name, row in spend.items():
+        assert row["replies"] == 80
+        assert set(row) == {"replies", "tokens_in", "tokens_out", "cost_usd"}
+        # the production arm is the logged replies: no call, no tokens
+        assert (row["tokens_in"] > 0 and row["tokens_out"] > 0) == (name != "production")
 
 
 def test_compare_without_a_warehouse_is_one_line(depsim_home, capsys):

@@ -19,6 +19,7 @@ import pandas as pd
 
 from depsim_assets.estimates.forecast import SUMMARY, resampling_fidelity
 from depsim_assets.estimates.plots import forest_plot, funnel_plot, predicted_vs_realised
+from depsim_assets.warehouse import connection as warehouse_connection
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -68,7 +69,7 @@ def _table(frame: pd.DataFrame, columns: list[str], *, mark: str | None = None) 
 
 def _read(path: Path, sql: str) -> pd.DataFrame:
     try:
-        with duckdb.connect(str(path), read_only=True) as conn:
+        with warehouse_connection(path, read_only=True) as conn:
             return conn.execute(sql).df()
     except duckdb.CatalogException:  # a table not materialized yet: nothing to show
         return pd.DataFrame()
