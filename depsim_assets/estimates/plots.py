@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # no display here, ever: render to PNG bytes
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import pandas as pd  # noqa: E402
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display here, ever: PNG bytes), imported on
+    first use: it costs about a second, and every Dagster step process imports this module."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (plt.matplotlib.ticker below)
+
+    return plt
 
 RATIO_TICKS = [0.1, 0.25, 0.5, 1, 2, 4, 10]
 
 
 def forest_plot(comparison: pd.DataFrame) -> bytes:
     """Rate ratio vs baseline with its interval, per category, one panel per candidate."""
+    plt = _pyplot()
     names = list(dict.fromkeys(comparison["candidate"]))
     cats = list(dict.fromkeys(comparison["category"]))
     fig, axes = plt.subplots(
@@ -40,9 +49,9 @@ def forest_plot(comparison: pd.DataFrame) -> bytes:
             ax.axvline(edge, color="grey", lw=0.6, ls="--")
         ax.set_xscale("log")
         # Plain ratios on a few round ticks: the default log labels (3x10^-1...) collide.
-        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(RATIO_TICKS))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_major_locator(plt.matplotlib.ticker.FixedLocator(RATIO_TICKS))
+        ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(plt.matplotlib.ticker.NullLocator())
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("rate ratio vs baseline (log)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -57,6 +66,7 @@ def forest_plot(comparison: pd.DataFrame) -> bytes:
 
 
 def _png(fig) -> bytes:
+    plt = _pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
@@ -83,6 +93,7 @@ def funnel_plot(comparison: pd.DataFrame, family: str) -> bytes:
     as baseline). The funnel is what Poisson noise alone gives around 1 at each expected
     count: 95% (dashed) and 99.8% (dotted) limits. Points outside are labelled.
     """
+    plt = _pyplot()
     rows = comparison[
         (comparison["family"] == family)
         & (comparison["candidate"] != "production")
@@ -134,6 +145,7 @@ def predicted_vs_realised(validation: pd.DataFrame) -> bytes:
 
     Points outside the band are labelled with their category.
     """
+    plt = _pyplot()
     rows = validation[validation["category"] != "_summary"]
     fig, ax = plt.subplots(figsize=(5.5, 5.0))
     # Smoothed so a zero count still has a place on log axes.
@@ -171,6 +183,7 @@ def rates_plot(rates: pd.DataFrame, title: str) -> bytes:
     Zero-flag categories still get their row: the upper end of their interval says how rare
     the behaviour may be and still go unseen at this sample size.
     """
+    plt = _pyplot()
     rows = rates.reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7.2, 0.26 * len(rows) + 1.3))
     colors = {f: c for f, c in zip(dict.fromkeys(rows["family"]),
