@@ -17,7 +17,6 @@ from typing import Any
 import openai
 
 from depsim_assets.calls import BUDGET_REACHED, NOT_ATTEMPTED, OK, CallEngine
-from depsim_assets.endpoints import describe_error
 
 
 @dataclass(frozen=True)
@@ -113,26 +112,6 @@ def outcome_of(response: Any) -> ReplayOutcome:
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
     )
-
-
-async def complete_one(
-    client: openai.AsyncOpenAI,
-    request: ReplayRequest,
-    *,
-    model: str,
-    params: dict[str, Any],
-) -> ReplayOutcome:
-    """One attempt, its failure captured as an ``error`` outcome (no retries: see
-    :func:`replay_requests` for the engine that retries)."""
-    started = time.perf_counter()
-    try:
-        return await attempt_reply(client, request, model=model, params=params)
-    except (openai.OpenAIError, OSError, ValueError) as exc:
-        return ReplayOutcome(
-            status="error",
-            error=describe_error(exc),
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
 
 
 def approx_prompt_tokens(messages: list[dict[str, Any]]) -> int:

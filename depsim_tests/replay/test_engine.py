@@ -1,12 +1,14 @@
-"""The replay engine: one attempt per call, failures become outcomes, stable seeds."""
+"""The replay engine: replies through the call engine, failures become outcomes, stable
+seeds."""
 
 import asyncio
 
 import openai
 import pytest
 
+from depsim_assets.calls import CallEngine, Limits
 from depsim_assets.endpoints import async_client
-from depsim_assets.replay.engine import ReplayRequest, complete_one, sample_seed
+from depsim_assets.replay.engine import ReplayRequest, replay_requests, sample_seed
 
 
 def test_seeds_differ_per_conversation_and_sample_and_are_stable():
@@ -17,6 +19,14 @@ def test_seeds_differ_per_conversation_and_sample_and_are_stable():
 
 
 PREFIX = [{"role": "user", "content": "Can you suggest a weekend itinerary for Lisbon?"}]
+
+
+async def complete_one(client, request, *, model, params):
+    """One request through the engine, made once (no retries)."""
+    engine = CallEngine(Limits(max_concurrency=1, max_retries=0))
+    (outcome,) = await replay_requests(client, [request], engine=engine, model=model,
+                                       params=params)
+    return outcome
 
 
 def test_complete_one_through_the_simulator_over_http():
