@@ -8,6 +8,7 @@ and the reports. Paths are resolved when asked for, so a test or the CLI can poi
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -52,11 +53,13 @@ def taxonomy_dir() -> Path:
     return Path(override).expanduser().resolve() if override else PROJECT_ROOT / "taxonomy"
 
 
-def env_threshold(name: str, default: float, *, low: float = 0.0, high: float = 1.0) -> float:
-    """A check threshold from env var ``name`` (``default`` when unset), read at call time.
+def env_float(
+    name: str, default: float | None = None, *, low: float = -math.inf, high: float = math.inf
+) -> float | None:
+    """A number from env var ``name`` (``default`` when unset), read at call time.
 
     A value that is not a number in ``[low, high]`` is an error naming the variable, never a
-    silent fallback: a mistyped threshold must not pass a check that should fail.
+    silent fallback.
     """
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -67,4 +70,13 @@ def env_threshold(name: str, default: float, *, low: float = 0.0, high: float = 
         raise ValueError(f"{name}={raw!r} is not a number") from None
     if not low <= value <= high:
         raise ValueError(f"{name}={raw!r} is outside [{low:g}, {high:g}]")
+    return value
+
+
+def env_threshold(name: str, default: float, *, low: float = 0.0, high: float = 1.0) -> float:
+    """A check threshold from env var ``name`` (``default`` when unset): a mistyped threshold
+    must not pass a check that should fail, so a bad value is an error (see :func:`env_float`).
+    """
+    value = env_float(name, default, low=low, high=high)
+    assert value is not None
     return value

@@ -13,7 +13,7 @@ import dagster as dg
 
 from depsim_assets.automation import automation_definitions
 from depsim_assets.checks import CHECKS
-from depsim_assets.config import log_root, registry_path, warehouse_path
+from depsim_assets.config import env_float, log_root, registry_path, warehouse_path
 from depsim_assets.estimates.assets import (
     behavior_rates,
     candidate_comparison,
@@ -73,7 +73,7 @@ def build_resources() -> dict[str, object]:
     return {
         "warehouse": Warehouse(
             database=str(warehouse),
-            lock_timeout_s=_env_float("DEPSIM_LOCK_TIMEOUT_S") or LOCK_TIMEOUT_S,
+            lock_timeout_s=env_float("DEPSIM_LOCK_TIMEOUT_S", low=0.0) or LOCK_TIMEOUT_S,
         ),
         "traffic": TrafficSource(
             log_root=str(log_root()),
@@ -85,18 +85,8 @@ def build_resources() -> dict[str, object]:
             model=os.environ.get("DEPSIM_JUDGE_MODEL", "sim-judge"),
             api_key_env=os.environ.get("DEPSIM_JUDGE_API_KEY_ENV") or None,
         ),
-        "budget": RunBudget(max_usd=_env_float("DEPSIM_RUN_BUDGET_USD")),
+        "budget": RunBudget(max_usd=env_float("DEPSIM_RUN_BUDGET_USD", low=0.0)),
     }
-
-
-def _env_float(name: str) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
 def build_definitions() -> dg.Definitions:
