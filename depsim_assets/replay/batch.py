@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import time
@@ -353,6 +354,10 @@ def replay_batch(
     )
     outcomes: dict[str, ReplayOutcome] = {}
     with _sync_client(entry) as client:
+        submit = functools.partial(_submit, client, ledger, endpoint=endpoint, model=entry.model,
+                                   partition_key=partition_key, log=log)
+        wait = functools.partial(_wait, client, ledger, poll_s=entry.batch_poll_s,
+                                 deadline=deadline, log=log)
         jobs: list[tuple[str, list[str], bytes, str]] = []
         for data in _chunks(build_input(entry, pending)):
             input_hash = hashlib.sha256(data).hexdigest()
@@ -365,37 +370,15 @@ def replay_batch(
                 )
                 batch_id = found["batch_id"]
             else:
-                batch_id = _submit(
-                    client,
-                    ledger,
-                    data,
-                    input_hash,
-                    endpoint=endpoint,
-                    model=entry.model,
-                    partition_key=partition_key,
-                    log=log,
-                )
+                batch_id = submit(data, input_hash)
             jobs.append((batch_id, keys, data, input_hash))
         for batch_id, keys, data, input_hash in jobs:
-            batch = _wait(
-                client, ledger, batch_id, poll_s=entry.batch_poll_s, deadline=deadline, log=log
-            )
+            batch = wait(batch_id)
             if batch is None:  # the endpoint forgot it (a restarted server): submit again
                 ledger.update(batch_id, status="lost")
                 log(f"batch {batch_id}: unknown to {endpoint}; submitting its requests again")
-                batch_id = _submit(
-                    client,
-                    ledger,
-                    data,
-                    input_hash,
-                    endpoint=endpoint,
-                    model=entry.model,
-                    partition_key=partition_key,
-                    log=log,
-                )
-                batch = _wait(
-                    client, ledger, batch_id, poll_s=entry.batch_poll_s, deadline=deadline, log=log
-                )
+                batch_id = submit(data, input_hash)
+                batch = wait(batch_id)
                 if batch is None:
                     raise BatchError(f"batch {batch_id} vanished from {endpoint} twice")
             got = _collect(client, batch, keys)

@@ -324,27 +324,25 @@ class BatchStore:
         self._stats.record_batch("created")
         return JSONResponse(obj)
 
-    async def retrieve(self, request: Request) -> JSONResponse:
-        batch = self.batches.get(request.path_params["batch_id"])
+    def _find(self, request: Request) -> _Batch | JSONResponse:
+        """The batch the path names, or the API's 404 answer."""
+        batch_id = request.path_params["batch_id"]
+        batch = self.batches.get(batch_id)
         if batch is None:
-            return _error(
-                404,
-                f"No such Batch object: {request.path_params['batch_id']}",
-                "not_found",
-                "batch_id",
-            )
+            return _error(404, f"No such Batch object: {batch_id}", "not_found", "batch_id")
+        return batch
+
+    async def retrieve(self, request: Request) -> JSONResponse:
+        batch = self._find(request)
+        if isinstance(batch, JSONResponse):
+            return batch
         await self._settle(batch)
         return JSONResponse(batch.obj)
 
     async def cancel(self, request: Request) -> JSONResponse:
-        batch = self.batches.get(request.path_params["batch_id"])
-        if batch is None:
-            return _error(
-                404,
-                f"No such Batch object: {request.path_params['batch_id']}",
-                "not_found",
-                "batch_id",
-            )
+        batch = self._find(request)
+        if isinstance(batch, JSONResponse):
+            return batch
         async with batch.lock:
             status = batch.obj["status"]
             if status in ("completed", "failed", "expired"):
