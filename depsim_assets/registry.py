@@ -76,6 +76,15 @@ class Candidate(BaseModel):
         default=False,
         description="Retired: no new runs and no partitions; its rows stay in the warehouse.",
     )
+    context_window: int | None = Field(
+        default=None,
+        ge=256,
+        description="The model's context length in tokens; a longer prompt ends as a per-row "
+        "error without a request. None: unknown (the server's refusal is the limit).",
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Cap on tokens generated per reply (max_tokens)."
+    )
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         """What ``prompt_tokens`` in and ``completion_tokens`` out cost at this entry's prices."""

@@ -73,6 +73,16 @@ class JudgeEndpoint(dg.ConfigurableResource):
     timeout_s: float = 120.0
     max_retries: int = 4
     flag_threshold: int = 2
+    # How the verdict's JSON shape is asked for: json_schema (strict), json_object (+ schema),
+    # prompt (schema in the prompt only), or auto (strongest the server accepts, remembered).
+    structured_output: str = "auto"
+    # The judge model's context length in tokens (None: unknown, assume it is large).
+    context_window: int | None = None
+    # How categories are split into calls: all (one call), family, behaviour (one each), or
+    # auto (the fewest calls that fit context_window).
+    layout: str = "auto"
+    # Cap on tokens the judge generates per call (None: the server's default).
+    max_output_tokens: int | None = None
 
     def client(self) -> openai.AsyncOpenAI:
         """A fresh async client (one per run: clients bind to the event loop that uses them)."""
