@@ -7,11 +7,13 @@ call time; they are never returned in anything that gets stored or logged.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import dagster as dg
 import httpx2
 import openai
+
+from depsim_assets import secrets
 
 SIM = "sim"
 # The simulator and many local servers need no key, but the client insists on one.
@@ -33,14 +35,23 @@ def resolve_base_url(base_url: str) -> str:
         raise EndpointError(
             f"base_url {display_endpoint(base_url)!r} is not an http(s) URL or 'sim'"
         )
+    # A password in the URL is a key like any other: an error that echoes it is scrubbed.
+    if parts.password:
+        secrets.remember(parts.password)
+        secrets.remember(unquote(parts.password))
     return base_url
 
 
 def display_endpoint(base_url: str) -> str:
-    """The base URL as it may be stored: no user-info, query or fragment (they can hold keys)."""
+    """The base URL as it may be stored or shown: no user-info, query or fragment (they can
+    hold keys). Use it for every URL that is printed, logged, stored or put in metadata."""
     if base_url == SIM:
         return SIM
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - a malformed port raises here, not in the caller
+    except ValueError:
+        return "<unparseable URL>"
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
@@ -54,6 +65,7 @@ def api_key_from_env(env_name: str | None) -> str:
     value = dg.EnvVar(env_name).get_value()
     if not value:
         raise EndpointError(f"environment variable {env_name} (named by api_key_env) is not set")
+    secrets.remember(value)  # from now on, any text that echoes it is scrubbed before storage
     return value
 
 
@@ -82,7 +94,26 @@ def async_client(
     )
 
 
+# Long enough for a server's whole explanation (a validation error names the field and why),
+# short enough for a table cell and a log line.
+MAX_ERROR_CHARS = 2000
+
+
+def describe_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """Free text as it may be stored: credentials scrubbed, whitespace runs (newlines
+    included) collapsed to one space, at most ``limit`` characters."""
+    # Scrub before cutting (a cut key no longer matches its shape); the pre-cut bounds the
+    # work on a server's megabyte-long HTML error page.
+    flat = " ".join(secrets.scrub(text[: limit * 8]).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def describe_error(exc: BaseException) -> str:
-    """``Class: message`` for a failed call, short and free of request headers."""
-    message = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {message[:300]}"
+    """``Class: message`` for a failed call: the WHOLE message (the part after a first line
+    usually says why), plus its cause when that adds something, key-scrubbed and capped at
+    :data:`MAX_ERROR_CHARS`."""
+    message = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in message:
+        message = f"{message} (caused by {type(cause).__name__}: {cause})"
+    return describe_text(f"{type(exc).__name__}: {message}")

@@ -19,18 +19,21 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from depsim_assets import safe_yaml
 from depsim_assets.config import registry_path
 from depsim_assets.partitions import PRODUCTION
+from depsim_assets.secrets import find_secrets, is_secret_field_name, secret_kind
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-# Shapes of real provider keys: an entry holding one is refused before it can be echoed.
-_KEY_SHAPES = re.compile(r"^(sk-|sk_|pk-|rk-|xai-|gsk_|hf_|AIza|ghp_|eyJ)|^[A-Za-z0-9_\-]{40,}$")
+# Prefixes of provider keys that also fit the env-name alphabet (sk_live_..., hf_..., gsk_...).
+_KEY_PREFIXES = re.compile(r"^(?:sk[-_]|pk[-_]|rk[-_]|xai-|gsk_|hf_|AIza|ghp_|github_pat_|eyJ)")
 
 HOW_TO_PASS_A_KEY = (
     "put the key in an environment variable and name that variable in the entry, "
     "e.g. `api_key_env: OPENAI_API_KEY` (then `export OPENAI_API_KEY=...`)"
 )
+SECRET_REFUSAL = "looks like a secret; put it in an env var and name the var in api_key_env"
 
 
 class RegistryError(ValueError):
@@ -92,6 +95,26 @@ class Candidate(BaseModel):
             prompt_tokens * self.price_in_per_mtok + completion_tokens * self.price_out_per_mtok
         ) / 1e6
 
+    @field_validator("name", "model")
+    @classmethod
+    def _check_not_a_key(cls, value: str, info: Any) -> str:
+        # A key pasted here would be stored on every row and printed by every command.
+        if secret_kind(value, min_token_length=24) is not None:
+            raise ValueError(f"{info.field_name} {SECRET_REFUSAL}")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _check_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Params are sent with every request (extra_headers too) and stored in params_json,
+        # so a credential in them, at any depth, would end in the warehouse.
+        for where, reason in find_secrets(value, "params"):
+            raise ValueError(
+                f"{where} {reason}: refused; a key must not sit in params. Put it in an env var "
+                "and name the var in api_key_env"
+            )
+        return value
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
@@ -108,10 +131,15 @@ class Candidate(BaseModel):
     def _check_env_name(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if _KEY_SHAPES.search(value) or not ENV_NAME_PATTERN.match(value):
+        looks_like_key = (
+            _KEY_PREFIXES.match(value) is not None
+            or secret_kind(value, min_token_length=24) is not None
+        )
+        if looks_like_key or not ENV_NAME_PATTERN.match(value):
+            # Never echo the value: it is most likely the key itself.
             raise ValueError(
-                "api_key_env must be the NAME of an environment variable, not a key; "
-                + HOW_TO_PASS_A_KEY
+                "api_key_env must be the NAME of an environment variable (letters, digits, '_'"
+                ", not starting with a digit), not a key; " + HOW_TO_PASS_A_KEY
             )
         return value
 
@@ -151,25 +179,26 @@ class Registry(BaseModel):
 
 def _refuse_inline_keys(raw: Any, where: str) -> None:
     entries = raw.get("candidates") if isinstance(raw, dict) else None
-    for i, entry in enumerate(entries or []):
-        if isinstance(entry, dict) and any(k in entry for k in ("api_key", "key", "token")):
-            label = entry.get("name", f"#{i + 1}")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        held = [str(k) for k in entry if is_secret_field_name(str(k)) and k != "api_key_env"]
+        if held:
+            name = entry.get("name")
+            label = name if isinstance(name, str) and secret_kind(name) is None else f"#{i + 1}"
             raise RegistryError(
-                f"{where}: candidate {label!r} holds an API key in the file; refused. "
-                + HOW_TO_PASS_A_KEY
+                f"{where}: candidate {label!r} field {held[0]!r} holds a credential in the "
+                "file; refused. " + HOW_TO_PASS_A_KEY
             )
 
 
 def parse_registry(text: str, where: str = "candidates.yaml") -> Registry:
     """Parse registry YAML; every problem is one :class:`RegistryError` line naming ``where``."""
     try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1}" if mark is not None else ""
-        raise RegistryError(
-            f"{where}:{at} is not valid YAML ({getattr(exc, 'problem', exc)})"
-        ) from None
+        # Anchors, aliases and duplicate keys refused: an alias bomb hung the code location.
+        raw = safe_yaml.loads(text, where=where) or {}
+    except safe_yaml.YamlError as exc:
+        raise RegistryError(str(exc)) from None
     if not isinstance(raw, dict):
         raise RegistryError(f"{where}: expected a mapping with `baseline` and `candidates`")
     _refuse_inline_keys(raw, where)
@@ -183,6 +212,8 @@ def parse_registry(text: str, where: str = "candidates.yaml") -> Registry:
             entries = raw.get("candidates") or []
             entry = entries[loc[1]] if loc[1] < len(entries) else {}
             name = entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or secret_kind(name) is not None:
+                name = None  # a name that is itself a pasted key is never echoed
             field = ".".join(str(p) for p in loc[2:]) or "entry"
             label = f"candidate {name or '#' + str(loc[1] + 1)!r} field {field!r}"
         raise RegistryError(f"{where}: {label}: {err['msg']}") from None
@@ -208,6 +239,8 @@ def make_candidate(**fields: Any) -> Candidate:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "entry"
         name = fields.get("name")
+        if not isinstance(name, str) or secret_kind(name) is not None:
+            name = None  # a key pasted as the name is never echoed
         raise RegistryError(f"candidate {name!r} field {field!r}: {err['msg']}") from None
 
 

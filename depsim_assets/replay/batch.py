@@ -29,7 +29,12 @@ import pydantic
 from dagster_duckdb import DuckDBResource
 from openai.types.chat import ChatCompletion
 
-from depsim_assets.endpoints import api_key_from_env, display_endpoint, resolve_base_url
+from depsim_assets.endpoints import (
+    api_key_from_env,
+    describe_text,
+    display_endpoint,
+    resolve_base_url,
+)
 from depsim_assets.registry import Candidate
 from depsim_assets.replay import cache
 from depsim_assets.replay.engine import ReplayOutcome, ReplayRequest, outcome_of, sent_params
@@ -121,7 +126,7 @@ def _sync_client(entry: Candidate) -> openai.OpenAI:
 
 
 def _error_text(cls: str, message: str) -> str:
-    return f"{cls}: {message.splitlines()[0][:300] if message else ''}"
+    return describe_text(f"{cls}: {message}")  # whole text, key-scrubbed, as online errors
 
 
 def outcome_from_body(body: Any) -> ReplayOutcome:
