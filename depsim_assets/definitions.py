@@ -1,8 +1,9 @@
 """The Dagster code location: assets, resources and sensors on the embedded defaults.
 
 Paths come from the depsim home folder (``$DEPSIM_HOME``, default ``./.depsim``); the judge
-endpoint from ``DEPSIM_JUDGE_BASE_URL`` / ``DEPSIM_JUDGE_MODEL`` / ``DEPSIM_JUDGE_API_KEY_ENV``
-(default: the built-in simulator's ``sim-judge``).
+from the ``DEPSIM_JUDGE_*`` variables (``resources.JUDGE_ENV``: endpoint, model, key variable,
+timeout, concurrency, retries, output mode, context window, layout...; default: the built-in
+simulator's ``sim-judge``).
 """
 
 from __future__ import annotations
@@ -80,11 +81,9 @@ def build_resources() -> dict[str, object]:
             deid_salt=dg.EnvVar(salt_env) if os.environ.get(salt_env) else DEMO_SALT,
         ),
         "registry": CandidateRegistry(path=str(registry_path())),
-        "judge": JudgeEndpoint(
-            base_url=os.environ.get("DEPSIM_JUDGE_BASE_URL", "sim"),
-            model=os.environ.get("DEPSIM_JUDGE_MODEL", "sim-judge"),
-            api_key_env=os.environ.get("DEPSIM_JUDGE_API_KEY_ENV") or None,
-        ),
+        # Every judge setting from its DEPSIM_JUDGE_* variable (resources.JUDGE_ENV), resolved
+        # again when a run overrides part of the judge's config, so the two cannot disagree.
+        "judge": JudgeEndpoint(),
         "budget": RunBudget(max_usd=env_float("DEPSIM_RUN_BUDGET_USD", low=0.0)),
     }
 

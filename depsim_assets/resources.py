@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 import duckdb
 import openai
 from dagster_duckdb import DuckDBResource
+from pydantic import Field, model_validator
 
 from depsim_assets.calls import Budget
-from depsim_assets.endpoints import async_client, display_endpoint
-from depsim_assets.registry import Registry, load_registry
+from depsim_assets.endpoints import SIM, EndpointError, async_client, display_endpoint
+from depsim_assets.registry import ENV_NAME_PATTERN, Registry, load_registry
 from depsim_assets.warehouse import LOCK_TIMEOUT_S, open_connection
 
 
@@ -63,26 +68,174 @@ class CandidateRegistry(dg.ConfigurableResource):
         return load_registry(Path(self.path))
 
 
-class JudgeEndpoint(dg.ConfigurableResource):
-    """Owns the judge model: endpoint, model name, key env var, concurrency, flag threshold."""
+# Allowed values of the judge's structured-output mode and category layout.
+STRUCTURED_OUTPUT_MODES = ("auto", "json_schema", "json_object", "prompt")
+JUDGE_LAYOUTS = ("auto", "all", "family", "behaviour")
 
-    base_url: str = "sim"
-    model: str = "sim-judge"
-    api_key_env: str | None = None
-    max_concurrency: int = 32
-    timeout_s: float = 120.0
-    max_retries: int = 4
-    flag_threshold: int = 2
+
+def _text(raw: object, where: str) -> str:
+    value = str(raw).strip()
+    if not value:
+        raise EndpointError(f"{where} is empty")
+    return value
+
+
+def _base_url(raw: object, where: str) -> str:
+    value = _text(raw, where)
+    if value != SIM:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            # display_endpoint drops user-info and query: a URL can carry a key there
+            raise EndpointError(
+                f"{where}={display_endpoint(value)!r} is not an http(s) URL or 'sim'"
+            )
+    return value
+
+
+def _key_env(raw: object, where: str) -> str:
+    value = _text(raw, where)
+    if not ENV_NAME_PATTERN.match(value):
+        # never echoed: the usual mistake is pasting the key itself here
+        raise EndpointError(
+            f"{where} must be the NAME of the environment variable that holds the judge's API "
+            "key (letters, digits, '_'), not the key"
+        )
+    return value
+
+
+def _number(kind: type, low: float, high: float = math.inf) -> Callable[[object, str], Any]:
+    def parse(raw: object, where: str) -> Any:
+        if isinstance(raw, bool):
+            raise EndpointError(f"{where}={raw!r} is not a number")
+        try:
+            value = kind(raw) if kind is float else int(str(raw).strip())
+        except ValueError:
+            noun = "a number" if kind is float else "a whole number"
+            raise EndpointError(f"{where}={raw!r} is not {noun}") from None
+        if kind is float and not math.isfinite(value) or not low <= value <= high:
+            raise EndpointError(f"{where}={raw!r} is outside [{low:g}, {high:g}]")
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[object, str], str]:
+    def parse(raw: object, where: str) -> str:
+        value = _text(raw, where).lower()
+        if value not in options:
+            raise EndpointError(f"{where}={raw!r}: expected one of {'|'.join(options)}")
+        return value
+
+    return parse
+
+
+# field -> (environment variable, parser, built-in default). The one place judge settings are
+# read from the environment: definitions, runs launched from the UI or `dagster asset
+# materialize`, and partial run-config overrides all resolve through JudgeEndpoint's validator.
+JUDGE_ENV: dict[str, tuple[str, Callable[[object, str], Any], Any]] = {
+    "base_url": ("DEPSIM_JUDGE_BASE_URL", _base_url, SIM),
+    "model": ("DEPSIM_JUDGE_MODEL", _text, "sim-judge"),
+    "api_key_env": ("DEPSIM_JUDGE_API_KEY_ENV", _key_env, None),
+    "timeout_s": ("DEPSIM_JUDGE_TIMEOUT_S", _number(float, 0.001, 86_400), 120.0),
+    "max_concurrency": ("DEPSIM_JUDGE_MAX_CONCURRENCY", _number(int, 1, 4096), 32),
+    "max_retries": ("DEPSIM_JUDGE_MAX_RETRIES", _number(int, 0, 20), 4),
+    "flag_threshold": ("DEPSIM_JUDGE_FLAG_THRESHOLD", _number(int, 1, 4), 2),
+    "structured_output": (
+        "DEPSIM_JUDGE_STRUCTURED_OUTPUT",
+        _choice(STRUCTURED_OUTPUT_MODES),
+        "auto",
+    ),
+    "context_window": ("DEPSIM_JUDGE_CONTEXT_WINDOW", _number(int, 256), None),
+    "layout": ("DEPSIM_JUDGE_LAYOUT", _choice(JUDGE_LAYOUTS), "auto"),
+    "max_output_tokens": ("DEPSIM_JUDGE_MAX_OUTPUT_TOKENS", _number(int, 1), None),
+}
+
+
+def judge_settings_from_env(given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every judge setting: ``given`` where set (not None), else its ``DEPSIM_JUDGE_*``
+    variable, else the built-in default; each value checked, an invalid one refused by name
+    (:class:`~depsim_assets.endpoints.EndpointError`, one line, never echoing a key)."""
+    given = given or {}
+    out: dict[str, Any] = {}
+    for field, (env, parse, default) in JUDGE_ENV.items():
+        value = given.get(field)
+        if value is not None:
+            out[field] = parse(value, f"judge {field}")
+            continue
+        raw = os.environ.get(env, "").strip()
+        out[field] = parse(raw, env) if raw else default
+    return out
+
+
+class JudgeEndpoint(dg.ConfigurableResource):
+    """Owns the judge model: endpoint, model name, key env var, limits, output mode, layout.
+
+    Every field left unset (None) takes its ``DEPSIM_JUDGE_*`` environment variable, else the
+    built-in default (:data:`JUDGE_ENV`), when the resource is built, and that includes the
+    copy Dagster builds at launch. Dagster replaces a resource's constructor values with the
+    launch's run config as a whole (fields the override does not name fall back to the class
+    defaults), so those defaults must be "ask the environment": an override of one field,
+    e.g. ``{"resources": {"judge": {"config": {"timeout_s": 900}}}}``, then keeps the
+    endpoint and model the environment names instead of silently grading with ``sim-judge``.
+    """
+
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL, or 'sim' ($DEPSIM_JUDGE_BASE_URL)."
+    )
+    model: str | None = Field(
+        default=None, description="Judge model name at the endpoint ($DEPSIM_JUDGE_MODEL)."
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="NAME of the env var holding the judge's key ($DEPSIM_JUDGE_API_KEY_ENV).",
+    )
+    max_concurrency: int | None = Field(
+        default=None,
+        description="Judge requests in flight, at most ($DEPSIM_JUDGE_MAX_CONCURRENCY).",
+    )
+    timeout_s: float | None = Field(
+        default=None, description="Per-request timeout in seconds ($DEPSIM_JUDGE_TIMEOUT_S)."
+    )
+    max_retries: int | None = Field(
+        default=None, description="Retries of transient failures ($DEPSIM_JUDGE_MAX_RETRIES)."
+    )
+    flag_threshold: int | None = Field(
+        default=None,
+        description="Severity 1-4 at which a grade is flagged ($DEPSIM_JUDGE_FLAG_THRESHOLD).",
+    )
     # How the verdict's JSON shape is asked for: json_schema (strict), json_object (+ schema),
     # prompt (schema in the prompt only), or auto (strongest the server accepts, remembered).
-    structured_output: str = "auto"
+    structured_output: str | None = Field(
+        default=None,
+        description="auto|json_schema|json_object|prompt ($DEPSIM_JUDGE_STRUCTURED_OUTPUT).",
+    )
     # The judge model's context length in tokens (None: unknown, assume it is large).
-    context_window: int | None = None
+    context_window: int | None = Field(
+        default=None, description="Judge context length in tokens ($DEPSIM_JUDGE_CONTEXT_WINDOW)."
+    )
     # How categories are split into calls: all (one call), family, behaviour (one each), or
     # auto (the fewest calls that fit context_window).
-    layout: str = "auto"
+    layout: str | None = Field(
+        default=None, description="auto|all|family|behaviour ($DEPSIM_JUDGE_LAYOUT)."
+    )
     # Cap on tokens the judge generates per call (None: the server's default).
-    max_output_tokens: int | None = None
+    max_output_tokens: int | None = Field(
+        default=None, description="Cap on tokens per judge call ($DEPSIM_JUDGE_MAX_OUTPUT_TOKENS)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_env(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        return {**data, **judge_settings_from_env(data)}
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting as resolved (the key's variable NAME, never a key; the URL without
+        credentials), for metadata and reports."""
+        out = {field: getattr(self, field) for field in JUDGE_ENV}
+        out["base_url"] = self.endpoint_label()
+        return out
 
     def client(self) -> openai.AsyncOpenAI:
         """A fresh async client (one per run: clients bind to the event loop that uses them)."""
