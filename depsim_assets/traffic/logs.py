@@ -13,16 +13,22 @@ must not travel into the quarantine table.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import gzip
 import hashlib
+import io
 import json
+import os
 import re
+import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import zstandard
 
 from depsim_assets import config
 
@@ -42,6 +48,7 @@ NO_FINAL_ASSISTANT = "no_final_assistant"
 EMPTY_FINAL_REPLY = "empty_final_reply"
 ORPHAN_TOOL_MESSAGE = "orphan_tool_message"
 TOO_LARGE = "too_large"
+TOO_DEEP = "too_deep"
 
 REJECT_REASONS = (
     INVALID_JSON,
@@ -55,10 +62,33 @@ REJECT_REASONS = (
     EMPTY_FINAL_REPLY,
     ORPHAN_TOOL_MESSAGE,
     TOO_LARGE,
+    TOO_DEEP,
 )
+
+# Containers deeper than this are refused: chat records are a few levels deep, and every
+# recursive walk downstream (encoders, the de-identifier, DuckDB's JSON) stays far from its
+# limit. Checked without recursion.
+MAX_DEPTH = 64
+
+# A day-folder entry or input file that gives no (more) records: a file, not a record.
+UNREADABLE_FILE = "unreadable_file"
+# Why, in the ``kind`` of an Unreadable (and the funnel's reason for stage unreadable_file).
+DIRECTORY = "directory"
+BROKEN_SYMLINK = "broken_symlink"
+OUTSIDE_LOG_ROOT = "outside_log_root"
+NOT_A_FILE = "not_a_regular_file"
+UNSUPPORTED_NAME = "unsupported_name"
+VANISHED = "vanished"
+CORRUPT = "corrupt_compression"
+CHANGED = "changed_while_read"
+READ_ERROR = "read_error"
+NO_DECODABLE_RECORD = "no_decodable_record"
+
+LOG_SUFFIXES = {".jsonl": None, ".jsonl.gz": "gzip", ".jsonl.zst": "zstd"}
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _READ_CHUNK = 1 << 16
+_ZSTD_SLICE = 1 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +120,18 @@ class Rejected:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable(Rejected):
+    """A file (or folder entry) that gave no more records, with a ``kind`` code.
+
+    Its ``reason`` is always ``unreadable_file``; ``line_number`` is how many lines were read
+    before it broke (0: none), and those lines were yielded as usual. Counted apart from
+    records: it is not one.
+    """
+
+    kind: str = ""
+
+
 class RecordError(Exception):
     """Why one record cannot be used: a reason code and a text-free detail.
 
@@ -117,6 +159,9 @@ _Reject = RecordError
 # A line ``{"ingest_rejected": {...}}`` is a record ``depsim ingest`` could not use: it stands
 # in the day's log so the day's funnel counts it, and it carries no text of the record.
 INGEST_REJECTED = "ingest_rejected"
+# ``{"ingest_unreadable": {...}}``: an input file ``depsim ingest`` could not read (or not to
+# its end), so the day's funnel names it as an unreadable file.
+INGEST_UNREADABLE = "ingest_unreadable"
 # ``{"ingest_origin": {"file", "line"}}`` on a normalized record: where ingest read it.
 INGEST_ORIGIN = "ingest_origin"
 
@@ -131,19 +176,92 @@ def day_folder(log_root: Path | str | None, date: str) -> Path:
     return root / date
 
 
-def log_files(log_root: Path | str | None, date: str) -> list[Path]:
-    """The day's ``*.jsonl`` (and ``*.jsonl.gz``) files in name order, hidden files skipped."""
-    folder = day_folder(log_root, date)
+@dataclass(frozen=True, slots=True)
+class LogFile:
+    """A day-folder entry that will be read: its path, its name in the log, its compression."""
+
+    path: Path
+    source_file: str
+    compression: str | None
+
+
+def log_compression(name: str) -> str | None | bool:
+    """``None`` (plain), ``"gzip"`` or ``"zstd"`` for a log file name; False for other names.
+
+    Extensions are matched case-insensitively: ``DAY.JSONL`` is as much JSON Lines as
+    ``day.jsonl``, and reading it is kinder than refusing it.
+    """
+    lower = name.lower()
+    for suffix, kind in LOG_SUFFIXES.items():
+        if lower.endswith(suffix):
+            return kind
+    return False
+
+
+def day_entries(log_root: Path | str | None, date: str) -> list[LogFile | Unreadable]:
+    """Every entry of the day's folder in name order: a LogFile to read, or an Unreadable.
+
+    Nothing is skipped silently except hidden names (``.``-prefixed: editors' and ingest's
+    temporary files). Directories, special files, broken symlinks, symlinks resolving outside
+    the log root and names that are not ``.jsonl``, ``.jsonl.gz`` or ``.jsonl.zst`` come back
+    as Unreadable, named. Raises FileNotFoundError when the day has no folder.
+    """
+    root = Path(log_root) if log_root is not None else config.log_root()
+    folder = day_folder(root, date)
     if not folder.is_dir():
         raise FileNotFoundError(f"no production log folder for {date}: {folder}")
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file()
-        and not p.name.startswith(".")
-        and (p.name.endswith(".jsonl") or p.name.endswith(".jsonl.gz"))
-    ]
-    return sorted(files, key=lambda p: p.name)
+    # A day folder may itself be a link to another disk; what is inside it, or under the log
+    # root, is the log. Anything else (a link to /etc/passwd) is not read.
+    allowed = (root.resolve(), folder.resolve())
+    out: list[LogFile | Unreadable] = []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("."):
+            continue
+        path = folder / name
+        rel = f"{date}/{name}"
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            if path.is_symlink():
+                out.append(unreadable(rel, BROKEN_SYMLINK, "a symbolic link to nothing"))
+            else:
+                out.append(unreadable(rel, VANISHED, "removed before it could be read"))
+            continue
+        if not any(real == base or real.is_relative_to(base) for base in allowed):
+            out.append(
+                unreadable(rel, OUTSIDE_LOG_ROOT, "a symbolic link out of the log root, refused")
+            )
+            continue
+        if real.is_dir():
+            out.append(
+                unreadable(rel, DIRECTORY, "a directory; a day folder is read one level deep")
+            )
+            continue
+        if not real.is_file():
+            out.append(unreadable(rel, NOT_A_FILE, "not a regular file (a pipe, socket or device)"))
+            continue
+        compression = log_compression(name)
+        if compression is False:
+            out.append(unreadable(rel, UNSUPPORTED_NAME, _unsupported_why(name)))
+            continue
+        out.append(LogFile(real, rel, compression or None))
+    return out
+
+
+def _unsupported_why(name: str) -> str:
+    lower = name.lower()
+    expected = "expected .jsonl, .jsonl.gz or .jsonl.zst"
+    if lower.endswith(".json"):
+        return f"a .json file ({expected}; `depsim ingest` converts JSON)"
+    for packed in (".bz2", ".xz", ".lz4", ".zip", ".7z", ".tar", ".br", ".lzma"):
+        if lower.endswith(packed):
+            return f"compressed with an unsupported method, {packed} ({expected})"
+    return f"not a log file name ({expected})"
+
+
+def unreadable(source_file: str, kind: str, why: str, lines_read: int = 0) -> Unreadable:
+    """An Unreadable for ``source_file``: ``kind`` is a code, ``why`` a text-free sentence."""
+    return Unreadable(source_file, lines_read, UNREADABLE_FILE, f"{kind}: {why}", kind)
 
 
 def derive_conversation_id(obj: dict[str, Any]) -> str:
@@ -161,24 +279,160 @@ def iter_log(
     """Yield every non-blank line of one day's log as a LogRecord or a Rejected.
 
     Files are read in name order and line by line; a line longer than ``max_line_bytes`` is
-    skipped in chunks without being held whole. ``log_root`` None means the configured log.
-    Raises FileNotFoundError when the day has no folder.
+    skipped in chunks without being held whole. A folder entry that cannot be read, or a file
+    that breaks while it is read (corrupt or truncated compression, an I/O error, a file cut
+    short under the reader), is yielded as an :class:`Unreadable` (a Rejected with reason
+    ``unreadable_file``, which is a file, not a record); the lines read before the break are
+    kept. ``log_root`` None means the configured log. Raises FileNotFoundError when the day
+    has no folder.
     """
-    root = Path(log_root) if log_root is not None else config.log_root()
-    for path in log_files(root, date):
-        rel = path.relative_to(root).as_posix()
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            yield from _iter_file(fh, rel, max_line_bytes)
+    for entry in day_entries(log_root, date):
+        if isinstance(entry, Unreadable):
+            yield entry
+        else:
+            yield from read_log_file(entry, max_line_bytes)
 
 
-def _iter_file(fh: IO[bytes], rel: str, max_line_bytes: int) -> Iterator[LogRecord | Rejected]:
+def read_log_file(entry: LogFile, max_line_bytes: int) -> Iterator[LogRecord | Rejected]:
+    """The lines of one log file, then an Unreadable if it broke (see :func:`iter_log`)."""
+    progress = [0]
+    try:
+        fh, raw, size = open_log(entry.path, entry.compression)
+    except _FileBroke as exc:
+        yield unreadable(entry.source_file, exc.kind, exc.why)
+        return
+    except OSError as exc:
+        kind, why = _io_failure(exc, entry.compression)
+        yield unreadable(entry.source_file, kind, why)
+        return
+    broke: Unreadable | None = None
+    try:
+        with raw, fh:
+            yield from _iter_file(fh, entry.source_file, max_line_bytes, progress)
+            if raw.tell() < size:
+                # Read to its end but shorter than when it was opened: cut under the reader.
+                broke = unreadable(
+                    entry.source_file,
+                    CHANGED,
+                    f"the file shrank while it was read, after line {progress[0]}",
+                    progress[0],
+                )
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+        kind, why = _io_failure(exc, entry.compression)
+        where = f"after line {progress[0]}" if progress[0] else "before its first line"
+        broke = unreadable(entry.source_file, kind, f"{why}, {where}", progress[0])
+    if broke is not None:
+        yield broke
+
+
+class _FileBroke(Exception):
+    def __init__(self, kind: str, why: str) -> None:
+        super().__init__(why)
+        self.kind = kind
+        self.why = why
+
+
+def open_log(path: Path, compression: str | None) -> tuple[IO[bytes], IO[bytes], int]:
+    """``(reader, raw file, size at open)`` of one log file, decompressing gzip and zstd.
+
+    Opened without following a last-component symlink (``path`` is already resolved, so a
+    link swapped in since the listing is refused) and without blocking, then checked to be a
+    regular file: a FIFO put in the day folder cannot hang the day.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+    fd = os.open(path, flags)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _FileBroke(NOT_A_FILE, "not a regular file")
+    raw = os.fdopen(fd, "rb")
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, info.st_size
+    if compression == "zstd":
+        return io.BufferedReader(_ZstdReader(raw), _READ_CHUNK), raw, info.st_size
+    return raw, raw, info.st_size
+
+
+def _io_failure(exc: BaseException, compression: str | None) -> tuple[str, str]:
+    # Library messages can quote the file's first bytes (gzip's "Not a gzipped file (b'..')"),
+    # so only fixed words and the OS error name go into the detail.
+    if isinstance(exc, FileNotFoundError):
+        return VANISHED, "removed before it could be read"
+    if isinstance(exc, EOFError):
+        return CORRUPT, f"{compression or 'compressed'} stream ends early (truncated)"
+    if isinstance(exc, gzip.BadGzipFile | zlib.error):
+        return CORRUPT, "not a valid gzip stream (corrupt or not gzip)"
+    if isinstance(exc, zstandard.ZstdError):
+        return CORRUPT, "not a valid zstd stream (corrupt or not zstd)"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return OUTSIDE_LOG_ROOT, "replaced by a symbolic link while the day was read, refused"
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return READ_ERROR, f"read error ({why})"
+
+
+class _ZstdReader(io.RawIOBase):
+    """A zstd stream as a raw binary file that notices truncation.
+
+    ``zstandard``'s own stream reader ends quietly when the input stops inside a frame; this
+    one raises EOFError then, so a cut ``.jsonl.zst`` is named instead of read short.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._pending = b""
+        self._at = 0
+        self._in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = self._raw.read(_READ_CHUNK)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("zstd stream ends inside a frame")
+                return 0
+            # Fed in small slices: one zstd block expands up to 128 KiB from a few bytes, so
+            # a whole read chunk at once could become gigabytes (a decompression bomb).
+            out = []
+            for at in range(0, len(chunk), _ZSTD_SLICE):
+                data = chunk[at : at + _ZSTD_SLICE]
+                while data:
+                    self._in_frame = True
+                    out.append(self._obj.decompress(data))
+                    if self._obj.eof:
+                        self._in_frame = False
+                        data = self._obj.unused_data
+                        self._obj = self._dctx.decompressobj()
+                    else:
+                        data = b""
+            self._pending = b"".join(out)
+            self._at = 0
+        n = min(len(buffer), len(self._pending) - self._at)
+        buffer[:n] = self._pending[self._at : self._at + n]
+        self._at += n
+        if self._at == len(self._pending):
+            self._pending = b""
+        return n
+
+
+def _iter_file(
+    fh: IO[bytes], rel: str, max_line_bytes: int, progress: list[int] | None = None
+) -> Iterator[LogRecord | Rejected]:
     for line_number, raw in read_lines(fh, max_line_bytes):
+        if progress is not None:
+            progress[0] = line_number
         if raw is None:
             yield Rejected(rel, line_number, TOO_LARGE, f"line exceeds {max_line_bytes} bytes")
             continue
         try:
             yield _parse_line(raw, rel, line_number)
+        except _IngestUnreadable as stub:
+            yield stub.entry
         except _Reject as rej:
             yield Rejected(
                 rej.source_file or rel, rej.line_number or line_number, rej.reason, rej.detail
@@ -214,31 +468,123 @@ def _skip_rest_of_line(fh: IO[bytes]) -> None:
             return
 
 
-def loads(raw: bytes | str) -> Any:
+def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Decode one JSON record, fast; raises RecordError with the stdlib's wording when bad.
 
     orjson parses several times faster than ``json``; anything it refuses (invalid UTF-8,
-    NaN, integers beyond 64 bits, broken JSON) is decoded again by ``json`` so the accepted
-    input and the rejection details are exactly the standard library's.
+    NaN, lone surrogate escapes, nesting beyond 1024, broken JSON) is decoded again by
+    ``json`` so the accepted input and the rejection details are the standard library's.
+    What ``json`` accepts but no UTF-8 encoder can write back (a lone ``\\ud800`` escape) is
+    refused as ``invalid_encoding``; anything nested deeper than ``max_depth`` as ``too_deep``.
     """
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         pass
+    else:
+        # orjson never yields a lone surrogate; depth needs a walk only when the line has more
+        # brackets than the limit (a cheap upper bound on its depth).
+        if _bracket_bound(raw) > max_depth:
+            check_tree(value, max_depth=max_depth, text=False)
+        return value
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _Reject(INVALID_ENCODING, f"not UTF-8 at byte {exc.start}") from None
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except json.JSONDecodeError as exc:
         # exc.msg is the decoder's fixed wording; exc.doc (the line) is deliberately unused.
         raise _Reject(
             INVALID_JSON, f"{exc.msg.removesuffix(' at')} (character {exc.pos})"
         ) from None
     except RecursionError:
-        raise _Reject(INVALID_JSON, "nesting too deep") from None
+        raise _Reject(TOO_DEEP, f"nested deeper than {max_depth} levels") from None
+    check_tree(value, max_depth=max_depth, text=True)
+    return value
+
+
+def _bracket_bound(raw: bytes | str) -> int:
+    if isinstance(raw, bytes):
+        return raw.count(b"[") + raw.count(b"{")
+    return raw.count("[") + raw.count("{")
+
+
+def check_tree(value: Any, *, max_depth: int = MAX_DEPTH, text: bool = True) -> None:
+    """Raise RecordError when ``value`` is unsafe to keep, without recursing.
+
+    ``too_deep`` when containers nest deeper than ``max_depth`` (the top level is 1);
+    with ``text``, ``invalid_encoding`` when a string or key holds a lone UTF-16 surrogate,
+    which no UTF-8 encoder (orjson, DuckDB) can write.
+    """
+    if not isinstance(value, dict | list):
+        if text and isinstance(value, str) and _lone_surrogate(value):
+            raise _Reject(INVALID_ENCODING, "a string holds a lone surrogate escape")
+        return
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise _Reject(TOO_DEEP, f"nested deeper than {max_depth} levels")
+        if isinstance(node, dict):
+            if text and any(isinstance(k, str) and _lone_surrogate(k) for k in node):
+                raise _Reject(INVALID_ENCODING, "a key holds a lone surrogate escape")
+            children = node.values()
+        else:
+            children = node
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif text and isinstance(child, str) and _lone_surrogate(child):
+                raise _Reject(INVALID_ENCODING, "a string holds a lone surrogate escape")
+
+
+def _lone_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_embedded_json(text: str, where: str, *, max_depth: int = MAX_DEPTH) -> None:
+    """Refuse JSON text (tool arguments, tool results) that later stages would choke on.
+
+    The de-identifier and the residue check decode these strings and walk them; a lone
+    surrogate escape or a 900-deep array inside would stop the day there, after the sample
+    was drawn. Text that is not JSON is fine: it stays text.
+    """
+    stripped = text.lstrip()
+    if not stripped or stripped[0] not in "[{":
+        return
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return
+        except RecursionError:
+            raise _Reject(TOO_DEEP, f"{where} nests deeper than {max_depth} levels") from None
+        try:
+            check_tree(value, max_depth=max_depth, text=True)
+        except RecordError as err:
+            raise _Reject(err.reason, f"{where}: {err.detail}") from None
+        return
+    if _bracket_bound(text) > max_depth:
+        try:
+            check_tree(value, max_depth=max_depth, text=False)
+        except RecordError as err:
+            raise _Reject(err.reason, f"{where}: {err.detail}") from None
+
+
+class _IngestUnreadable(Exception):
+    def __init__(self, entry: Unreadable) -> None:
+        super().__init__(entry.detail)
+        self.entry = entry
 
 
 def _parse_line(raw: bytes, source_file: str, line_number: int) -> LogRecord:
@@ -252,6 +598,8 @@ def parse_record(obj: Any, source_file: str, line_number: int) -> LogRecord:
         raise _Reject(NOT_AN_OBJECT, f"top-level JSON is {_json_type(obj)}, not an object")
     if INGEST_REJECTED in obj and "messages" not in obj:
         _raise_ingest_rejection(obj[INGEST_REJECTED])
+    if INGEST_UNREADABLE in obj and "messages" not in obj:
+        _raise_ingest_unreadable(obj[INGEST_UNREADABLE])
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         what = "missing" if messages is None else _json_type(messages)
@@ -307,6 +655,25 @@ def _raise_ingest_rejection(stub: Any) -> None:
     )
 
 
+def _raise_ingest_unreadable(stub: Any) -> None:
+    if (
+        not isinstance(stub, dict)
+        or not isinstance(stub.get("source_file"), str)
+        or not isinstance(stub.get("kind"), str)
+        or not isinstance(stub.get("lines_read"), int)
+    ):
+        raise _Reject(BAD_FIELD, f"'{INGEST_UNREADABLE}' is not a stub written by ingest")
+    raise _IngestUnreadable(
+        Unreadable(
+            stub["source_file"],
+            stub["lines_read"],
+            UNREADABLE_FILE,
+            str(stub.get("detail", "")),
+            stub["kind"],
+        )
+    )
+
+
 def _optional_str(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is None:
@@ -338,6 +705,8 @@ def _validate_messages(messages: list[Any]) -> None:
         if role == "assistant":
             call_ids.update(_validate_tool_calls(msg.get("tool_calls"), i))
         elif role == "tool":
+            for text in _texts(content):
+                check_embedded_json(text, f"message {i} (tool) result")
             call_id = msg.get("tool_call_id")
             if not isinstance(call_id, str):
                 raise _Reject(ORPHAN_TOOL_MESSAGE, f"message {i} (tool) has no tool_call_id")
@@ -386,8 +755,18 @@ def _validate_tool_calls(tool_calls: Any, i: int) -> list[str]:
                 BAD_MESSAGE,
                 f"message {i} tool call {j} lacks id, function.name or string arguments",
             )
+        check_embedded_json(fn["arguments"], f"message {i} tool call {j} arguments")
         ids.append(call["id"])
     return ids
+
+
+def _texts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        parts = [p for p in content if isinstance(p, dict)]
+        return [p["text"] for p in parts if isinstance(p.get("text"), str)]
+    return []
 
 
 def message_text(message: dict[str, Any]) -> str:

@@ -18,7 +18,13 @@ from typing import Any
 
 from depsim_assets.traffic.deid import DEID_VERSION, Deidentifier, hash_user, surrogate_digests
 from depsim_assets.traffic.eligibility import EligibilityConfig, ineligible_reason, metadata_text
-from depsim_assets.traffic.logs import DEFAULT_MAX_LINE_BYTES, LogRecord, Rejected, iter_log
+from depsim_assets.traffic.logs import (
+    DEFAULT_MAX_LINE_BYTES,
+    LogRecord,
+    Rejected,
+    Unreadable,
+    iter_log,
+)
 from depsim_assets.traffic.sample import Sampler
 from depsim_assets.traffic.strip import canonical_json, prefix_hash, split_final_turn
 from depsim_assets.warehouse import (
@@ -37,8 +43,9 @@ class SamplingResult:
     """Rows for the four sampling tables of one day, and the day's counts.
 
     ``counts`` = ``{"date", "records_in", "quarantined", "quarantine_reasons",
-    "ineligible", "eligible", "sampled", "pii_replaced"}``; records_in = quarantined +
-    sum(ineligible) + eligible.
+    "ineligible", "eligible", "sampled", "pii_replaced", "unreadable_files"}``; records_in =
+    quarantined + sum(ineligible) + eligible. ``unreadable_files`` counts files (by kind),
+    not records: they are outside records_in.
     """
 
     sampled_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -125,9 +132,15 @@ def run_sampling(
     quarantine_rows: list[dict[str, Any]] = []
     quarantined: Counter[str] = Counter()
     ineligible: Counter[str] = Counter()
+    unreadable: Counter[str] = Counter()
     records_in = 0
 
     for item in iter_log(log_root, date, max_line_bytes=max_line_bytes):
+        if isinstance(item, Unreadable):
+            # A file, not a record: named in the quarantine table, counted outside records_in.
+            quarantine_rows.append(_quarantine_row(date, item))
+            unreadable[item.kind] += 1
+            continue
         records_in += 1
         if isinstance(item, Rejected):
             quarantine_rows.append(_quarantine_row(date, item))
@@ -181,6 +194,7 @@ def run_sampling(
         "eligible": eligible,
         "sampled": len(sampled_rows),
         "pii_replaced": dict(sorted(pii_total.items())),
+        "unreadable_files": dict(sorted(unreadable.items())),
     }
     if stratify_by is not None:
         counts["strata"] = {
@@ -221,8 +235,12 @@ def funnel_rows(counts: dict[str, Any]) -> list[dict[str, Any]]:
     """``sampling_funnel`` rows from a counts dict: one row per stage and reason."""
     date = counts["date"]
     rows = [{"traffic_date": date, "stage": "records_in", "reason": "", "n": counts["records_in"]}]
-    for stage, key in (("quarantined", "quarantine_reasons"), ("ineligible", "ineligible")):
-        for reason, n in counts[key].items():
+    for stage, key in (
+        ("quarantined", "quarantine_reasons"),
+        ("ineligible", "ineligible"),
+        ("unreadable_file", "unreadable_files"),
+    ):
+        for reason, n in counts.get(key, {}).items():
             rows.append({"traffic_date": date, "stage": stage, "reason": reason, "n": n})
     for stage in ("eligible", "sampled"):
         rows.append({"traffic_date": date, "stage": stage, "reason": "", "n": counts[stage]})

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from depsim_assets.traffic.logs import LogRecord, Rejected, iter_log
+from depsim_assets.traffic.logs import LogRecord, Rejected, Unreadable, iter_log
 from depsim_assets.traffic.synth import MALFORMED_KINDS, demo_lines
 
 DATE = "2025-03-01"
@@ -127,6 +127,10 @@ def test_files_are_read_in_name_order_and_gzip_is_accepted(tmp_path):
     with gzip.open(tmp_path / DATE / "c.jsonl.gz", "wt", encoding="utf-8") as fh:
         fh.write(good(conversation_id="c") + "\n")
     out = list(iter_log(tmp_path, DATE))
+    # notes.txt is not read, but named (never silently ignored); hidden files are skipped.
+    [notes] = [o for o in out if isinstance(o, Unreadable)]
+    assert (notes.source_file, notes.kind) == (f"{DATE}/notes.txt", "unsupported_name")
+    out = [o for o in out if isinstance(o, LogRecord)]
     assert [r.conversation_id for r in out] == ["a", "b", "c"]
     assert out[2].source_file == f"{DATE}/c.jsonl.gz"
 
