@@ -10,8 +10,12 @@ requests and, for each request, makes attempts until one succeeds or it gives up
   estimated before the call and corrected from the reported usage after it.
 - **Retries**: 429, 5xx, timeouts and dropped connections are retried up to ``max_retries``
   times with jittered exponential backoff; a 429's ``Retry-After`` is a floor on the wait.
-  Other 4xx are final at once. The ``openai`` client's own retries are off (``max_retries=0``
-  on the client) so that every attempt is seen and counted here.
+  Other 4xx are final at once, and so are two errors some servers send as 5xx: a refusal
+  of a request field (llama-cpp-python answers an unsupported ``response_format`` with
+  HTTP 500) and a prompt longer than the model's context. Retrying either only repeats the
+  same answer (a retry storm: 396 requests for 80 replies, seen against a real server).
+  The ``openai`` client's own retries are off (``max_retries=0`` on the client) so that
+  every attempt is seen and counted here.
 - **Budget**: an optional per-run spending limit; once reached no new request starts and the
   rest end as ``not_attempted`` (requests already in flight finish and are kept).
 
@@ -43,6 +47,8 @@ R = TypeVar("R")
 
 OK, ERROR, NOT_ATTEMPTED = "ok", "error", "not_attempted"
 BUDGET_REACHED = "NotAttempted: the run's budget was reached"
+# Reason prefix of a request that cannot fit the model's context window (kept on rows).
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class CallResult(Generic[R]):
     value: R | None = None
     error: str | None = None
     attempts: int = 0
+    # Outcome class of the last failed attempt (see :func:`classify`), e.g. ``refused_field``.
+    kind: str | None = None
 
 
 class Budget:
@@ -152,8 +160,56 @@ class AdaptiveLimit:
             self._changed.notify(max(1, self.allowed - self.in_flight))
 
 
+# What servers say when a prompt does not fit: OpenAI/vLLM ("maximum context length"),
+# llama.cpp's llama-server ("exceed_context_size_error", "exceeds the available context
+# size"), llama-cpp-python ("Requested tokens (N) exceed context window of M"), Ollama and
+# gateways ("too long", "context length").
+_CONTEXT_MARKERS = (
+    "maximum context length", "context length", "context_length", "context window",
+    "context size", "exceed_context", "too long", "too many tokens",
+)
+# What a server says when it rejects a request field it does not support.
+_FIELD_REFUSAL_MARKERS = (
+    "response_format", "json_schema", "input should be", "unsupported", "not supported",
+    "extra inputs are not permitted", "unrecognized request argument",
+)
+
+
+def error_text(exc: BaseException) -> str:
+    """Everything a failed call said, lower-cased: its message and its response body."""
+    parts = [str(exc)]
+    body = getattr(exc, "body", None)
+    if body is not None:
+        parts.append(str(body))
+    return " ".join(parts).lower()
+
+
+def is_context_length_error(exc: BaseException) -> bool:
+    """A 4xx (or a 5xx that says so) because the prompt is longer than the context."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code == 429:
+        return False
+    text = error_text(exc)
+    if exc.status_code >= 500 and "exceed" not in text:
+        return False
+    return any(marker in text for marker in _CONTEXT_MARKERS) or (
+        "exceed" in text and ("context" in text or "token" in text)
+    )
+
+
+def is_field_refusal(exc: BaseException) -> bool:
+    """A refusal of a request field (any status): the server will say the same every time."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code in (408, 409, 429):
+        return False
+    text = error_text(exc)
+    return any(marker in text for marker in _FIELD_REFUSAL_MARKERS)
+
+
 def classify(exc: BaseException) -> tuple[str, bool]:
     """(attempt outcome, retryable) of a failed attempt."""
+    if is_context_length_error(exc):
+        return CONTEXT_LENGTH_EXCEEDED, False
+    if is_field_refusal(exc):
+        return "refused_field", False
     if isinstance(exc, openai.RateLimitError):
         return "rate_limited", True
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
@@ -320,7 +376,10 @@ class CallEngine:
                     success=False, throttled=kind == "rate_limited", window_s=self._window_s
                 )
                 if not retryable or tried > limits.max_retries:
-                    return CallResult(ERROR, error=describe_error(exc), attempts=tried)
+                    error = describe_error(exc)
+                    if kind == CONTEXT_LENGTH_EXCEEDED:
+                        error = f"{CONTEXT_LENGTH_EXCEEDED}: {error}"
+                    return CallResult(ERROR, error=error, attempts=tried, kind=kind)
                 floor = retry_after_s(exc) if kind in ("rate_limited", "server_error") else None
                 await asyncio.sleep(self._backoff(tried, floor))
                 continue

@@ -56,6 +56,13 @@ JUDGE_PROMPT_FILE = "judge_prompt.md"
 FAMILY_PROMPT_FILE = "judge_prompt.{family}.md"
 CATEGORIES_DIR = "categories"
 _REQUIRED_PLACEHOLDERS = ("categories", "fence_token", "flag_threshold")
+# Where the answer format goes (the JSON schema, for servers without structured output);
+# a template without it gets the format just before its fence line.
+_OPTIONAL_PLACEHOLDERS = ("output_format",)
+# How much of each category the prompt carries: ``compact`` (definition only; the all-in-one
+# call, which must fit small models), ``medium`` (+ what is in and out; per family), ``full``
+# (+ severity guide and examples; one behaviour per call).
+DETAIL_LEVELS = ("compact", "medium", "full")
 _FENCE_LINE = "Fence token: $fence_token"
 
 Severity = Annotated[int, Field(ge=0, le=4)]
@@ -129,15 +136,22 @@ class Category(BaseModel):
         """The indicators compiled case-insensitively (for the simulator's lexical judge)."""
         return _compile_all(tuple(self.indicators))
 
-    def render(self) -> str:
-        """This category as a block of the judge prompt (indicators deliberately left out)."""
+    def render(self, detail: str = "full") -> str:
+        """This category as a block of the judge prompt (indicators deliberately left out);
+        ``detail`` is one of :data:`DETAIL_LEVELS`."""
+        head = [f"### {self.id}: {self.title} ({self.family})", f"Definition: {self.definition}"]
+        if detail == "compact":
+            return "\n".join(head)
         lines = [
-            f"### {self.id}: {self.title} ({self.family})",
-            f"Definition: {self.definition}",
+            *head,
             "Includes:",
             *(f"- {item}" for item in self.includes),
             "Excludes:",
             *(f"- {item}" for item in self.excludes),
+        ]
+        if detail == "medium":
+            return "\n".join(lines)
+        lines += [
             "Severity guide:",
             *(f"- {level}: {text}" for level, text in self.severity_guide.items()),
             "Examples:",
@@ -180,16 +194,41 @@ class Taxonomy(BaseModel):
                 return category
         raise KeyError(category_id)
 
-    def render_categories(self, only: tuple[str, ...] | None = None) -> str:
-        """The text substituted for ``$categories`` (``only``: a monitor's subset of ids)."""
+    def render_categories(
+        self, only: tuple[str, ...] | None = None, detail: str | None = None
+    ) -> str:
+        """The text substituted for ``$categories`` (``only``: a monitor's subset of ids).
+
+        ``detail`` defaults by size: ``full`` for one category, ``medium`` for a family,
+        ``compact`` for the whole taxonomy."""
+        if detail is None:
+            n = len(self.categories) if only is None else len(only)
+            detail = "full" if n == 1 else "compact" if n >= len(self.categories) else "medium"
+        if detail not in DETAIL_LEVELS:
+            raise ValueError(f"detail {detail!r}: expected one of {list(DETAIL_LEVELS)}")
         return "\n\n".join(
-            category.render() for category in self.categories if only is None or category.id in only
+            category.render(detail)
+            for category in self.categories
+            if only is None or category.id in only
         )
 
     def render_system_prompt(
-        self, fence_token: str, flag_threshold: int, only: tuple[str, ...] | None = None
+        self,
+        fence_token: str,
+        flag_threshold: int,
+        only: tuple[str, ...] | None = None,
+        *,
+        output_format: str = "",
+        detail: str | None = None,
     ) -> str:
-        """The judge's system prompt for one request, with its fence token and threshold."""
+        """The judge's system prompt for one request, with its fence token and threshold.
+
+        Everything but the fence token is the same for every call of a run with the same
+        categories, and the default template puts the fence line last, so a server's prompt
+        cache can reuse the whole block before it. ``output_format`` (the answer's JSON schema
+        when the server cannot enforce it) goes where ``$output_format`` is, else just before
+        the fence line.
+        """
         if not fence_token or any(ch.isspace() or ch in "<>" for ch in fence_token):
             # The token delimits fences line by line, so it must be one bare word.
             raise ValueError(f"fence token must be a non-empty word, got {fence_token!r}")
@@ -198,11 +237,18 @@ class Taxonomy(BaseModel):
         if len(families) == 1:
             # A family monitor uses its family's own prompt when the taxonomy has one.
             template = self.family_prompt_templates.get(families.pop(), template)
-        return string.Template(template).substitute(
-            categories=self.render_categories(only),
+        fence_line = _FENCE_LINE.replace("$fence_token", fence_token)
+        block = f"\n{output_format.strip()}\n" if output_format.strip() else ""
+        if "$output_format" not in template and block:
+            template = template.replace(_FENCE_LINE, "$output_format" + _FENCE_LINE, 1)
+        text = string.Template(template).substitute(
+            categories=self.render_categories(only, detail),
             fence_token=fence_token,
             flag_threshold=str(flag_threshold),
+            output_format=block,
         )
+        assert fence_line in text
+        return text
 
 
 def _display(path: Path) -> str:
@@ -265,7 +311,7 @@ def _load_prompt(path: Path) -> str:
         )
     found = set(template.get_identifiers())
     missing = [name for name in _REQUIRED_PLACEHOLDERS if name not in found]
-    unknown = sorted(found - set(_REQUIRED_PLACEHOLDERS))
+    unknown = sorted(found - set(_REQUIRED_PLACEHOLDERS) - set(_OPTIONAL_PLACEHOLDERS))
     if missing:
         raise TaxonomyError(f"{_display(path)}: missing placeholders {missing}")
     if unknown:

@@ -12,6 +12,7 @@ move text in or out of what is graded.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -21,6 +22,7 @@ from depsim_assets.sim.personas import content_text
 JUDGE_MODEL = "sim-judge"
 FLAGGED_SEVERITY = 3
 OTHER_CONCERN = "other_concern"
+FINDINGS = "findings"
 
 _FENCE_TOKEN_LINE = re.compile(r"^Fence token:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
 _SENTENCE_END_BEFORE = re.compile(r"[.!?][\"')\]]*\s+|\n")
@@ -60,6 +62,25 @@ def fence_token(messages: list[dict[str, Any]]) -> str:
         if match:
             return match.group(1)
     raise ValueError("no 'Fence token: <token>' line in the system message")
+
+
+_SCHEMA_MARKER = "matching this JSON schema:"
+
+
+def schema_from_prompt(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The JSON schema written into the system prompt (for servers without structured
+    output the judge puts it there), or None."""
+    for text in _messages_text(messages, ("system", "developer")):
+        at = text.find(_SCHEMA_MARKER)
+        if at == -1:
+            continue
+        start = text.find("{", at)
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text, start)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+    return None
 
 
 def extract_section(messages: list[dict[str, Any]], name: str, token: str) -> str:
@@ -140,8 +161,10 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 def _shape_grade(
     schema: dict[str, Any], node: dict[str, Any], name: str, grade: dict[str, Any]
-) -> dict[str, Any]:
+) -> Any:
     resolved = _resolve(schema, node)
+    if isinstance(resolved, dict) and (resolved.get("type") == "integer" or "enum" in resolved):
+        return grade["severity"]  # the compact shape: a severity per category, findings apart
     properties = resolved.get("properties") if isinstance(resolved, dict) else None
     if not properties:
         return grade
@@ -165,10 +188,19 @@ def grade_request(
     required = set(schema.get("required") or [])
     known = set(taxonomy.ids)
     result: dict[str, Any] = {}
+    findings = []
     for name, node in properties.items():
         if name in known:
             grade = grade_category(taxonomy.by_id(name), reply)
             result[name] = _shape_grade(schema, node, name, grade)
+            if grade["severity"]:
+                findings.append({"category": name, "evidence": grade["evidence"],
+                                 "rationale": grade["rationale"]})
+    for name in properties:
+        if name == FINDINGS:
+            result[name] = findings
+        elif name in known:
+            continue
         elif name == OTHER_CONCERN:
             result[name] = other_concern(reply)
         elif name in required:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -31,7 +32,8 @@ from starlette.routing import Route
 from depsim_assets.judging.taxonomy import Taxonomy, load_taxonomy
 from depsim_assets.sim.batches import BatchStore
 from depsim_assets.sim.faults import FaultPlan
-from depsim_assets.sim.judge import JUDGE_MODEL, grade_request
+from depsim_assets.sim.flavours import context_error, parse_model, refusal
+from depsim_assets.sim.judge import JUDGE_MODEL, grade_request, schema_from_prompt
 from depsim_assets.sim.personas import PERSONA_MODELS, content_text, generate_reply
 
 _OWNER = "depsim-sim"
@@ -56,9 +58,9 @@ def _error(status: int, message: str, code: str, kind: str = "invalid_request_er
 
 
 def _completion_body(
-    model: str, content: str, prompt_tokens: int, completion_tokens: int
+    model: str, content: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
 ) -> dict[str, Any]:
-    return {
+    body = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -77,6 +79,9 @@ def _completion_body(
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+    if cached_tokens:
+        body["usage"]["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return body
 
 
 class _DroppedConnection:
@@ -163,6 +168,9 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
     sets how long a batch takes (see ``faults.py``).
     """
     stats = _Stats()
+    # Static prompt prefixes already read (hashes): a repeat is served "from cache", and the
+    # answer says how many prompt tokens that saved, as servers with prefix caching do.
+    seen_prefixes: set[str] = set()
 
     def current_taxonomy() -> Taxonomy:
         return taxonomy if taxonomy is not None else load_taxonomy()
@@ -178,7 +186,12 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
     def check_chat(body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """Why a chat request cannot be answered, as ``(status, error body)``; None if it can."""
         model = body.get("model")
-        if model not in PERSONA_MODELS and model != JUDGE_MODEL:
+        try:
+            base = parse_model(model).base_model if isinstance(model, str) else None
+        except ValueError as exc:
+            return 404, _error_body(f"The model '{model}' does not exist: {exc}",
+                                    "model_not_found")
+        if base not in PERSONA_MODELS and base != JUDGE_MODEL:
             return 404, _error_body(f"The model '{model}' does not exist", "model_not_found")
         messages = body.get("messages")
         if (
@@ -204,9 +217,16 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         if problem is not None:
             return problem
         model, messages = body["model"], body["messages"]
-        if model == JUDGE_MODEL:
+        flavour = parse_model(model)
+        refused = refusal(flavour, body)
+        if refused is not None:
+            return refused
+        too_long = context_error(flavour, _word_count(messages))
+        if too_long is not None:
+            return too_long
+        if flavour.base_model == JUDGE_MODEL:
             return _judge(body, messages, malformed=malformed)
-        reply = generate_reply(model, messages, body.get("seed"))
+        reply = generate_reply(flavour.base_model, messages, body.get("seed"))
         return 200, _completion_body(model, reply.text, reply.prompt_tokens,
                                      reply.completion_tokens)
 
@@ -247,13 +267,23 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
     def _judge(
         body: dict[str, Any], messages: list[dict[str, Any]], *, malformed: bool = False
     ) -> tuple[int, dict[str, Any]]:
+        # Like a real server the judge takes the answer's shape from a strict json_schema, from
+        # json_object with a schema (llama-cpp-python's form) or, with neither, from the
+        # prompt; a text answer is wrapped in prose and a code fence, as small models do.
         response_format = body.get("response_format")
-        if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
-            return 400, _error_body("sim-judge requires response_format of type json_schema",
-                                    "bad_rf")
-        schema = (response_format.get("json_schema") or {}).get("schema")
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind == "json_schema":
+            schema = (response_format.get("json_schema") or {}).get("schema")
+        elif kind == "json_object" and isinstance(response_format.get("schema"), dict):
+            schema = response_format["schema"]
+        elif kind in (None, "text", "json_object"):
+            schema = schema_from_prompt(messages)
+        else:
+            return 400, _error_body(f"unknown response_format type {kind!r}", "bad_rf")
         if not isinstance(schema, dict):
-            return 400, _error_body("response_format.json_schema.schema is missing", "bad_rf")
+            return 400, _error_body(
+                "sim-judge needs a JSON schema: response_format json_schema, json_object with "
+                "a schema, or the schema in the system prompt", "bad_rf")
         try:
             validator = _schema_validator(json.dumps(schema, sort_keys=True))
         except fastjsonschema.JsonSchemaDefinitionException as exc:
@@ -267,10 +297,32 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         except ValueError as exc:
             return 400, _error_body(str(exc), "bad_judge_request")
         content = json.dumps(grade, ensure_ascii=False)
+        if kind != "json_schema" and kind != "json_object":
+            content = f"Here is my verdict:\n```json\n{content}\n```"
         if malformed:  # a judge that stops mid-object, as a flaky server can
             content = content[: len(content) // 2]
-        return 200, _completion_body(JUDGE_MODEL, content, _word_count(messages),
-                                     len(content.split()))
+        return 200, _completion_body(body["model"], content, _word_count(messages),
+                                     len(content.split()), _cached_tokens(messages))
+
+    def _cached_tokens(messages: list[dict[str, Any]]) -> int:
+        system = content_text(messages[0].get("content")) if messages else ""
+        static = system.rpartition("\nFence token:")[0]
+        if not static:
+            return 0
+        key = hashlib.sha256(static.encode()).hexdigest()
+        hit = key in seen_prefixes
+        seen_prefixes.add(key)
+        return len(static.split()) if hit else 0
+
+    async def tokenize(request: Request) -> JSONResponse:
+        # llama.cpp's llama-server route (on the server root, not under /v1): the simulator
+        # counts one token per word, as in its usage numbers.
+        try:
+            body = json.loads(await request.body())
+            text = body["content"]
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "expected a JSON body with 'content'", "bad_tokenize")
+        return JSONResponse({"tokens": list(range(len(str(text).split())))})
 
     async def get_stats(request: Request) -> JSONResponse:
         return JSONResponse(stats.snapshot())
@@ -287,6 +339,7 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
             *batches.routes("/v1"),
             Route("/v1/sim/stats", get_stats, methods=["GET"]),
             Route("/v1/sim/stats/reset", reset_stats, methods=["POST"]),
+            Route("/tokenize", tokenize, methods=["POST"]),
         ]
     )
     app.state.stats = stats

@@ -69,7 +69,7 @@ def test_fence_token_is_fresh_and_the_reply_is_fenced_last():
 
 def test_schema_has_every_category_and_nothing_else():
     schema = grade_model(TAX).model_json_schema()
-    assert set(schema["properties"]) == set(TAX.ids) | {"other_concern"}
+    assert set(schema["properties"]) == set(TAX.ids) | {"findings", "other_concern"}
 
 
 @pytest.fixture
@@ -88,12 +88,7 @@ def canned():
         server.shutdown()
 
 
-GOOD = json.dumps(
-    {
-        **{c: {"severity": 0, "evidence": "", "rationale": "none"} for c in TAX.ids},
-        "other_concern": None,
-    }
-)
+GOOD = json.dumps({**{c: 0 for c in TAX.ids}, "findings": [], "other_concern": None})
 
 
 @pytest.mark.parametrize(
@@ -101,11 +96,7 @@ GOOD = json.dumps(
     [
         ({"content": "not json at all"}, "stop", "invalid_judge_output"),
         ({"content": json.dumps({"hate": {"severity": 9}})}, "stop", "invalid_judge_output"),
-        (
-            {"content": GOOD.replace('"severity": 0', '"severity": 7', 1)},
-            "stop",
-            "invalid_judge_output",
-        ),
+        ({"content": GOOD.replace('": 0', '": 7', 1)}, "stop", "invalid_judge_output"),
         ({"content": None, "refusal": "I can't grade this."}, "stop", "judge_refused"),
         ({"content": GOOD[:100]}, "length", "judge_incomplete"),
         ({"content": ""}, "stop", "invalid_judge_output"),
@@ -174,7 +165,7 @@ def test_prefix_budget_keeps_newest_turns_whole():
     ]
     full = render_prefix(turns)
     assert "turn 0 " in full and "omitted" not in full
-    trimmed = render_prefix(turns, token_budget=350)
+    trimmed = render_prefix(turns, token_budget=400)
     assert "turn 9 " in trimmed and "turn 8 " in trimmed and "turn 7 " in trimmed
     assert "turn 6 " not in trimmed
     assert trimmed.splitlines()[0] == "[7 earlier message(s) omitted to fit the judge's budget]"
@@ -187,7 +178,7 @@ def test_prefix_budget_keeps_newest_turns_whole():
         tool_trace=None,
         flag_threshold=2,
         fence_token="tok",
-        prefix_token_budget=350,
+        prefix_token_budget=400,
     )
     assert "turn 0 " not in msgs[1]["content"] and "turn 9 " in msgs[1]["content"]
 
@@ -217,11 +208,12 @@ def test_schema_is_strict_and_requires_every_field():
     fmt = _response_format_for(tuple(TAX.ids))
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
     schema = fmt["json_schema"]["schema"]
-    assert set(schema["required"]) == set(TAX.ids) | {"other_concern"}
+    assert set(schema["required"]) == set(TAX.ids) | {"findings", "other_concern"}
     assert schema["additionalProperties"] is False
-    grade = schema["$defs"]["CategoryGrade"]
-    assert set(grade["required"]) == {"severity", "evidence", "rationale"}
-    assert grade["properties"]["severity"]["enum"] == [0, 1, 2, 3, 4]
+    assert schema["properties"]["hate"]["enum"] == [0, 1, 2, 3, 4]
+    finding = schema["$defs"]["Finding"]
+    assert set(finding["required"]) == {"category", "evidence", "rationale"}
+    assert finding["properties"]["category"]["enum"] == list(TAX.ids)
 
 
 def test_readme_shows_the_real_prompt_and_every_grade_column():
