@@ -8,10 +8,13 @@ in ONE transaction, so a crash mid-write leaves the previous rows intact, never 
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import re
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,7 +195,22 @@ JUDGE_GRADES = Table(
             "DOUBLE",
             "Share of the k judges whose flag matches the majority flag; NULL when unscored.",
         ),
-        ("monitor", "VARCHAR", "Monitor that graded the category: all, or a family name."),
+        (
+            "monitor",
+            "VARCHAR",
+            "Monitor that graded the category: all, a family name, or the category id.",
+        ),
+        (
+            "judge_layout",
+            "VARCHAR",
+            "How the categories were split into judge calls: all, family or behaviour; NULL "
+            "when no call was made.",
+        ),
+        (
+            "structured_output",
+            "VARCHAR",
+            "How the verdict's JSON shape was asked for: json_schema, json_object or prompt.",
+        ),
         ("taxonomy_version", "VARCHAR", "Content hash of the taxonomy used."),
         ("judge_prompt_version", "VARCHAR", "Content hash of the judge prompt template."),
         ("judge_model", "VARCHAR", "Judge model name."),
@@ -330,7 +348,11 @@ MODEL_CALLS = Table(
     "model_calls",
     _cols(
         ("request_key", "VARCHAR", "SHA-256 of endpoint, model, params, messages, sample index."),
-        ("kind", "VARCHAR", "What the call was for: replay or judge."),
+        (
+            "kind",
+            "VARCHAR",
+            "What the call was for: replay, judge, or capability (a mode an endpoint took).",
+        ),
         ("endpoint", "VARCHAR", "Endpoint base URL (credentials stripped), or 'sim'."),
         ("model", "VARCHAR", "Model name sent."),
         ("status", "VARCHAR", "ok: a cache hit for any later identical request; error: retried."),
@@ -464,9 +486,9 @@ def replace_partitions(
     """
     for table, frame, keys in writes:
         _check_frame(table, frame, keys)
-    ensure_tables(conn)
     views = []
     try:
+        ensure_tables(conn)
         conn.execute("BEGIN TRANSACTION")
         for table, frame, keys in writes:
             view = f"_incoming_{table.name}"
@@ -475,13 +497,76 @@ def replace_partitions(
             conn.execute(f"DELETE FROM {table.name} WHERE {_where(keys)}", list(keys.values()))
             conn.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM {view}")
         conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException as exc:
+        # A failed COMMIT has already rolled back, and ROLLBACK then fails with "no
+        # transaction is active", which used to hide the real cause (a full disk).
+        with suppress(duckdb.Error):
+            conn.execute("ROLLBACK")
+        translated = translate_write_error(exc, _database_path(conn), _what(writes))
+        if translated is not None:
+            raise translated from exc
         raise
     finally:
         for view in views:
             conn.unregister(view)
     return {table.name: len(frame) for table, frame, _ in writes}
+
+
+class WarehouseWriteError(RuntimeError):
+    """The warehouse could not be written for a reason outside depsim (disk full, read-only);
+    the message says which, where, and that nothing of the partition was written."""
+
+
+# DuckDB reports OS write failures as text ('Could not write file "...": No space left on
+# device'), without an errno: the OS's own wording is matched, per error.
+_WRITE_FAILURES = (
+    (os.strerror(errno.ENOSPC), "the warehouse disk is full"),
+    (os.strerror(errno.EDQUOT), "the warehouse disk quota is exhausted"),
+    (os.strerror(errno.EFBIG), "the warehouse file hit the file size limit"),
+    (os.strerror(errno.EROFS), "the warehouse is on a read-only file system"),
+    (os.strerror(errno.EACCES), "the warehouse file or folder is not writable"),
+)
+_QUOTED_PATH = re.compile(r'"([^"]+)"')
+
+
+def translate_write_error(
+    exc: BaseException, database: str | None, what: str
+) -> WarehouseWriteError | None:
+    """A one-line WarehouseWriteError for a disk-full or read-only failure, else None.
+
+    ``what`` names the partition (``2026-11-20``), ``database`` the warehouse file.
+    """
+    if isinstance(exc, OSError) and exc.errno is not None:
+        cause = os.strerror(exc.errno)
+        where = exc.filename or database
+    elif isinstance(exc, duckdb.Error):
+        text = str(exc)
+        cause = next((c for c, _ in _WRITE_FAILURES if c in text), "")
+        quoted = _QUOTED_PATH.search(text)
+        where = quoted.group(1) if quoted else database
+    else:
+        return None
+    for wording, headline in _WRITE_FAILURES:
+        if cause == wording:
+            return WarehouseWriteError(
+                f"{headline} ({wording}) writing {where}: nothing of {what} was written"
+            )
+    return None
+
+
+def _database_path(conn: duckdb.DuckDBPyConnection) -> str | None:
+    try:
+        row = conn.execute(
+            "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+        ).fetchone()
+    except duckdb.Error:
+        return None
+    return row[0] if row and row[0] else None
+
+
+def _what(writes: list[tuple[Table, pd.DataFrame, Mapping[str, str]]]) -> str:
+    values = sorted({"|".join(keys.values()) for _, _, keys in writes if keys})
+    return ", ".join(values) if values else ", ".join(t.name for t, _, _ in writes)
 
 
 def replace_partition(
@@ -548,6 +633,9 @@ def open_connection(
             return duckdb.connect(database, read_only=read_only, config=dict(config or {}))
         except duckdb.IOException as exc:
             if not is_lock_conflict(exc):
+                translated = translate_write_error(exc, database, "the warehouse")
+                if translated is not None:
+                    raise translated from exc
                 raise
             left = deadline - time.monotonic()
             if left <= 0:

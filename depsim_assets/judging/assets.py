@@ -6,6 +6,7 @@ import json
 import os
 import time
 import warnings
+from collections import Counter
 
 import dagster as dg
 import pandas as pd
@@ -13,16 +14,29 @@ from dagster_duckdb import DuckDBResource
 
 from depsim_assets.calls import CallEngine, Limits, progress_reporter
 from depsim_assets.config import env_threshold
+from depsim_assets.endpoints import EndpointError, resolve_base_url
 from depsim_assets.judging.agreement import DEFAULT_BOOTSTRAP, agreement, read_labels
 from depsim_assets.judging.judge import (
+    AUTO,
     CategoryGrade,
     GradeOutcome,
+    StructuredOutput,
+    TokenCounter,
     grade_reply,
+    render_transcript,
+    system_prompt,
     verify_evidence,
 )
-from depsim_assets.judging.monitors import Monitor, grade_with_monitors, plan_monitors
+from depsim_assets.judging.monitors import (
+    LAYOUTS,
+    Monitor,
+    fit_layout,
+    grade_with_monitors,
+    plan_monitors,
+)
 from depsim_assets.judging.novel import DEFAULT_DISTANCE, novel_clusters
 from depsim_assets.judging.taxonomy import Taxonomy, load_taxonomy
+from depsim_assets.measurement import assess
 from depsim_assets.metadata import md_table
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
 from depsim_assets.replay import cache
@@ -56,7 +70,9 @@ class JudgeConfig(dg.Config):
     prefix_token_budget: int = 6000
     include_reasoning: bool = True
     validation_attempts: int = 2
-    monitors: str = "all"
+    # Layout of the judge calls: auto follows the judge resource's ``layout`` (itself auto by
+    # default: the fewest calls that fit its context window); all, family or behaviour force.
+    monitors: str = "auto"
     monitor_models: dict[str, str] = {}
     k_judges: int = 1
 
@@ -87,7 +103,7 @@ def judge_request_key(
     taxonomy: Taxonomy,
     judge: JudgeEndpoint,
     config: JudgeConfig,
-    monitors: list[Monitor],
+    layout: str,
 ) -> str:
     """Content key of one reply's whole verdict: everything that decides it (judge endpoint
     and models, taxonomy and prompt versions, grading settings, and the graded text)."""
@@ -98,7 +114,11 @@ def judge_request_key(
             "kind": "judge",
             "taxonomy_version": taxonomy.version,
             "judge_prompt_version": taxonomy.judge_prompt_version,
-            "monitors": [(m.name, m.model, list(m.categories)) for m in monitors],
+            "layout": layout,
+            "monitor_models": dict(sorted(config.monitor_models.items())),
+            "context_window": judge.context_window,
+            "structured_output": judge.structured_output,
+            "max_output_tokens": judge.max_output_tokens,
             "k_judges": config.k_judges,
             "flag_threshold": judge.flag_threshold,
             "prefix_token_budget": config.prefix_token_budget,
@@ -181,6 +201,8 @@ def grade_rows(
                 "judge_votes": outcome.judge_votes,
                 "judge_agreement": votes,
                 "monitor": monitor,
+                "judge_layout": outcome.layout,
+                "structured_output": outcome.structured_output,
                 "taxonomy_version": taxonomy.version,
                 "judge_prompt_version": taxonomy.judge_prompt_version,
                 "judge_model": (models or {}).get(monitor, judge.model),
@@ -212,37 +234,53 @@ def judge_grades(
     """
     candidate, day = split_key(context)
     taxonomy = load_taxonomy()
-    monitors = plan_monitors(
-        taxonomy,
-        mode=config.monitors,
-        default_model=judge.model,
-        models=config.monitor_models,
-    )
+    layout = config.monitors if config.monitors != AUTO else judge.layout
+    if layout != AUTO and layout not in LAYOUTS:
+        raise dg.Failure(f"judge layout {layout!r}: expected auto or one of {list(LAYOUTS)}")
+    # Every monitor any layout may use, by name: the model stored on each grade row.
+    monitor_models = {
+        m.name: m.model
+        for mode in LAYOUTS
+        for m in plan_monitors(taxonomy, mode=mode, default_model=judge.model,
+                               models=config.monitor_models)
+    }
     keys = {"candidate": candidate, "traffic_date": day}
+    capability_key = structured_output_key(judge)
     with warehouse.get_connection() as conn:
         completions = read_partition(conn, CANDIDATE_COMPLETIONS, keys)
         prefixes = read_partition(conn, CONVERSATION_PREFIXES, {"traffic_date": day})
+        known = cache.lookup(conn, [capability_key]).get(capability_key, {})
     if completions.empty:
         raise dg.Failure(f"no candidate_completions for {candidate}|{day}: replay it first")
+    try:
+        structured = StructuredOutput(
+            judge.structured_output,
+            known=known.get("structured_output") if judge.structured_output == AUTO else None,
+        )
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
     prefix_of = dict(zip(prefixes["conversation_id"], prefixes["prefix_json"], strict=True))
     records = completions.to_dict("records")
     started = time.perf_counter()
     total = len(records)
     request_keys = [
         judge_request_key(rec, prefix_of.get(rec["conversation_id"]), taxonomy=taxonomy,
-                          judge=judge, config=config, monitors=monitors)
+                          judge=judge, config=config, layout=layout)
         for rec in records
     ]
     with warehouse.get_connection() as conn:
         cached = cache.lookup(conn, request_keys)
     n_cached = sum(1 for key in request_keys if key in cached)
     context.log.info(f"judge {candidate} {day}: {n_cached} verdicts cached, "
-                     f"{total - n_cached} to grade")
+                     f"{total - n_cached} to grade; structured output {structured.mode}"
+                     f"{'' if structured.settled else ' (to be negotiated)'}, layout {layout}")
     writer = CacheWriter(warehouse)
     engine = CallEngine(
         Limits(max_concurrency=judge.max_concurrency, max_retries=judge.max_retries),
         progress=progress_reporter(context.log, f"judge {candidate} {day}"),
     )
+    counter = TokenCounter(_tokenizer_url(judge) if judge.context_window else None,
+                           timeout_s=min(judge.timeout_s, 30.0))
 
     async def grade_all() -> list[GradeOutcome]:
         client = judge.client()
@@ -258,27 +296,56 @@ def judge_grades(
                 return GradeOutcome(status="unscored", unscored_reason="prefix_missing")
             if request_keys[index] in cached:
                 return outcome_from_payload(cached[request_keys[index]])
+            prefix = json.loads(prefix_of[rec["conversation_id"]])
+            reasoning = rec["reasoning"] if config.include_reasoning else None
+
+            def transcript(budget: int | None) -> str:
+                return render_transcript(prefix=prefix, reply=rec["reply"], reasoning=reasoning,
+                                         tool_trace=_trace(rec), fence_token="0" * 16,
+                                         prefix_token_budget=budget)
+
+            fit = await fit_layout(
+                taxonomy,
+                layout=layout,
+                context_window=judge.context_window,
+                count=counter.count,
+                system_prompt=lambda ids: system_prompt(
+                    taxonomy, fence_token="0" * 16, flag_threshold=judge.flag_threshold,
+                    categories=ids, structured_output=structured.mode),
+                transcript=transcript,
+                prefix_token_budget=config.prefix_token_budget,
+                max_output_tokens=judge.max_output_tokens,
+                default_model=judge.model,
+                models=config.monitor_models,
+            )
+            if fit.layout is None:
+                # Known not to fit: no request at all (a server would only refuse it).
+                return GradeOutcome(status="unscored", unscored_reason=fit.reason,
+                                    structured_output=structured.mode)
 
             def call(monitor: Monitor):
                 return grade_reply(
                     client,
                     taxonomy,
                     judge_model=monitor.model,
-                    prefix=json.loads(prefix_of[rec["conversation_id"]]),
+                    prefix=prefix,
                     reply=rec["reply"],
-                    reasoning=rec["reasoning"],
+                    reasoning=reasoning,
                     tool_trace=_trace(rec),
                     flag_threshold=judge.flag_threshold,
-                    prefix_token_budget=config.prefix_token_budget,
+                    prefix_token_budget=fit.prefix_token_budget,
                     include_reasoning=config.include_reasoning,
                     attempts=config.validation_attempts,
                     categories=None if monitor.name == "all" else monitor.categories,
                     engine=engine,
+                    structured=structured,
+                    max_output_tokens=judge.max_output_tokens,
                 )
 
             outcome = await grade_with_monitors(
-                call, monitors, k=config.k_judges, threshold=judge.flag_threshold
+                call, fit.monitors, k=config.k_judges, threshold=judge.flag_threshold
             )
+            outcome.layout = fit.layout
             # A verdict is kept as it arrives; only scored ones are reused by a rerun.
             writer.add({"request_key": request_keys[index], "kind": "judge",
                         "endpoint": judge.endpoint_label(), "model": judge.model,
@@ -299,12 +366,21 @@ def judge_grades(
     try:
         outcomes = asyncio.run(grade_all())
     finally:
+        if structured.learned:
+            # Remembered for later runs: the next one starts in the mode that worked.
+            writer.add({"request_key": capability_key, "kind": "capability",
+                        "endpoint": judge.endpoint_label(), "model": judge.model,
+                        "status": "ok", "payload": {"structured_output": structured.mode,
+                                                    "refusals": structured.refusals}})
         writer.flush()
+    for outcome in outcomes:
+        # Rows graded without a call (failed completion, not attempted) still say the mode.
+        outcome.structured_output = outcome.structured_output or structured.mode
     judge_calls = sum(engine.attempts.values())
     rows = [
         row
         for rec, out in zip(records, outcomes, strict=True)
-        for row in grade_rows(rec, out, taxonomy, judge, models={m.name: m.model for m in monitors})
+        for row in grade_rows(rec, out, taxonomy, judge, models=monitor_models)
     ]
     frame = pd.DataFrame(rows, columns=JUDGE_GRADES.column_names)
     with warehouse.get_connection() as conn:
@@ -312,8 +388,14 @@ def judge_grades(
     unscored = [o for o in outcomes if o.status == "unscored"]
     reasons = pd.Series([o.unscored_reason.split(":")[0] for o in unscored]).value_counts()
     flagged = frame[frame["flagged"].eq(True)]
+    called = [o for o in outcomes if o.calls]
+    tokens_in = sum(o.prompt_tokens for o in outcomes)
+    if structured.refusals:
+        context.log.warning("structured output refused: " + " | ".join(structured.refusals))
     return dg.MaterializeResult(
         metadata={
+            # measurement/warning: says when these are not a measurement (measurement.py)
+            **assess(frame["judge_model"], [day]).metadata(),
             "dagster/row_count": len(frame),
             "dagster/column_schema": JUDGE_GRADES.column_schema(),
             "replies": total,
@@ -322,12 +404,23 @@ def judge_grades(
             "flags": len(flagged),
             "flags_evidence_unverified": int((flagged["evidence_verified"] == False).sum()),  # noqa: E712
             "flag_threshold": judge.flag_threshold,
-            "monitors": ", ".join(f"{m.name}={m.model}" for m in monitors),
+            "structured_output": structured.mode,
+            "structured_output_refusals": dg.MetadataValue.json(structured.refusals),
+            "layout": layout,
+            "layouts_used": dg.MetadataValue.json(
+                dict(Counter(o.layout for o in outcomes if o.layout))),
+            "context_window": judge.context_window or 0,
+            "token_counts_from": counter.source,
+            "monitors": ", ".join(sorted({f"{o.layout}" for o in called if o.layout})) or "-",
             "k_judges": config.k_judges,
             "judge_calls_made": judge_calls,
+            "judge_calls_per_reply": round(sum(o.calls for o in called) / len(called), 2)
+            if called else 0.0,
+            "judge_input_tokens_per_reply": round(tokens_in / len(called), 1) if called else 0.0,
+            "judge_cached_tokens": sum(o.cached_tokens for o in outcomes),
             "verdicts_cached": n_cached,
             "attempts_by_outcome": dg.MetadataValue.json(dict(engine.attempts)),
-            "judge_tokens_in": sum(o.prompt_tokens for o in outcomes),
+            "judge_tokens_in": tokens_in,
             "judge_tokens_out": sum(o.completion_tokens for o in outcomes),
             "taxonomy_version": taxonomy.version,
             "judge_prompt_version": taxonomy.judge_prompt_version,
@@ -342,6 +435,20 @@ def judge_grades(
             ),
         }
     )
+
+
+def structured_output_key(judge: JudgeEndpoint) -> str:
+    """Cache key of the structured-output mode remembered for this endpoint and model."""
+    return cache.request_key(endpoint=judge.endpoint_label(), model=judge.model,
+                             params={"kind": "structured_output"}, messages=None,
+                             sample_index=0)
+
+
+def _tokenizer_url(judge: JudgeEndpoint) -> str | None:
+    try:
+        return resolve_base_url(judge.base_url)
+    except EndpointError:
+        return None
 
 
 class UnscoredShareConfig(dg.Config):

@@ -1,10 +1,13 @@
 """Monitors: which judge calls grade a reply, and how several verdicts become one.
 
-By default one call grades all 20 categories (monitor ``all``). Per-family monitors split the
-taxonomy by family (``disallowed_content``, ``misalignment``), each with its own model and a
-prompt that lists only its family's categories. Any monitor can be asked ``k`` times
-(k-judge majority): per category the grade is the median severity of the scored calls, whose
-flag is the majority flag for odd k, and the share of calls agreeing with that flag is kept.
+Three layouts split the taxonomy into calls: ``all`` (one call grades all 20 categories),
+``family`` (one call per family, ``disallowed_content`` and ``misalignment``, each with its own
+model and a prompt listing only its family's categories) and ``behaviour`` (one call per
+category, with the category's full text: the published method's own design).
+:func:`fit_layout` picks the fewest calls that fit the judge model's context window. Any
+monitor can be asked ``k`` times (k-judge majority): per category the grade is the median
+severity of the scored calls, whose flag is the majority flag for odd k, and the share of
+calls agreeing with that flag is kept.
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ from typing import Any
 from depsim_assets.judging.judge import CategoryGrade, GradeOutcome
 from depsim_assets.judging.taxonomy import FAMILIES, Taxonomy
 
-MONITOR_MODES = ("all", "family")
+MONITOR_MODES = ("all", "family", "behaviour")
+LAYOUTS = MONITOR_MODES
+# Tokens a chat template adds around two messages, plus slack for the tokenizer's rounding.
+_TEMPLATE_MARGIN = 48
+# A fence token of the real length, for counting prompts before the real one is drawn.
+_COUNTING_TOKEN = "0" * 16
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,8 @@ class Monitor:
 def plan_monitors(
     taxonomy: Taxonomy, *, mode: str, default_model: str, models: Mapping[str, str] | None = None
 ) -> list[Monitor]:
-    """The monitors for ``mode`` (``all`` or ``family``); ``models`` maps family -> model."""
+    """The monitors for ``mode`` (``all``, ``family`` or ``behaviour``); ``models`` maps
+    family -> model (a behaviour monitor asks its category's family model)."""
     if mode not in MONITOR_MODES:
         raise ValueError(f"monitor mode {mode!r}: expected one of {list(MONITOR_MODES)}")
     models = dict(models or {})
@@ -42,6 +51,11 @@ def plan_monitors(
         raise ValueError(f"monitor models for unknown families {unknown}; families: {FAMILIES}")
     if mode == "all":
         return [Monitor("all", tuple(taxonomy.ids), default_model)]
+    if mode == "behaviour":
+        return [
+            Monitor(c.id, (c.id,), models.get(c.family, default_model))
+            for c in taxonomy.categories
+        ]
     return [
         Monitor(
             family,
@@ -73,6 +87,7 @@ def majority(outcomes: list[GradeOutcome], ids: tuple[str, ...], threshold: int)
             prompt_tokens=tokens_in,
             completion_tokens=tokens_out,
             judge_votes=k,
+            **_call_counts(outcomes),
         )
     grades: dict[str, CategoryGrade] = {}
     agreement: dict[str, float] = {}
@@ -92,7 +107,17 @@ def majority(outcomes: list[GradeOutcome], ids: tuple[str, ...], threshold: int)
         completion_tokens=tokens_out,
         judge_votes=k,
         votes=agreement,
+        **_call_counts(outcomes),
     )
+
+
+def _call_counts(outcomes: list[GradeOutcome]) -> dict[str, Any]:
+    modes = [o.structured_output for o in outcomes if o.structured_output]
+    return {
+        "calls": sum(o.calls for o in outcomes),
+        "cached_tokens": sum(o.cached_tokens for o in outcomes),
+        "structured_output": modes[-1] if modes else None,
+    }
 
 
 def merge_monitors(parts: list[tuple[Monitor, GradeOutcome]]) -> GradeOutcome:
@@ -135,6 +160,7 @@ def merge_monitors(parts: list[tuple[Monitor, GradeOutcome]]) -> GradeOutcome:
         votes=votes,
         monitors=monitors,
         category_reasons=reasons,
+        **_call_counts([o for _, o in parts]),
     )
 
 
@@ -157,3 +183,80 @@ async def grade_with_monitors(
 
     parts = await asyncio.gather(*(one_monitor(m) for m in monitors))
     return merge_monitors(list(parts))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The layout chosen for one reply and what it costs, or why nothing fits."""
+
+    layout: str | None
+    monitors: list[Monitor]
+    prefix_token_budget: int | None
+    input_tokens: int = 0  # the largest call's prompt, as counted
+    reason: str | None = None
+
+
+def expected_output_tokens(n_categories: int, max_output_tokens: int | None) -> int:
+    """Room to leave for the answer: the configured cap, else the compact verdict's size (a
+    few tokens per category and room for a few findings)."""
+    return max_output_tokens or 64 + 8 * n_categories + 160
+
+
+async def fit_layout(
+    taxonomy: Taxonomy,
+    *,
+    layout: str,
+    context_window: int | None,
+    count: Callable[[str], Awaitable[int]],
+    system_prompt: Callable[[tuple[str, ...]], str],
+    transcript: Callable[[int | None], str],
+    prefix_token_budget: int | None,
+    max_output_tokens: int | None,
+    default_model: str,
+    models: Mapping[str, str] | None = None,
+) -> Fit:
+    """The layout for one reply: ``layout`` when forced, else the first of all, family,
+    behaviour whose largest call fits ``context_window`` (prompt + transcript + answer).
+
+    ``system_prompt(ids)`` renders a call's system message and ``transcript(budget)`` the
+    fenced transcript with the prefix cut to ``budget`` tokens (0: no prefix at all), both
+    with a stand-in fence token; ``count`` counts tokens. A transcript is first tried with
+    the configured prefix budget; only when no layout fits is the prefix cut further, for the
+    layout that leaves the most room. When even the reply does not fit one category, the
+    reason is ``context_length_exceeded`` and no call is made.
+    """
+    if layout != "auto" and layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: expected auto or one of {list(LAYOUTS)}")
+    order = list(LAYOUTS) if layout == "auto" else [layout]
+    if context_window is None:
+        chosen = "all" if layout == "auto" else layout
+        return Fit(chosen, plan_monitors(taxonomy, mode=chosen, default_model=default_model,
+                                         models=models), prefix_token_budget)
+    full = await count(transcript(prefix_token_budget))
+    bare = await count(transcript(0))
+    rooms: list[tuple[str, list[Monitor], int, int]] = []
+    for name in order:
+        monitors = plan_monitors(taxonomy, mode=name, default_model=default_model, models=models)
+        worst = 0
+        for monitor in monitors:
+            static = await count(system_prompt(monitor.categories))
+            out = expected_output_tokens(len(monitor.categories), max_output_tokens)
+            worst = max(worst, static + out + _TEMPLATE_MARGIN)
+        room = context_window - worst
+        if full <= room:
+            return Fit(name, monitors, prefix_token_budget, input_tokens=worst + full)
+        rooms.append((name, monitors, room, worst))
+    name, monitors, room, worst = max(rooms, key=lambda r: r[2])
+    if bare <= room:
+        # Cut older turns (the newest are kept whole) to what is left after the reply; the
+        # cut counts by estimate, which runs larger than real tokens.
+        budget = room - bare
+        if prefix_token_budget is not None:
+            budget = min(budget, prefix_token_budget)
+        return Fit(name, monitors, max(budget, 0), input_tokens=worst + bare + budget)
+    return Fit(
+        None, [], None, input_tokens=worst + bare,
+        reason=(f"context_length_exceeded: the reply alone needs {bare} tokens and the "
+                f"judge's {name} layout leaves {room} of its {context_window}-token context "
+                "window; no call made"),
+    )
