@@ -22,11 +22,54 @@ from depsim_assets.calls import (
 REQUEST = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
 
 
-def status_error(code: int, headers: dict | None = None) -> openai.APIStatusError:
+def status_error(
+    code: int, headers: dict | None = None, message: str | None = None, body=None
+) -> openai.APIStatusError:
     response = httpx2.Response(code, headers=headers or {}, request=REQUEST)
     kind = {429: openai.RateLimitError, 400: openai.BadRequestError,
             500: openai.InternalServerError}.get(code, openai.APIStatusError)
-    return kind(f"HTTP {code}", response=response, body=None)
+    return kind(message or f"HTTP {code}", response=response, body=body)
+
+
+# What real servers answer (bodies as sent by llama-cpp-python 0.3, llama-server, OpenAI).
+LLAMA_CPP_PYTHON_500 = (
+    "Error code: 500 - 1 validation error:\n  {'type': 'literal_error', 'loc': ('body', "
+    "'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\"}"
+)
+LLAMA_SERVER_CONTEXT = {"code": 400, "type": "exceed_context_size_error",
+                        "message": "the request exceeds the available context size, try "
+                                   "increasing it", "n_prompt_tokens": 9000, "n_ctx": 8192}
+OPENAI_CONTEXT = ("This model's maximum context length is 8192 tokens. However, your "
+                  "messages resulted in 9000 tokens.")
+
+
+def test_refusals_and_context_errors_are_final_whatever_their_status():
+    assert classify(status_error(500, message=LLAMA_CPP_PYTHON_500)) == ("refused_field", False)
+    assert classify(status_error(400, message="response_format is not supported")) == (
+        "refused_field", False)
+    ctx = status_error(400, message="Error code: 400", body=LLAMA_SERVER_CONTEXT)
+    assert classify(ctx) == ("context_length_exceeded", False)
+    assert classify(status_error(400, message=OPENAI_CONTEXT)) == (
+        "context_length_exceeded", False)
+    # a plain 500 or a 429 is still transient
+    assert classify(status_error(500)) == ("server_error", True)
+    assert classify(status_error(429, message="too many tokens per minute")) == (
+        "rate_limited", True)
+
+
+def test_a_refused_field_or_a_long_prompt_costs_one_request_each():
+    async def attempt(i, n):
+        if i % 2:
+            raise status_error(500, message=LLAMA_CPP_PYTHON_500)
+        raise status_error(400, message="Error code: 400", body=LLAMA_SERVER_CONTEXT)
+
+    engine = CallEngine(fast(max_concurrency=4, max_retries=4))
+    results, tries = run(engine, 6, attempt)
+    assert sum(tries.values()) == 6  # no retry storm
+    assert engine.attempts == {"refused_field": 3, "context_length_exceeded": 3}
+    assert [r.kind for r in results] == ["context_length_exceeded", "refused_field"] * 3
+    assert results[0].error.startswith("context_length_exceeded: BadRequestError")
+    assert "Input should be 'text' or 'json_object'" in results[1].error
 
 
 def fast(**kw) -> Limits:

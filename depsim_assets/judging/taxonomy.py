@@ -60,8 +60,8 @@ _REQUIRED_PLACEHOLDERS = ("categories", "fence_token", "flag_threshold")
 # a template without it gets the format just before its fence line.
 _OPTIONAL_PLACEHOLDERS = ("output_format",)
 # How much of each category the prompt carries: ``compact`` (definition only; the all-in-one
-# call, which must fit small models), ``medium`` (+ what is in and out; per family), ``full``
-# (+ severity guide and examples; one behaviour per call).
+# and per-family calls, which must fit small models), ``medium`` (+ what is in and out), or
+# ``full`` (+ severity guide and examples; one behaviour per call).
 DETAIL_LEVELS = ("compact", "medium", "full")
 _FENCE_LINE = "Fence token: $fence_token"
 
@@ -199,11 +199,12 @@ class Taxonomy(BaseModel):
     ) -> str:
         """The text substituted for ``$categories`` (``only``: a monitor's subset of ids).
 
-        ``detail`` defaults by size: ``full`` for one category, ``medium`` for a family,
-        ``compact`` for the whole taxonomy."""
+        ``detail`` defaults by size: ``full`` for one category, else ``compact``: each
+        layout's calls must be smaller than the one before it (all 8.2k characters, a family
+        at most 5.6k, one behaviour at most 4.4k), or splitting would not make a prompt fit."""
         if detail is None:
             n = len(self.categories) if only is None else len(only)
-            detail = "full" if n == 1 else "compact" if n >= len(self.categories) else "medium"
+            detail = "full" if n == 1 else "compact"
         if detail not in DETAIL_LEVELS:
             raise ValueError(f"detail {detail!r}: expected one of {list(DETAIL_LEVELS)}")
         return "\n\n".join(
