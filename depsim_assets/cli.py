@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from depsim_assets import config
 
 # Problems a user can fix: printed as one line, exit code 2, no traceback.
@@ -22,7 +20,10 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundErro
 
 
 def _fail(message: str) -> int:
-    print(f"depsim: error: {message}", file=sys.stderr)
+    from depsim_assets.secrets import scrub
+
+    # The last guard: whatever raised, no key reaches the terminal (or a CI log).
+    print(f"depsim: error: {scrub(message)}", file=sys.stderr)
     return 2
 
 
@@ -80,6 +81,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from depsim_assets import demo, runs
     from depsim_assets.traffic.synth import write_demo_log
 
+    if not os.environ.get(config.SALT_ENV):
+        # The demo's synthetic log only: a fixed, public salt keeps it reproducible. Every
+        # other way to sample refuses to run without a secret one.
+        os.environ[config.SALT_ENV] = config.DEMO_SALT
     dates = demo.demo_dates(args.end_date, args.days)
     deploy_day = demo.deployment_date(dates)
     root = config.log_root()
@@ -499,58 +504,129 @@ def _write_html_report(
 
 # ---------------------------------------------------------------------------------- candidates
 def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    from depsim_assets import safe_yaml
+
     params: dict[str, Any] = {}
-    for pair in pairs:
+    for i, pair in enumerate(pairs, 1):
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--param {pair!r}: expected KEY=VALUE")
-        params[key] = yaml.safe_load(raw)
+            # Not echoed: a pasted key without '=' would land in the terminal's scrollback.
+            raise ValueError(f"--param #{i}: expected KEY=VALUE")
+        params[key] = safe_yaml.loads(raw, where=f"--param {key}")
     return params
 
 
+# Fields `candidates add` sets from named arguments or not at all (retire has its command).
+_ADD_FIXED_FIELDS = ("name", "base_url", "model", "api_key_env", "params", "deployed_on",
+                     "retired")
+
+
+def _field_flags() -> list[tuple[str, str, dict[str, Any]]]:
+    """``(field, --flag, argparse kwargs)`` for every other registry field, read from
+    :class:`Candidate` so a field added there gets its flag here without a second list."""
+    import types
+    import typing
+
+    from depsim_assets.registry import Candidate
+
+    flags = []
+    for field, info in Candidate.model_fields.items():
+        if field in _ADD_FIXED_FIELDS:
+            continue
+        kind = info.annotation
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
+            kinds = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind = kinds[0] if len(kinds) == 1 else str
+        kwargs: dict[str, Any] = {"default": None, "dest": f"field_{field}"}
+        if typing.get_origin(kind) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(kind))
+        elif kind in (int, float, str):
+            kwargs["type"] = kind
+            kwargs["metavar"] = {int: "N", float: "X", str: "TEXT"}[kind]
+        else:
+            continue  # lists and mappings have their own repeatable flags
+        default = info.get_default(call_default_factory=True)
+        kwargs["help"] = f"{info.description or field} (default: {default})".replace("%", "%%")
+        flags.append((field, "--" + field.replace("_", "-"), kwargs))
+    return flags
+
+
+def _register_partitions(names: Sequence[str]) -> list[str]:
+    """Add ``production`` and ``names`` as candidate partitions on the CLI's Dagster instance
+    (what the registry sensor does on a daemon), so a new candidate can be materialized at
+    once. Returns the partitions added."""
+    from depsim_assets.partitions import CANDIDATE_DIM, PRODUCTION
+
+    instance = _instance()
+    existing = set(instance.get_dynamic_partitions(CANDIDATE_DIM))
+    new = [n for n in dict.fromkeys([PRODUCTION, *names]) if n not in existing]
+    if new:
+        instance.add_dynamic_partitions(CANDIDATE_DIM, new)
+    return new
+
+
 def cmd_candidates_add(args: argparse.Namespace) -> int:
-    """Add or replace a registry entry."""
+    """Add or replace a registry entry and register its Dagster partition."""
     from depsim_assets.registry import make_candidate, upsert_candidate
 
+    fields = {
+        field: getattr(args, f"field_{field}")
+        for field, _, _ in _field_flags()
+        if getattr(args, f"field_{field}", None) is not None
+    }
     entry = make_candidate(
         name=args.name,
         base_url=args.base_url,
         model=args.model or args.name,
         api_key_env=args.api_key_env,
         params=_parse_params(args.param),
-        samples=args.samples,
-        max_concurrency=args.max_concurrency,
         deployed_on=args.deployed_on,
+        **fields,
     )
     registry = upsert_candidate(entry, baseline=args.baseline)
+    try:
+        added = _register_partitions([entry.name])
+    except Exception as exc:  # noqa: BLE001 - the entry is saved; say what is left to do
+        raise RuntimeError(
+            f"registered {entry.name} in {config.registry_path()}, but its Dagster partition "
+            f"could not be added ({type(exc).__name__}: {exc}); the candidate_registry_sensor "
+            "adds it once a daemon runs (`depsim ui`)"
+        ) from None
     out = {
         "added": entry.name,
         "registry": str(config.registry_path()),
         "baseline": registry.baseline,
         "candidates": registry.names(),
+        "partitions_added": added,
     }
     print(
         json.dumps(out)
         if args.json
-        else f"registered {entry.name} in {out['registry']} (baseline: {registry.baseline})"
+        else f"registered {entry.name} in {out['registry']} (baseline: {registry.baseline}); "
+        f"partition {entry.name!r} is ready on {config.dagster_home()}"
     )
     return 0
 
 
 def cmd_candidates_list(args: argparse.Namespace) -> int:
-    """Show the registry."""
+    """Show the registry (URLs without credentials)."""
+    from depsim_assets.endpoints import display_endpoint
     from depsim_assets.registry import load_registry
 
     registry = load_registry()
     if args.json:
-        print(json.dumps(registry.model_dump(mode="json"), indent=2))
+        body = registry.model_dump(mode="json")
+        for entry in body["candidates"]:
+            entry["base_url"] = display_endpoint(entry["base_url"])
+        print(json.dumps(body, indent=2))
         return 0
     for cand in registry.candidates:
         mark = " (baseline)" if cand.name == registry.baseline else ""
         mark += " (retired)" if cand.retired else ""
         print(
-            f"{cand.name}{mark}: {cand.model} at {cand.base_url}, key env "
-            f"{cand.api_key_env or '-'}, samples {cand.samples}"
+            f"{cand.name}{mark}: {cand.model} at {display_endpoint(cand.base_url)}, key env "
+            f"{cand.api_key_env or '-'}, samples {cand.samples}, mode {cand.mode}, "
+            f"timeout {cand.timeout_s:g}s, retries {cand.max_retries}"
         )
     return 0
 
@@ -681,6 +757,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from depsim_assets.traffic.logs import day_folder
     from depsim_assets.traffic.pipeline import check_stratify_field
 
+    config.deid_salt()  # no secret salt, no sampling (exit 2 with how to make one)
     folder = day_folder(None, args.date)
     if not folder.is_dir():
         raise FileNotFoundError(f"no production log for {args.date}: {folder} (run depsim ingest)")
@@ -907,8 +984,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="generation parameter, repeatable (e.g. temperature=0.7)",
     )
-    a.add_argument("--samples", type=int, default=1, help="samples per prefix")
-    a.add_argument("--max-concurrency", type=int, default=16, help="concurrent requests")
+    for _, flag, kwargs in _field_flags():
+        a.add_argument(flag, **kwargs)
     a.add_argument(
         "--deployed-on",
         action="append",

@@ -47,6 +47,42 @@ def dagster_home() -> Path:
     return Path(override).expanduser().resolve() if override else depsim_home() / "dagster"
 
 
+SALT_ENV = "DEPSIM_DEID_SALT"
+MIN_SALT_CHARS = 16
+# Public (it is in this file): only `depsim demo` uses it, for its synthetic log.
+DEMO_SALT = "depsim-demo-salt"
+SALT_HOWTO = (
+    "generate one with `python -c \"import secrets; print(secrets.token_hex(32))\"`, keep it "
+    "in your secret store, and export it as DEPSIM_DEID_SALT for every depsim and Dagster "
+    "process (see docs/secrets.md)"
+)
+
+
+def check_deid_salt(value: str | None) -> str:
+    """``value`` if it is a usable de-identification salt, else a ``ValueError`` that names
+    ``DEPSIM_DEID_SALT`` and says how to make one (never echoing the value).
+
+    The salt keys every surrogate and user hash: with a public or short one, small value
+    spaces (phone numbers, SSNs) can be reversed by hashing every candidate value.
+    """
+    if not value:
+        raise ValueError(
+            f"{SALT_ENV} is not set: sampling real traffic needs a secret salt; " + SALT_HOWTO
+        )
+    if len(value) < MIN_SALT_CHARS:
+        raise ValueError(
+            f"{SALT_ENV} is too short ({len(value)} characters, at least {MIN_SALT_CHARS}); "
+            + SALT_HOWTO
+        )
+    return value
+
+
+def deid_salt() -> str:
+    """The de-identification salt from ``$DEPSIM_DEID_SALT``, checked (see
+    :func:`check_deid_salt`); there is no default outside ``depsim demo``."""
+    return check_deid_salt(os.environ.get(SALT_ENV))
+
+
 def taxonomy_dir() -> Path:
     """The taxonomy folder: ``$DEPSIM_TAXONOMY_DIR`` or the project's ``taxonomy/``."""
     override = os.environ.get("DEPSIM_TAXONOMY_DIR")

@@ -12,6 +12,7 @@ import os
 
 import dagster as dg
 
+from depsim_assets import config
 from depsim_assets.automation import automation_definitions
 from depsim_assets.checks import CHECKS
 from depsim_assets.config import env_float, log_root, registry_path, warehouse_path
@@ -62,15 +63,14 @@ ASSETS = [
 
 STEPS_ENV = "DEPSIM_MAX_CONCURRENT_STEPS"
 
-# A fixed salt keeps the demo reproducible; real deployments set their own secret salt.
-DEMO_SALT = "depsim-demo-salt"
+DEMO_SALT = config.DEMO_SALT  # `depsim demo` sets it explicitly; nothing else defaults to it
 
 
 def build_resources() -> dict[str, object]:
     """Resources on the embedded defaults, read from the environment at call time."""
     warehouse = warehouse_path()
     warehouse.parent.mkdir(parents=True, exist_ok=True)
-    salt_env = "DEPSIM_DEID_SALT"
+    salt_env = config.SALT_ENV
     return {
         "warehouse": Warehouse(
             database=str(warehouse),
@@ -78,7 +78,8 @@ def build_resources() -> dict[str, object]:
         ),
         "traffic": TrafficSource(
             log_root=str(log_root()),
-            deid_salt=dg.EnvVar(salt_env) if os.environ.get(salt_env) else DEMO_SALT,
+            # No default: an unset salt fails the sampling step with how to make one.
+            deid_salt=dg.EnvVar(salt_env) if os.environ.get(salt_env) else "",
         ),
         "registry": CandidateRegistry(path=str(registry_path())),
         # Every judge setting from its DEPSIM_JUDGE_* variable (resources.JUDGE_ENV), resolved

@@ -113,7 +113,20 @@ def describe_error(exc: BaseException) -> str:
     usually says why), plus its cause when that adds something, key-scrubbed and capped at
     :data:`MAX_ERROR_CHARS`."""
     message = str(exc)
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and str(cause) and str(cause) not in message:
-        message = f"{message} (caused by {type(cause).__name__}: {cause})"
+    if isinstance(exc, openai.APIStatusError):
+        # openai leaves a non-JSON body (a server's plain-text explanation) out of str(exc).
+        body = exc.body if exc.body is not None else _response_text(exc)
+        if body and str(body) not in message:
+            message = f"{message} - {body}"
+    else:
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and str(cause) and str(cause) not in message:
+            message = f"{message} (caused by {type(cause).__name__}: {cause})"
     return describe_text(f"{type(exc).__name__}: {message}")
+
+
+def _response_text(exc: openai.APIStatusError) -> str:
+    try:
+        return exc.response.text
+    except Exception:  # noqa: BLE001 - a body that cannot be read is simply not shown
+        return ""

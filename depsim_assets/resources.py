@@ -16,6 +16,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field, model_validator
 
 from depsim_assets.calls import Budget
+from depsim_assets.config import check_deid_salt
 from depsim_assets.endpoints import SIM, EndpointError, async_client, display_endpoint
 from depsim_assets.registry import ENV_NAME_PATTERN, Registry, load_registry
 from depsim_assets.warehouse import LOCK_TIMEOUT_S, open_connection
@@ -54,6 +55,11 @@ class TrafficSource(dg.ConfigurableResource):
 
     log_root: str
     deid_salt: str
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Refuse to run without a usable salt (unset, or shorter than 16 characters): the
+        step fails with the message saying how to make one, before anything is read."""
+        check_deid_salt(self.deid_salt)
 
 
 class CandidateRegistry(dg.ConfigurableResource):

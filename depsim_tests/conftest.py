@@ -3,6 +3,19 @@
 import dagster as dg
 import pytest
 
+# Sampling refuses to run without a secret salt (config.check_deid_salt); the tests use this
+# one, never the demo's, so a test that samples exercises the real rule. Tests of the refusal
+# delete it with monkeypatch.
+TEST_SALT = "depsim-test-salt-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def deid_salt():
+    """``DEPSIM_DEID_SALT`` for the whole session (subprocesses inherit it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEPSIM_DEID_SALT", TEST_SALT)
+        yield TEST_SALT
+
 
 @pytest.fixture
 def depsim_home(tmp_path, monkeypatch):

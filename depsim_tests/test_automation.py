@@ -25,6 +25,7 @@ from depsim_assets.automation import (
 from depsim_assets.partitions import candidate_by_date, traffic_date
 from depsim_assets.registry import RegistryError
 from depsim_assets.resources import CandidateRegistry, TrafficSource
+from depsim_tests.conftest import TEST_SALT
 
 UTC = dt.UTC
 # 02:00 UTC on 2026-11-20: "yesterday" is 2026-11-19.
@@ -230,7 +231,7 @@ def _schedule_tick(instance, log_root, when, settings=None):
     with dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=when,
-        resources={"traffic": TrafficSource(log_root=str(log_root), deid_salt="s")},
+        resources={"traffic": TrafficSource(log_root=str(log_root), deid_salt=TEST_SALT)},
     ) as ctx:
         return schedule(ctx)
 

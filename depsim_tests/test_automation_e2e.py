@@ -24,6 +24,7 @@ from depsim_assets.registry import (
 )
 from depsim_assets.resources import CandidateRegistry, TrafficSource
 from depsim_assets.traffic.synth import write_demo_log
+from depsim_tests.conftest import TEST_SALT
 
 pytestmark = pytest.mark.e2e
 
@@ -113,7 +114,7 @@ def test_ticks_launch_runs_that_write_rows(depsim_home, stored, monkeypatch):
         instance=stored,
         scheduled_execution_time=TICK,
         repository_def=repo,
-        resources={"traffic": TrafficSource(log_root=str(config.log_root()), deid_salt="s")},
+        resources={"traffic": TrafficSource(log_root=str(config.log_root()), deid_salt=TEST_SALT)},
     ) as ctx:
         traffic = schedule.evaluate_tick(ctx).run_requests
     assert [r.partition_key for r in traffic] == DAYS
