@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import httpx
 import openai
 from tqdm import tqdm
 
@@ -426,3 +427,55 @@ class CallEngine:
         await asyncio.gather(*(worker() for _ in range(workers)))
         self._report(final=True)
         return results  # type: ignore[return-value]
+
+
+# Characters per token assumed when no tokenizer is at hand: English BPE averages about 4;
+# 3.5 errs on the side of "does not fit", which costs a split, not a failed call.
+CHARS_PER_TOKEN = 3.5
+
+
+def approx_tokens(text: str) -> int:
+    """A conservative tokenizer-free token estimate (about 3.5 characters per token)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+class TokenCounter:
+    """Counts tokens with the endpoint's tokenizer where it exposes one (llama.cpp's
+    ``POST /tokenize`` on the server root), else estimates (:func:`approx_tokens`)."""
+
+    def __init__(self, base_url: str | None = None, *, timeout_s: float = 10.0):
+        root = (base_url or "").rstrip("/")
+        self.url = f"{root.removesuffix('/v1')}/tokenize" if root.startswith("http") else None
+        self.timeout_s = timeout_s
+        self.exact: bool | None = None if self.url else False
+        self._cache: dict[str, int] = {}
+
+    @property
+    def source(self) -> str:
+        """``tokenizer`` when counts come from the server, else ``estimate``."""
+        return "tokenizer" if self.exact else "estimate"
+
+    async def count(self, text: str, *, lower_bound: bool = False) -> int:
+        """Tokens in ``text``: the server's count, else an estimate that errs high (or, with
+        ``lower_bound``, one that errs low: for deciding a prompt is surely too long)."""
+        if text in self._cache and (self.exact or not lower_bound):
+            return self._cache[text]
+        n = None
+        if self.exact is not False and self.url:
+            try:
+                async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                    response = await client.post(self.url, json={"content": text})
+                tokens = response.json().get("tokens") if response.status_code == 200 else None
+                n = len(tokens) if isinstance(tokens, list) else None
+            except (httpx.HTTPError, ValueError, AttributeError):
+                n = None
+            # The first answer decides for the run: a server without /tokenize is not asked
+            # again for every reply.
+            if self.exact is None:
+                self.exact = n is not None
+        if n is None:
+            # Few tokenizers average more than 6 characters a token on any text.
+            return math.ceil(len(text) / 6) if lower_bound else approx_tokens(text)
+        if len(text) > 2000:  # only the static prompts repeat; transcripts are counted once
+            self._cache[text] = n
+        return n

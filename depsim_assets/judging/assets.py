@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from depsim_assets.calls import CallEngine, Limits, progress_reporter
+from depsim_assets.calls import CallEngine, Limits, TokenCounter, progress_reporter
 from depsim_assets.config import env_threshold
 from depsim_assets.endpoints import EndpointError, resolve_base_url
 from depsim_assets.judging.agreement import DEFAULT_BOOTSTRAP, agreement, read_labels
@@ -21,7 +21,6 @@ from depsim_assets.judging.judge import (
     CategoryGrade,
     GradeOutcome,
     StructuredOutput,
-    TokenCounter,
     grade_reply,
     render_transcript,
     system_prompt,

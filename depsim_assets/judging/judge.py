@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import secrets
 from collections.abc import Awaitable
@@ -25,13 +24,19 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-import httpx
 import openai
 import pydantic
 from openai.lib._parsing._completions import type_to_response_format_param
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from depsim_assets.calls import CONTEXT_LENGTH_EXCEEDED, OK, CallEngine, CallResult, classify
+from depsim_assets.calls import (
+    CONTEXT_LENGTH_EXCEEDED,
+    OK,
+    CallEngine,
+    CallResult,
+    approx_tokens,
+    classify,
+)
 from depsim_assets.endpoints import describe_error
 from depsim_assets.judging.taxonomy import Taxonomy
 from depsim_assets.traffic.logs import message_text
@@ -154,16 +159,6 @@ def extract_json(text: str) -> str:
 def new_fence_token() -> str:
     """A fresh random token: text inside the transcript cannot guess it to fake a fence."""
     return secrets.token_hex(8)
-
-
-# Characters per token assumed when no tokenizer is at hand: English BPE averages about 4;
-# 3.5 errs on the side of "does not fit", which costs a split, not a failed call.
-CHARS_PER_TOKEN = 3.5
-
-
-def approx_tokens(text: str) -> int:
-    """A conservative tokenizer-free token estimate (about 3.5 characters per token)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def _message_lines(msg: dict[str, Any]) -> list[str]:
@@ -346,46 +341,6 @@ class StructuredOutput:
             if answered and not self.settled:
                 self.settled = self.learned = True
             changed.notify_all()
-
-
-class TokenCounter:
-    """Counts tokens with the endpoint's tokenizer where it exposes one (llama.cpp's
-    ``POST /tokenize`` on the server root), else estimates (:func:`approx_tokens`)."""
-
-    def __init__(self, base_url: str | None = None, *, timeout_s: float = 10.0):
-        root = (base_url or "").rstrip("/")
-        self.url = f"{root.removesuffix('/v1')}/tokenize" if root.startswith("http") else None
-        self.timeout_s = timeout_s
-        self.exact: bool | None = None if self.url else False
-        self._cache: dict[str, int] = {}
-
-    @property
-    def source(self) -> str:
-        """``tokenizer`` when counts come from the server, else ``estimate``."""
-        return "tokenizer" if self.exact else "estimate"
-
-    async def count(self, text: str) -> int:
-        """Tokens in ``text`` (the server's count, or a conservative estimate)."""
-        if text in self._cache:
-            return self._cache[text]
-        n = None
-        if self.exact is not False and self.url:
-            try:
-                async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                    response = await client.post(self.url, json={"content": text})
-                tokens = response.json().get("tokens") if response.status_code == 200 else None
-                n = len(tokens) if isinstance(tokens, list) else None
-            except (httpx.HTTPError, ValueError, AttributeError):
-                n = None
-            # The first answer decides for the run: a server without /tokenize is not asked
-            # again for every reply.
-            if self.exact is None:
-                self.exact = n is not None
-        if n is None:
-            n = approx_tokens(text)
-        if len(text) > 2000:  # only the static prompts repeat; transcripts are counted once
-            self._cache[text] = n
-        return n
 
 
 @dataclass

@@ -10,8 +10,15 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from depsim_assets.calls import NOT_ATTEMPTED, CallEngine, Limits, progress_reporter
-from depsim_assets.endpoints import async_client, display_endpoint
+from depsim_assets.calls import (
+    CONTEXT_LENGTH_EXCEEDED,
+    NOT_ATTEMPTED,
+    CallEngine,
+    Limits,
+    TokenCounter,
+    progress_reporter,
+)
+from depsim_assets.endpoints import async_client, display_endpoint, resolve_base_url
 from depsim_assets.metadata import md_table
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
 from depsim_assets.registry import Candidate, generation_code_version
@@ -22,6 +29,7 @@ from depsim_assets.replay.engine import (
     ReplayRequest,
     params_json,
     replay_requests,
+    request_params,
     sent_params,
 )
 from depsim_assets.resources import CandidateRegistry, RunBudget
@@ -94,8 +102,9 @@ def _replay_with_cache(
 ) -> tuple[list[ReplayOutcome], int]:
     """Outcomes for every request (cached answers reused); returns them and calls made."""
     endpoint = display_endpoint(entry.base_url)
+    params = request_params(entry.params, entry.max_tokens)
     keys = [
-        cache.request_key(endpoint=endpoint, model=entry.model, params=sent_params(entry.params, r),
+        cache.request_key(endpoint=endpoint, model=entry.model, params=sent_params(params, r),
                           messages=r.messages, sample_index=r.sample_index)
         for r in requests
     ]
@@ -124,11 +133,15 @@ def _replay_with_cache(
         client = async_client(entry.base_url, api_key_env=entry.api_key_env,
                               timeout_s=entry.timeout_s, max_retries=0,
                               max_connections=entry.max_concurrency)
+        # The server's tokenizer (llama.cpp's /tokenize) when the window is known and it has one.
+        counter = TokenCounter(resolve_base_url(entry.base_url) if entry.context_window else None,
+                               timeout_s=min(entry.timeout_s, 30.0))
         async with client:
             return await replay_requests(
                 client, [r for _, r in pending], engine=engine, model=entry.model,
-                params=entry.params, on_outcome=store,
-                cost=lambda out: entry.cost_usd(out.prompt_tokens, out.completion_tokens))
+                params=params, on_outcome=store,
+                cost=lambda out: entry.cost_usd(out.prompt_tokens, out.completion_tokens),
+                context_window=entry.context_window, counter=counter)
 
     try:
         fresh = asyncio.run(replay()) if pending else []
@@ -198,7 +211,10 @@ def candidate_completions(
             progress=progress_reporter(context.log, f"replay {candidate} {day}"),
         )
         outcomes, calls = _replay_with_cache(context, warehouse, entry, requests, engine)
-        if calls and all(out.status == "error" for out in outcomes):
+        too_long = sum(1 for out in outcomes
+                       if (out.error or "").startswith(CONTEXT_LENGTH_EXCEEDED))
+        # Prompts longer than the model's context are per-row reasons, not a broken endpoint.
+        if calls and not too_long and all(out.status == "error" for out in outcomes):
             # Nothing came back: keep the partition's previous rows rather than overwrite them.
             raise dg.Failure(
                 f"candidate {candidate!r}: all {calls} calls to "
@@ -211,7 +227,7 @@ def candidate_completions(
             outcomes,
             endpoint=display_endpoint(entry.base_url),
             model=entry.model,
-            params=params_json(entry.params),
+            params=params_json(request_params(entry.params, entry.max_tokens)),
             entry=entry,
         )
     with warehouse.get_connection() as conn:
@@ -232,6 +248,8 @@ def candidate_completions(
             "dagster/column_schema": CANDIDATE_COMPLETIONS.column_schema(),
             "ok": int((frame["status"] == "ok").sum()),
             "error": n_error,
+            "context_length_exceeded": int(
+                frame["error"].fillna("").str.startswith(CONTEXT_LENGTH_EXCEEDED).sum()),
             "not_attempted": n_skipped,
             "calls_made": calls,
             "attempts_by_outcome": dg.MetadataValue.json(

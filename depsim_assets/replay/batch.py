@@ -37,7 +37,13 @@ from depsim_assets.endpoints import (
 )
 from depsim_assets.registry import Candidate
 from depsim_assets.replay import cache
-from depsim_assets.replay.engine import ReplayOutcome, ReplayRequest, outcome_of, sent_params
+from depsim_assets.replay.engine import (
+    ReplayOutcome,
+    ReplayRequest,
+    outcome_of,
+    request_params,
+    sent_params,
+)
 from depsim_assets.warehouse import MODEL_BATCHES, ensure_tables
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -70,7 +76,7 @@ class BatchPending(BatchError):
 
 def request_body(entry: Candidate, request: ReplayRequest) -> dict[str, Any]:
     """The chat-completions body of one request, as the online path sends it."""
-    params = sent_params(entry.params, request)
+    params = sent_params(request_params(entry.params, entry.max_tokens), request)
     extra = params.pop("extra_body", None) or {}
     for option in _CLIENT_OPTIONS:
         params.pop(option, None)

@@ -16,7 +16,15 @@ from typing import Any
 
 import openai
 
-from depsim_assets.calls import BUDGET_REACHED, NOT_ATTEMPTED, OK, CallEngine
+from depsim_assets.calls import (
+    BUDGET_REACHED,
+    CONTEXT_LENGTH_EXCEEDED,
+    ERROR,
+    NOT_ATTEMPTED,
+    OK,
+    CallEngine,
+    TokenCounter,
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,15 @@ def _reasoning_of(message: Any) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def request_params(params: dict[str, Any], max_tokens: int | None) -> dict[str, Any]:
+    """A candidate's generation parameters with its ``max_tokens`` cap (registry field) added,
+    unless the parameters already set one."""
+    out = dict(params)
+    if max_tokens and "max_tokens" not in out and "max_completion_tokens" not in out:
+        out["max_tokens"] = int(max_tokens)
+    return out
 
 
 def sent_params(params: dict[str, Any], request: ReplayRequest) -> dict[str, Any]:
@@ -128,15 +145,38 @@ async def replay_requests(
     params: dict[str, Any],
     cost: Callable[[ReplayOutcome], float] | None = None,
     on_outcome: Callable[[int, ReplayOutcome], None] | None = None,
+    context_window: int | None = None,
+    counter: TokenCounter | None = None,
 ) -> list[ReplayOutcome]:
     """Regenerate every request through ``engine``: one outcome each, in input order.
 
-    ``on_outcome(index, outcome)`` sees each final outcome as it arrives (to store it).
+    ``on_outcome(index, outcome)`` sees each final outcome as it arrives (to store it). With
+    ``context_window``, a prompt surely longer than the window (counted by ``counter``: the
+    server's tokenizer, else a low estimate) ends as an ``error`` row with reason
+    ``context_length_exceeded`` and no request; a server's own context error ends the same.
     """
     max_tokens = int(params.get("max_tokens") or params.get("max_completion_tokens") or 0)
+    counter = counter or TokenCounter(None)
+
+    async def too_long(request: ReplayRequest) -> str | None:
+        if not context_window:
+            return None
+        text = "\n".join(str(m.get("content") or "") for m in request.messages)
+        n = await counter.count(text, lower_bound=True)
+        if n + max_tokens <= context_window:
+            return None
+        how = "counted by the server's tokenizer" if counter.exact else "at least, estimated"
+        return (f"{CONTEXT_LENGTH_EXCEEDED}: the prompt has {n} tokens ({how}) and max_tokens "
+                f"is {max_tokens}; the context window is {context_window}; no request made")
 
     async def work(index: int) -> ReplayOutcome:
         request = requests[index]
+        reason = await too_long(request)
+        if reason is not None:
+            outcome = ReplayOutcome(status=ERROR, error=reason)
+            if on_outcome is not None:
+                on_outcome(index, outcome)
+            return outcome
         result = await engine.call(
             lambda: attempt_reply(client, request, model=model, params=params),
             tokens=approx_prompt_tokens(request.messages) + max_tokens,

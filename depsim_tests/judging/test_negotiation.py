@@ -8,12 +8,10 @@ import httpx
 import openai
 import pytest
 
-from depsim_assets.calls import CallEngine, Limits
+from depsim_assets.calls import CallEngine, Limits, TokenCounter, approx_tokens
 from depsim_assets.judging import load_taxonomy
 from depsim_assets.judging.judge import (
     StructuredOutput,
-    TokenCounter,
-    approx_tokens,
     extract_json,
     grade_reply,
     render_transcript,

@@ -71,3 +71,44 @@ def test_missing_key_env_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("DEPSIM_TEST_MISSING_KEY", raising=False)
     with pytest.raises(EndpointError, match="DEPSIM_TEST_MISSING_KEY.*not set"):
         async_client("http://127.0.0.1:9/v1", api_key_env="DEPSIM_TEST_MISSING_KEY", timeout_s=1)
+
+
+def test_prompts_longer_than_the_context_are_rows_with_a_reason_not_a_failed_run():
+    """A known window: a prompt surely too long makes no request; one the count missed gets
+    the server's own context error, once, with the same reason."""
+    import httpx
+
+    from depsim_assets.calls import TokenCounter
+    from depsim_assets.endpoints import resolve_base_url
+    from depsim_assets.replay.engine import request_params
+
+    base = resolve_base_url("sim")
+    model = "sim-production@ctx60"
+    short = ReplayRequest("short", 0, PREFIX)
+    long = ReplayRequest("long", 0, [{"role": "user", "content": "word " * 400}])
+    # 40 words: under the window by the client's count with no tokenizer, over the server's
+    edge = ReplayRequest("edge", 0, [{"role": "user", "content": "a b c d e f g h i j " * 7}])
+    params = request_params({}, 16)
+    assert params == {"max_tokens": 16}
+    assert request_params({"max_tokens": 5}, 16) == {"max_tokens": 5}
+
+    async def go(counter):
+        engine = CallEngine(Limits(max_concurrency=2, max_retries=3, backoff_s=0.01))
+        async with async_client("sim", api_key_env=None, timeout_s=30) as client:
+            return await replay_requests(client, [short, long, edge], engine=engine,
+                                         model=model, params=params, context_window=60,
+                                         counter=counter), engine
+
+    before = httpx.get(f"{base}/sim/stats").json()["by_model"].get(model, 0)
+    (ok, too_long, edge_out), engine = asyncio.run(go(TokenCounter(None)))
+    sent = httpx.get(f"{base}/sim/stats").json()["by_model"].get(model, 0) - before
+    assert ok.status == "ok" and ok.reply
+    assert too_long.status == "error" and too_long.attempts == 0
+    assert too_long.error.startswith("context_length_exceeded: the prompt has")
+    assert "no request made" in too_long.error
+    assert edge_out.status == "error" and edge_out.attempts == 1
+    assert edge_out.error.startswith("context_length_exceeded: BadRequestError")
+    assert sent == 2  # the short prompt and the edge one, each once
+    # with the server's tokenizer the edge prompt is known to be too long: no request
+    (_, _, edge_counted), _ = asyncio.run(go(TokenCounter(base)))
+    assert edge_counted.attempts == 0 and "server's tokenizer" in edge_counted.error
