@@ -12,6 +12,7 @@ from depsim_assets.estimates.compute import (
     single_version,
 )
 from depsim_assets.estimates.forecast import SUMMARY, resampling_fidelity, validate_forecast
+from depsim_assets.estimates.guard import guard_comparison
 from depsim_assets.estimates.plots import (
     forest_plot,
     funnel_plot,
@@ -20,6 +21,7 @@ from depsim_assets.estimates.plots import (
 )
 from depsim_assets.judging.assets import judge_grades
 from depsim_assets.judging.taxonomy import load_taxonomy
+from depsim_assets.measurement import assess
 from depsim_assets.metadata import md_table, png_markdown
 from depsim_assets.partitions import candidate_by_date, split_key
 from depsim_assets.resources import CandidateRegistry
@@ -103,8 +105,11 @@ def behavior_rates(
         rates["taxonomy_version"] = taxonomy_version
         rates["judge_prompt_version"] = prompt_version
         replace_partitions(conn, [(BEHAVIOR_RATES, rates[BEHAVIOR_RATES.column_names], keys)])
+    # Who graded (named on every row, unscored ones too) and whether the day is the demo log.
+    provenance = assess(grades["judge_model"], [day])
     return dg.MaterializeResult(
         metadata={
+            **provenance.metadata(),
             "dagster/row_count": len(rates),
             "dagster/column_schema": BEHAVIOR_RATES.column_schema(),
             "replies": int(rates["n_replies"].max()),
@@ -207,6 +212,13 @@ def candidate_comparison(
         replace_partitions(
             conn, [(CANDIDATE_COMPARISON, comparison[CANDIDATE_COMPARISON.column_names], {})]
         )
+        # The same guard as `depsim compare`, but marking instead of refusing: the table is
+        # written, and its metadata names every partition that failed a blocking check.
+        guard = guard_comparison(comparison, conn, instance=context.instance)
+    for text in guard.warnings:
+        context.log.warning(f"compared although it failed: {text}")
+    if guard.provenance.warning:
+        context.log.warning(f"not a measurement: {guard.provenance.warning}")
     changed = comparison[comparison["change"] != "none"]
     context.log.info(f"{len(changed)} category changes vs {baseline}")
     fidelity = resampling_fidelity(comparison)
@@ -222,6 +234,7 @@ def candidate_comparison(
         )
     return dg.MaterializeResult(
         metadata={
+            **guard.metadata(),
             **extra,
             "dagster/row_count": len(comparison),
             "dagster/column_schema": CANDIDATE_COMPARISON.column_schema(),

@@ -18,6 +18,7 @@ import duckdb
 import pandas as pd
 
 from depsim_assets.estimates.forecast import SUMMARY, resampling_fidelity
+from depsim_assets.estimates.guard import Guard
 from depsim_assets.estimates.plots import forest_plot, funnel_plot, predicted_vs_realised
 from depsim_assets.warehouse import connection as warehouse_connection
 
@@ -31,6 +32,9 @@ th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 tr.up td { background: #fdecea; } tr.down td { background: #e8f1fb; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .summary li { margin: 0.3em 0; } .muted { color: #777; font-size: 0.85em; }
+.banner { border: 3px solid #b00020; background: #fff0f0; color: #600; padding: 0.6em 1em;
+  font-weight: bold; margin: 1em 0; }
+.banner ul { margin: 0.3em 0 0; font-weight: normal; }
 """
 
 
@@ -102,8 +106,31 @@ def summary_lines(comparison: pd.DataFrame, baseline: str) -> list[str]:
     return lines
 
 
-def build_report(comparison: pd.DataFrame, *, baseline: str, warehouse: Path) -> str:
-    """The whole report as one HTML string."""
+def banner(guard: Guard | None) -> str:
+    """The red box at the top of the report: not a measurement, and partitions that failed
+    their checks but were included (``--allow-failed``); empty when there is nothing to say."""
+    if guard is None:
+        return ""
+    parts = []
+    if guard.provenance.warning:
+        parts.append(
+            "<div class='banner' id='not-a-measurement'>Not a measurement: "
+            f"{html.escape(guard.provenance.warning)}.</div>"
+        )
+    if guard.issues:
+        items = "".join(f"<li>{html.escape(text)}</li>" for text in guard.warnings)
+        parts.append(
+            "<div class='banner' id='failed-partitions'>Included although they failed a "
+            f"blocking check or are mostly unscored (--allow-failed):<ul>{items}</ul></div>"
+        )
+    return "".join(parts)
+
+
+def build_report(
+    comparison: pd.DataFrame, *, baseline: str, warehouse: Path, guard: Guard | None = None
+) -> str:
+    """The whole report as one HTML string; ``guard`` (from ``guard.guard_comparison``) puts
+    its warnings in a banner at the top."""
     alpha = float(comparison["alpha"].iloc[0])
     testing = str(comparison["multiple_testing"].iloc[0])
     fidelity = resampling_fidelity(comparison)
@@ -125,6 +152,7 @@ def build_report(comparison: pd.DataFrame, *, baseline: str, warehouse: Path) ->
         "<title>depsim report</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>depsim: Deployment Simulation report</h1>",
+        banner(guard),
         f"<p class='muted'>generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; "
         f"baseline {html.escape(baseline)}; alpha {alpha:g}; "
         f"{'Benjamini-Hochberg q-values' if testing == 'bh' else 'raw Fisher p-values'} "

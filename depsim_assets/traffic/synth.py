@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from depsim_assets.measurement import write_demo_marker
 from depsim_assets.traffic import deid
 from depsim_assets.traffic.logs import derive_conversation_id
 
@@ -224,6 +225,8 @@ def write_demo_log(
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+        # Says "synthetic, planted truth" to every output graded from this day (measurement.py)
+        write_demo_marker(Path(log_root), date, [target])
         written[date] = target
     return written
 

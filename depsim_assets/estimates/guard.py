@@ -1,0 +1,269 @@
+"""Partitions a comparison must not silently use: failed blocking checks, nothing graded, or
+too many unscored replies.
+
+A blocking check stops what is downstream of it in the run where it fails, but the grade rows
+it judged are already in the warehouse, and ``depsim compare`` reads grade rows. So the
+comparison looks again, for every candidate x day partition it pools (and the baseline's):
+
+- the latest evaluation of every blocking check of that partition, and of its day's traffic,
+  as recorded on the Dagster instance (the same evaluations the UI shows);
+- the grade rows themselves: no graded reply at all, or a share of unscored replies above
+  ``$DEPSIM_MAX_UNSCORED_SHARE`` (default 0.05, the unscored-share check's own threshold),
+  which holds even when the instance that ran the checks is not at hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+
+import dagster as dg
+import pandas as pd
+
+from depsim_assets.config import env_threshold
+from depsim_assets.measurement import Provenance, assess
+from depsim_assets.partitions import multi_key
+
+UNSCORED_ENV = "DEPSIM_MAX_UNSCORED_SHARE"
+DEFAULT_MAX_UNSCORED_SHARE = 0.05
+# Check history is read newest first, in pages, until every wanted partition has its latest
+# evaluation; the bound keeps a huge instance from being read end to end.
+_PAGE, _MAX_PAGES = 500, 200
+# Partitions named in a one-line refusal; the rest are counted.
+SHOWN = 3
+
+Pair = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class PartitionIssue:
+    """One compared candidate x day that failed a blocking check or is mostly unscored."""
+
+    candidate: str
+    traffic_date: str
+    reasons: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """The partition as the CLI and the UI spell it: ``candidate|YYYY-MM-DD``."""
+        return f"{self.candidate}|{self.traffic_date}"
+
+    def text(self) -> str:
+        """``key: reason; reason``."""
+        return f"{self.key}: {'; '.join(self.reasons)}"
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        return {
+            "candidate": self.candidate,
+            "traffic_date": self.traffic_date,
+            "partition": self.key,
+            "reasons": list(self.reasons),
+        }
+
+
+def compared_partitions(comparison: pd.DataFrame) -> list[Pair]:
+    """Every (candidate, day) the comparison pooled, the baseline's days included."""
+    pairs: set[Pair] = set()
+    if comparison.empty:
+        return []
+    for name, base, dates in (
+        comparison[["candidate", "baseline", "dates"]]
+        .drop_duplicates(["candidate", "dates"])
+        .itertuples(index=False)
+    ):
+        for day in str(dates).split(","):
+            if day:
+                pairs.update({(str(name), day), (str(base), day)})
+    return sorted(pairs)
+
+
+def partition_summary(conn, pairs: Collection[Pair]) -> pd.DataFrame:
+    """Per (candidate, traffic_date) of ``pairs``: replies, unscored replies (any category
+    unscored, as the unscored-share check counts them), scored rows, the commonest unscored
+    reason and the judge models named on the rows. Computed in DuckDB."""
+    columns = [
+        "candidate",
+        "traffic_date",
+        "replies",
+        "unscored",
+        "scored_rows",
+        "reason",
+        "judge_models",
+    ]
+    if not pairs:
+        return pd.DataFrame(columns=columns)
+    names = sorted({c for c, _ in pairs})
+    days = sorted({d for _, d in pairs})
+    frame = conn.execute(
+        """
+        WITH per_reply AS (
+            SELECT candidate, traffic_date, completion_id,
+                   bool_or(status <> 'scored') AS unscored,
+                   count(*) FILTER (WHERE status = 'scored') AS scored_rows,
+                   min(split_part(unscored_reason, ':', 1)) AS reason,
+                   list(DISTINCT judge_model) AS models
+            FROM judge_grades
+            WHERE candidate IN (SELECT unnest(?)) AND traffic_date IN (SELECT unnest(?))
+            GROUP BY ALL
+        )
+        SELECT candidate, traffic_date, count(*) AS replies,
+               count(*) FILTER (WHERE unscored) AS unscored,
+               sum(scored_rows) AS scored_rows,
+               mode(reason) FILTER (WHERE unscored) AS reason,
+               list_sort(list_distinct(flatten(list(models)))) AS judge_models
+        FROM per_reply GROUP BY ALL
+        """,
+        [names, days],
+    ).df()
+    wanted = set(pairs)
+    keep = [
+        (c, d) in wanted for c, d in zip(frame["candidate"], frame["traffic_date"], strict=True)
+    ]
+    return frame[keep].reset_index(drop=True)[columns]
+
+
+def grade_issues(summary: pd.DataFrame, max_unscored_share: float) -> dict[Pair, list[str]]:
+    """Reasons from the grade rows: nothing graded, or too large a share unscored."""
+    out: dict[Pair, list[str]] = {}
+    for rec in summary.to_dict("records"):
+        replies, unscored = int(rec["replies"]), int(rec["unscored"])
+        share = unscored / replies if replies else 1.0
+        why = f" (mostly {rec['reason']})" if isinstance(rec["reason"], str) else ""
+        if not int(rec["scored_rows"] or 0):
+            text = f"no reply graded: all {replies} unscored{why}"
+        elif share > max_unscored_share:
+            text = (
+                f"{unscored} of {replies} replies unscored ({share:.1%}; {UNSCORED_ENV} "
+                f"{max_unscored_share:.1%}){why}"
+            )
+        else:
+            continue
+        out.setdefault((rec["candidate"], rec["traffic_date"]), []).append(text)
+    return out
+
+
+def _blocking_checks() -> list[tuple[dg.AssetCheckKey, bool]]:
+    """(check key, partitioned by candidate x day) of every partitioned blocking check;
+    False means partitioned by day (the traffic checks)."""
+    # Imported here: the checks module imports this stage's assets.
+    from depsim_assets.checks import CHECKS
+    from depsim_assets.judging.assets import judge_grades_unscored_share
+    from depsim_assets.traffic.assets import no_residual_pii
+
+    out = []
+    for definition in (*CHECKS, judge_grades_unscored_share, no_residual_pii):
+        partitions = definition.partitions_def
+        if partitions is None:
+            continue
+        by_candidate = isinstance(partitions, dg.MultiPartitionsDefinition)
+        out.extend((spec.key, by_candidate) for spec in definition.check_specs if spec.blocking)
+    return out
+
+
+def latest_evaluations(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, partitions: Collection[str]
+) -> dict[str, dg.AssetCheckEvaluation]:
+    """The newest evaluation of check ``key`` on each of ``partitions`` (those it has one for).
+
+    Read from the instance's event log (newest first), the record the UI shows; a planned or
+    skipped execution has no evaluation and is passed over.
+    """
+    wanted, found = set(partitions), {}
+    cursor = None
+    for _ in range(_MAX_PAGES):
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=_PAGE, cursor=cursor
+        )
+        for record in records:
+            if record.partition in wanted and record.partition not in found and record.event:
+                evaluation = record.event.asset_check_evaluation
+                if evaluation is not None:
+                    found[record.partition] = evaluation
+        if len(records) < _PAGE or len(found) == len(wanted):
+            break
+        cursor = records[-1].id
+    return found
+
+
+def check_issues(instance: dg.DagsterInstance, pairs: Iterable[Pair]) -> dict[Pair, list[str]]:
+    """Reasons from the instance: each blocking check whose latest evaluation on the pair's
+    partition (or its day, for the traffic checks) failed at ERROR severity."""
+    pairs = sorted(set(pairs))
+    out: dict[Pair, list[str]] = {}
+    for key, by_candidate in _blocking_checks():
+        if by_candidate:
+            wanted: dict[str, list[Pair]] = {str(multi_key(c, d)): [(c, d)] for c, d in pairs}
+        else:
+            wanted = {}
+            for c, d in pairs:
+                wanted.setdefault(d, []).append((c, d))
+        for partition, evaluation in latest_evaluations(instance, key, list(wanted)).items():
+            if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
+                continue
+            scope = "" if by_candidate else f" (traffic of {partition})"
+            text = f"check {key.name} failed{scope}: {evaluation.description or 'no description'}"
+            for pair in wanted[partition]:
+                out.setdefault(pair, []).append(text)
+    return out
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What a comparison pools and whether it may be trusted: partition issues and provenance."""
+
+    issues: list[PartitionIssue]
+    provenance: Provenance
+    partitions: list[Pair]
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per problem partition."""
+        return [issue.text() for issue in self.issues]
+
+    def refusal(self, override: str = "--allow-failed") -> str:
+        """The one-line error when the comparison is refused."""
+        shown = "; ".join(f"[{issue.text()}]" for issue in self.issues[:SHOWN])
+        more = len(self.issues) - SHOWN
+        return (
+            f"{len(self.issues)} compared partition(s) failed a blocking check or are mostly "
+            f"unscored: {shown}" + (f" and {more} more" if more > 0 else "") + "; fix and "
+            f"re-materialize them (their checks run with them), or pass {override} to "
+            "compare them anyway, marked"
+        )
+
+    def metadata(self) -> dict[str, object]:
+        """Dagster metadata: ``measurement``, ``warning`` (when not a measurement) and the
+        partitions that failed (``failed_partitions``, ``warnings``)."""
+        out = self.provenance.metadata()
+        out["failed_partitions"] = len(self.issues)
+        if self.issues:
+            out["warnings"] = dg.MetadataValue.json(self.warnings)
+        return out
+
+
+def guard_comparison(
+    comparison: pd.DataFrame,
+    conn,
+    *,
+    instance: dg.DagsterInstance | None = None,
+    max_unscored_share: float | None = None,
+) -> Guard:
+    """Look at every partition ``comparison`` pooled: the instance's latest blocking-check
+    evaluations (when ``instance`` is given) and the grade rows in ``conn``."""
+    pairs = compared_partitions(comparison)
+    limit = max_unscored_share
+    if limit is None:
+        limit = env_threshold(UNSCORED_ENV, DEFAULT_MAX_UNSCORED_SHARE)
+    summary = partition_summary(conn, pairs)
+    reasons: dict[Pair, list[str]] = {}
+    sources: list[Mapping[Pair, list[str]]] = [grade_issues(summary, limit)]
+    if instance is not None:
+        sources.insert(0, check_issues(instance, pairs))
+    for found in sources:
+        for pair, texts in found.items():
+            reasons.setdefault(pair, []).extend(texts)
+    issues = [PartitionIssue(c, d, tuple(reasons[(c, d)])) for c, d in sorted(reasons)]
+    models = [m for ms in summary["judge_models"] for m in (ms if ms is not None else [])]
+    provenance = assess(models, sorted({d for _, d in pairs}))
+    return Guard(issues, provenance, pairs)
