@@ -151,8 +151,11 @@ def _comparison_frame(
     date_from: str | None = None,
     date_to: str | None = None,
     bh: bool = False,
+    allow_failed: bool = False,
 ):
-    """The comparison computed from the warehouse's judge_grades (read-only)."""
+    """The comparison computed from the warehouse's judge_grades (read-only), and its guard:
+    refused (one line) when a pooled partition failed a blocking check or is mostly unscored,
+    unless ``allow_failed`` (then the guard's warnings go into every output)."""
     from depsim_assets import warehouse
     from depsim_assets.estimates.assets import (
         read_all_grades,
@@ -160,6 +163,7 @@ def _comparison_frame(
         taxonomy_categories,
     )
     from depsim_assets.estimates.compute import build_comparison
+    from depsim_assets.estimates.guard import guard_comparison
     from depsim_assets.registry import load_registry
 
     if not 0 < alpha < 1:
@@ -197,7 +201,16 @@ def _comparison_frame(
             + (window if date_from or date_to else "")
             + ": materialize the graph first"
         )
-    return base, frame
+    with warehouse.connection(str(path), read_only=True) as conn:
+        guard = guard_comparison(frame, conn, instance=_recorded_instance())
+    if guard.issues and not allow_failed:
+        raise ValueError(guard.refusal())
+    return base, frame, guard
+
+
+def _recorded_instance():
+    """The Dagster instance whose check evaluations to read, if this home has one yet."""
+    return _instance() if (config.dagster_home() / "dagster.yaml").exists() else None
 
 
 def _comparison_report(
@@ -208,17 +221,19 @@ def _comparison_report(
     date_from: str | None = None,
     date_to: str | None = None,
     bh: bool = False,
-    computed: tuple[str, Any] | None = None,
+    allow_failed: bool = False,
+    computed: tuple[str, Any, Any] | None = None,
 ) -> dict[str, Any]:
     from depsim_assets.estimates.forecast import resampling_fidelity
 
-    base, frame = computed or _comparison_frame(
+    base, frame, guard = computed or _comparison_frame(
         baseline=baseline,
         alpha=alpha,
         candidates=candidates,
         date_from=date_from,
         date_to=date_to,
         bh=bh,
+        allow_failed=allow_failed,
     )
     fields = [
         "candidate",
@@ -246,6 +261,11 @@ def _comparison_report(
     dates = sorted({d for ds in frame["dates"] for d in ds.split(",") if d})
     fidelity = resampling_fidelity(frame)
     return {
+        # Not a measurement (sim-judge or the synthetic demo log): said first, in plain words.
+        **guard.provenance.as_dict(),
+        # Partitions that failed a blocking check or are mostly unscored (--allow-failed).
+        "warnings": guard.warnings,
+        "failed_partitions": [issue.as_dict() for issue in guard.issues],
         "baseline": base,
         "dates": dates,
         "alpha": alpha,
@@ -287,7 +307,20 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _banner(report: dict[str, Any]) -> list[str]:
+    """Lines said before and after a comparison table when it is not a clean measurement."""
+    lines = []
+    if report.get("warning"):
+        lines.append(f"!! NOT A MEASUREMENT: {report['warning']}")
+    for text in report.get("warnings") or []:
+        lines.append(f"!! FAILED PARTITION INCLUDED (--allow-failed): {text}")
+    return lines
+
+
 def _print_comparison(report: dict[str, Any]) -> None:
+    banner = _banner(report)
+    for line in banner:
+        print(line)
     print(
         f"baseline: {report['baseline']}   dates: {', '.join(report['dates'])}   "
         f"alpha: {report['alpha']}"
@@ -321,6 +354,10 @@ def _print_comparison(report: dict[str, Any]) -> None:
             f"resampling fidelity: median error {median:.2f}x "
             f"({report['baseline']} resampled vs production's real replies, same prefixes)"
         )
+    if banner:
+        print()
+        for line in banner:
+            print(line)
 
 
 def _write_reports(report: dict[str, Any]) -> None:
@@ -330,6 +367,7 @@ def _write_reports(report: dict[str, Any]) -> None:
     lines = [
         f"# depsim comparison vs {report['baseline']}",
         "",
+        *[f"> **{line}**\n" for line in _banner(report)],
         f"Dates: {', '.join(report['dates'])}; alpha {report['alpha']}.",
         "",
         "| candidate | category | n | flagged | rate/100k | ratio | p | change |",
@@ -354,6 +392,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         date_from=args.date_from,
         date_to=args.date_to,
         bh=args.bh,
+        allow_failed=args.allow_failed,
     )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -476,6 +515,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         bh=args.bh,
         out=Path(args.out) if args.out else None,
+        allow_failed=args.allow_failed,
     )
     size = out.stat().st_size
     print(json.dumps({"report": str(out), "bytes": size}) if args.json else f"report: {out}")
@@ -488,13 +528,16 @@ def _write_html_report(
     alpha: float,
     bh: bool = False,
     out: Path | None = None,
-    computed: tuple[str, Any] | None = None,
+    allow_failed: bool = False,
+    computed: tuple[str, Any, Any] | None = None,
 ) -> Path:
     from depsim_assets.estimates.report import build_report
 
-    base, frame = computed or _comparison_frame(baseline=baseline, alpha=alpha, bh=bh)
+    base, frame, guard = computed or _comparison_frame(
+        baseline=baseline, alpha=alpha, bh=bh, allow_failed=allow_failed
+    )
     out = out or config.reports_dir() / "report.html"
-    html = build_report(frame, baseline=base, warehouse=config.warehouse_path())
+    html = build_report(frame, baseline=base, warehouse=config.warehouse_path(), guard=guard)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(html, encoding="utf-8")
@@ -935,6 +978,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Benjamini-Hochberg q-values across categories decide significance",
     )
+    p.add_argument(
+        "--allow-failed",
+        action="store_true",
+        help="compare partitions that failed a blocking check or are mostly unscored "
+        "(refused by default), each named in a warning",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_compare)
 
@@ -963,6 +1012,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="baseline candidate (default: the registry's)")
     p.add_argument("--alpha", type=float, default=0.1, help="significance level (default 0.1)")
     p.add_argument("--bh", action="store_true", help="Benjamini-Hochberg q-values decide")
+    p.add_argument(
+        "--allow-failed",
+        action="store_true",
+        help="include partitions that failed a blocking check, marked (refused by default)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_report)
 
