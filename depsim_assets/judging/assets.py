@@ -310,7 +310,9 @@ def judge_grades(
                 count=counter.count,
                 system_prompt=lambda ids: system_prompt(
                     taxonomy, fence_token="0" * 16, flag_threshold=judge.flag_threshold,
-                    categories=ids, structured_output=structured.mode),
+                    categories=ids,
+                    # Until the mode is settled, size for the largest prompt (the schema in it).
+                    structured_output=structured.mode if structured.settled else "prompt"),
                 transcript=transcript,
                 prefix_token_budget=config.prefix_token_budget,
                 max_output_tokens=judge.max_output_tokens,
