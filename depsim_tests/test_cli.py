@@ -34,6 +34,19 @@ def test_demo_then_compare_json(depsim_home, capsys):
     assert report == demo_out
     assert report["baseline"] == "sim-production"
     assert report["dates"] == ["2026-11-02", "2026-11-03"]
+    # the demo says what it is: planted truth, graded by the lexical test double
+    assert report["measurement"] is False and report["traffic"] == "synthetic"
+    assert report["judge_models"] == ["sim-judge"]
+    assert report["warning"].startswith("a demo of the pipeline on depsim's synthetic demo log")
+    assert "sim-judge" in report["warning"] and "not a measurement" in report["warning"]
+    assert report["warnings"] == [] and report["failed_partitions"] == []
+    assert main(["compare"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == f"!! NOT A MEASUREMENT: {report['warning']}" == table[-1]
+    assert f"**!! NOT A MEASUREMENT: {report['warning']}**" in (
+        config.reports_dir() / "comparison.md"
+    ).read_text()
+    assert "id='not-a-measurement'" in (config.reports_dir() / "report.html").read_text()
     assert {r["candidate"] for r in report["rows"]} == {
         "production",
         "sim-candidate-safer",
@@ -115,3 +128,118 @@ def test_malformed_registry_keeps_the_file(depsim_home, capsys):
     assert main(["candidates", "add", "x", "--base-url", "sim"]) == 2
     assert "not valid YAML" in capsys.readouterr().err
     assert path.read_text() == "candidates: [oops\n"
+
+
+# ------------------------------------------------------------------ candidates add / salt
+def test_candidates_add_sets_every_registry_field_and_its_partition(depsim_home, capsys):
+    import dagster as dg
+
+    argv = [
+        "candidates", "add", "local-llm", "--base-url", "http://127.0.0.1:8080/v1",
+        "--model", "smollm2", "--timeout-s", "900", "--max-retries", "1", "--rpm", "60",
+        "--tpm", "90000", "--samples", "2", "--max-concurrency", "4", "--mode", "batch",
+        "--batch-poll-s", "5", "--batch-max-wait-s", "600", "--price-in-per-mtok", "0.5",
+        "--price-out-per-mtok", "1.5", "--context-window", "2048", "--max-tokens", "128",
+        "--deployed-on", "2026-11-20", "--baseline", "--json",
+    ]
+    assert main(argv) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["partitions_added"] == ["production", "local-llm"]
+    assert main(["candidates", "list", "--json"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)["candidates"]
+    assert {k: entry[k] for k in (
+        "timeout_s", "max_retries", "rpm", "tpm", "samples", "max_concurrency", "mode",
+        "batch_poll_s", "batch_max_wait_s", "price_in_per_mtok", "price_out_per_mtok",
+        "context_window", "max_tokens", "deployed_on",
+    )} == {
+        "timeout_s": 900.0, "max_retries": 1, "rpm": 60.0, "tpm": 90000.0, "samples": 2,
+        "max_concurrency": 4, "mode": "batch", "batch_poll_s": 5.0, "batch_max_wait_s": 600.0,
+        "price_in_per_mtok": 0.5, "price_out_per_mtok": 1.5, "context_window": 2048,
+        "max_tokens": 128, "deployed_on": ["2026-11-20"],
+    }
+    with dg.DagsterInstance.from_config(str(config.dagster_home())) as instance:
+        assert set(instance.get_dynamic_partitions("candidate")) == {"production", "local-llm"}
+    # A bad value is one line naming the field, and the file keeps the good entry.
+    assert main(["candidates", "add", "other", "--base-url", "sim", "--max-retries", "99"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'max_retries'" in err and "\n" not in err
+    assert "other" not in config.registry_path().read_text()
+
+
+def test_sample_without_a_salt_exits_2_naming_the_variable(depsim_home, capsys, monkeypatch):
+    monkeypatch.delenv("DEPSIM_DEID_SALT")
+    assert main(["sample", "--date", "2026-11-18"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("depsim: error: DEPSIM_DEID_SALT is not set") and "\n" not in err
+    assert 'python -c "import secrets; print(secrets.token_hex(32))"' in err
+    assert not config.warehouse_path().exists()
+    monkeypatch.setenv("DEPSIM_DEID_SALT", "short-salt")
+    assert main(["sample", "--date", "2026-11-18"]) == 2
+    err = capsys.readouterr().err
+    assert "DEPSIM_DEID_SALT is too short (10 characters, at least 16)" in err
+    assert "short-salt" not in err
+
+
+def test_the_sampling_step_fails_without_a_salt_however_launched(depsim_home, monkeypatch):
+    import dagster as dg
+
+    from depsim_assets.definitions import ASSETS, build_resources
+    from depsim_assets.traffic.synth import write_demo_log
+
+    write_demo_log(config.log_root(), ["2026-11-18"], per_day=40)
+    monkeypatch.delenv("DEPSIM_DEID_SALT")
+    result = dg.materialize(
+        ASSETS, selection=["sampled_conversations"], partition_key="2026-11-18",
+        resources=build_resources(), raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_failure]
+    text = str(failure.event_specific_data.error)
+    assert "DEPSIM_DEID_SALT is not set" in text and "secrets.token_hex(32)" in text
+
+
+@pytest.mark.e2e
+def test_demo_runs_without_a_salt_on_its_own_public_one(depsim_home, capsys, monkeypatch):
+    monkeypatch.delenv("DEPSIM_DEID_SALT")
+    args = ["--days", "1", "--per-day", "60", "--sample-size", "30", "--no-progress", "--json"]
+    monkeypatch.setenv("DEPSIM_MIN_SAMPLE", "1")
+    assert main(["demo", *args]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"]
+    # Outside the demo (a new process, no salt in its environment) sampling still refuses.
+    monkeypatch.delenv("DEPSIM_DEID_SALT")
+    assert main(["sample", "--date", "2026-11-03"]) == 2
+
+
+@pytest.mark.e2e
+def test_new_candidate_is_materializable_from_dagster_at_once(depsim_home, capsys, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import duckdb
+
+    from depsim_assets.traffic.synth import write_demo_log
+
+    day = "2026-11-18"
+    monkeypatch.setenv("DEPSIM_MIN_SAMPLE", "1")
+    write_demo_log(config.log_root(), [day], per_day=60)
+    assert main(["sample", "--date", day, "--size", "8"]) == 0
+    assert main(["candidates", "add", "fresh-sim", "--base-url", "sim", "--model",
+                 "sim-candidate-safer", "--baseline"]) == 0
+    capsys.readouterr()
+    # No daemon, no sensor tick: the CLI registered the partition on the instance.
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize",
+         "-m", "depsim_assets.definitions", "--select", "candidate_completions",
+         "--partition", f"fresh-sim|{day}"],
+        capture_output=True, text=True, timeout=600, env=os.environ.copy(),
+        cwd=config.PROJECT_ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'ok') FROM candidate_completions "
+            "WHERE candidate = 'fresh-sim' AND traffic_date = ?", [day]
+        ).fetchone()
+    assert rows == (8, 8)
