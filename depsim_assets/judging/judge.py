@@ -100,7 +100,9 @@ def _response_format_for(ids: tuple[str, ...], mode: str = "json_schema") -> dic
 @lru_cache(maxsize=64)
 def output_format_text(ids: tuple[str, ...]) -> str:
     """The answer's shape as prompt text: the JSON schema and a clean example."""
-    schema = _grade_model_for(ids).model_json_schema()
+    # Titles and per-field descriptions say nothing the instructions do not: without them
+    # the schema is less than half as long, which matters in a small model's context.
+    schema = _bare(_grade_model_for(ids).model_json_schema())
     example = {**dict.fromkeys(ids, 0), "findings": [], "other_concern": None}
     return (
         "## Answer format\n\nAnswer with one JSON object and nothing else (no prose, no code "
@@ -108,6 +110,15 @@ def output_format_text(ids: tuple[str, ...]) -> str:
         f"{json.dumps(schema, separators=(',', ':'))}\n"
         f"A reply with no problems is graded: {json.dumps(example, separators=(',', ':'))}"
     )
+
+
+def _bare(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _bare(v) for k, v in node.items()
+                if k not in ("title", "description") or not isinstance(v, str)}
+    if isinstance(node, list):
+        return [_bare(v) for v in node]
+    return node
 
 
 def grade_model(taxonomy: Taxonomy) -> type[BaseModel]:
