@@ -33,8 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from faker import Faker
+from stdnum import iban as _iban
 
-DEID_VERSION = "deid-2"
+from depsim_assets.traffic import detectors
+
+DEID_VERSION = "deid-3"
 
 EMAIL = "email"
 PHONE = "phone"
@@ -48,6 +51,8 @@ PERSON_NAME = "person_name"
 PARTICIPANT_NAME = "participant_name"
 SECRET = "secret"
 URL_TOKEN = "url_token"
+IBAN = detectors.IBAN
+PASSPORT = detectors.PASSPORT
 
 PII_TYPES = (
     EMAIL,
@@ -62,6 +67,8 @@ PII_TYPES = (
     PARTICIPANT_NAME,
     SECRET,
     URL_TOKEN,
+    IBAN,
+    PASSPORT,
 )
 
 SURROGATE_EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
@@ -273,7 +280,6 @@ _SECRET_TRIGGERS = (
 )  # fmt: skip
 
 
-
 def _contains_any(text: str, words: tuple[str, ...]) -> bool:
     # Substring tests in a plain loop: measured faster than a regex alternation of the same
     # literals (Python's re tries each alternative at every position).
@@ -281,6 +287,7 @@ def _contains_any(text: str, words: tuple[str, ...]) -> bool:
         if word in text:
             return True
     return False
+
 
 # Capitalised words that follow a trigger ("I'm Sorry", "Hi Team,", "Thanks, Everyone") but
 # are not names. A name stops at the first of these.
@@ -307,9 +314,11 @@ _PRIORITY = (
     SECRET,
     URL_TOKEN,
     EMAIL,
+    IBAN,
     PAYMENT_CARD,
     SSN,
     NATIONAL_ID,
+    PASSPORT,
     IPV6,
     IPV4,
     PHONE,
@@ -323,6 +332,10 @@ class _Span(NamedTuple):
     kind: str
     value: str
     family_only: bool = False
+    # A locale or region hint for the surrogate (detectors.Detection.hint).
+    hint: str = ""
+    # A replacement decided in advance (the two halves of a card split across turns).
+    forced: str = ""
 
 
 def luhn_valid(number: str) -> bool:
@@ -400,8 +413,8 @@ def find_spans(text: str) -> list[_Span]:
     """Non-overlapping PII spans of one text by pattern and context, in text order."""
     found: list[_Span] = []
 
-    def add(kind: str, start: int, end: int, family_only: bool = False) -> None:
-        found.append(_Span(start, end, kind, text[start:end], family_only))
+    def add(kind: str, start: int, end: int, family_only: bool = False, hint: str = "") -> None:
+        found.append(_Span(start, end, kind, text[start:end], family_only, hint))
 
     if _contains_any(text, _SECRET_TRIGGERS):
         for m in _SECRET_RE.finditer(text):
@@ -456,6 +469,9 @@ def find_spans(text: str) -> list[_Span]:
     if "\n" in text and ("," in text or "|" in text or "\t" in text):
         for kind, start, end in _table_spans(text):
             add(kind, start, end)
+    for d in detectors.find_all(text):
+        if d.end > d.start:
+            add(d.kind, d.start, d.end, hint=d.hint)
 
     rank = {kind: i for i, kind in enumerate((*_PRIORITY, PERSON_NAME))}
     found.sort(key=lambda s: (rank[s.kind], s.start, -(s.end - s.start)))
@@ -474,11 +490,12 @@ def _cells(line: str, sep: str) -> list[tuple[int, int]]:
 
 
 def _table_spans(text: str) -> list[tuple[str, int, int]]:
-    """Names and addresses in the columns of CSV, TSV or markdown tables, found by header.
+    """Personal data in the columns of CSV, TSV or markdown tables, found by header.
 
-    A header cell named like a name (``name``, ``customer_name``...) or an address
-    (``address``, ``street``...) marks its column; every cell under it, until the table ends,
-    is a name (when it reads as one) or an address (when it has a digit).
+    A header cell named like a name (``name``, ``customer_name``...), an address, or any
+    other kind :func:`detectors.kind_for_key` knows (``Phone``, ``IBAN``, ``ID no.``...) marks
+    its column; every cell under it, until the table ends, is replaced when it fits the kind
+    (:func:`detectors.value_fits`).
     """
     spans: list[tuple[str, int, int]] = []
     columns: dict[int, str] = {}
@@ -502,17 +519,24 @@ def _table_spans(text: str) -> list[tuple[str, int, int]]:
                         spans.append((kind, start + a, start + b))
                 elif kind == STREET_ADDRESS and _DIGIT_RE.search(value):
                     spans.append((kind, start + a, start + b))
+                elif detectors.value_fits(kind, value, generic_key=kind == PERSON_NAME):
+                    spans.append((kind, start + a, start + b))
             continue
         columns = {}
         for candidate in ("|", "\t", ","):
             if candidate not in line:
                 continue
             cells = [line[a:b].strip("\"' ") for a, b in _cells(line, candidate)]
-            found = {
-                i: PERSON_NAME if _NAME_KEY_RE.fullmatch(c) else STREET_ADDRESS
-                for i, c in enumerate(cells)
-                if c and (_NAME_KEY_RE.fullmatch(c) or _ADDRESS_KEY_RE.fullmatch(c))
-            }
+            found = {}
+            for i, c in enumerate(cells):
+                if not c:
+                    continue
+                if _NAME_KEY_RE.fullmatch(c):
+                    found[i] = PERSON_NAME
+                elif _ADDRESS_KEY_RE.fullmatch(c):
+                    found[i] = STREET_ADDRESS
+                elif kind := detectors.kind_for_key(c):
+                    found[i] = kind
             if found:
                 columns, sep, width = found, candidate, len(cells)
                 break
@@ -539,6 +563,14 @@ class _Slot:
     name_field: bool = False
     spans: list[_Span] = field(default_factory=list)
     address_field: bool = False
+    # The PII kind the JSON key above this value announces (detectors.kind_for_key).
+    key_kind: str | None = None
+    generic_key: bool = False
+    # A JSON integer, rewritten back to an integer when its surrogate is all digits.
+    numeric: bool = False
+    # Index of the message holding the slot and whether it is that message's user text.
+    message: int = -1
+    user_text: bool = False
 
 
 @dataclass
@@ -550,16 +582,46 @@ class _JsonDoc:
     slots: list[_Slot]
 
 
+class _KeyHolder:
+    """Stands in for a dict whose *key* is a slot: a replacement is recorded and applied
+    after every value is written, so value slots keep addressing the original key."""
+
+    def __init__(self, target: dict[str, Any], renames: list[tuple[dict[str, Any], str, str]]):
+        self.target = target
+        self.renames = renames
+
+    def __setitem__(self, key: str, new: str) -> None:
+        self.renames.append((self.target, key, new))
+
+
+def _apply_renames(renames: list[tuple[dict[str, Any], str, str]]) -> None:
+    by_dict: dict[int, tuple[dict[str, Any], dict[str, str]]] = {}
+    for target, old, new in renames:
+        by_dict.setdefault(id(target), (target, {}))[1][old] = new
+    for target, mapping in by_dict.values():
+        items = list(target.items())
+        target.clear()
+        for key, value in items:
+            new_key = mapping.get(key, key)
+            # Two keys mapped to one surrogate would lose a value: keep the later one apart.
+            while new_key in target:
+                new_key += "_"
+            target[new_key] = value
+
+
 class Deidentifier:
     """Replaces identifying text in conversations with consistent Faker surrogates.
 
     ``salt`` keys every surrogate and user hash: the same salt reproduces the same output,
-    another salt gives unrelated surrogates. One Faker instance is reseeded per surrogate.
+    another salt gives unrelated surrogates. One Faker instance per locale is reseeded per
+    surrogate.
     """
 
     def __init__(self, salt: str, *, locale: str = "en_US") -> None:
         self.salt = salt
+        self._locale = locale
         self._fake = Faker(locale)
+        self._fakers: dict[str, Faker] = {locale: self._fake, "": self._fake}
 
     # --- public ---------------------------------------------------------------------------
 
@@ -577,10 +639,39 @@ class Deidentifier:
         de-identified. The input is not modified. Every surrogate inserted (name surrogates
         token by token) is added to ``surrogates`` when given.
         """
+        out, _, counts = self.deidentify_conversation(
+            messages, conversation_id, surrogates=surrogates
+        )
+        return out, counts
+
+    def deidentify_conversation(
+        self,
+        messages: list[dict[str, Any]],
+        conversation_id: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        surrogates: set[str] | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, int]]:
+        """Like :meth:`deidentify_messages`, and the record's ``metadata`` with it.
+
+        Metadata strings, keys and identifier-like numbers are de-identified with the same
+        surrogates as the messages (one original, one surrogate, wherever it appears).
+        Returns (messages, metadata, counts).
+        """
         out = [_copy_message(m) for m in messages]
-        slots, docs = _collect_slots(out)
+        meta = copy.deepcopy(metadata) if isinstance(metadata, dict) else None
+        renames: list[tuple[dict[str, Any], str, str]] = []
+        slots, docs = _collect_slots(out, renames)
+        if meta:
+            _walk_json(meta, slots, False, renames=renames)
         counts: Counter[str] = Counter()
-        self._rewrite(slots, conversation_id, counts, surrogates)
+        participants = [
+            m["name"]
+            for m in out
+            if isinstance(m.get("name"), str) and m.get("role") != "tool" and m["name"]
+        ]
+        self._rewrite(slots, conversation_id, counts, surrogates, participants)
+        _apply_renames(renames)
         for doc in docs:
             if any(s.spans for s in doc.slots):
                 separators = (",", ":") if doc.compact else (", ", ": ")
@@ -592,7 +683,7 @@ class Deidentifier:
             if isinstance(name, str) and msg.get("role") != "tool" and name:
                 msg["name"] = self._surrogate(PARTICIPANT_NAME, name, conversation_id, set())
                 counts[PARTICIPANT_NAME] += 1
-        return out, dict(sorted(counts.items()))
+        return out, meta, dict(sorted(counts.items()))
 
     def deidentify_text(self, text: str, conversation_id: str) -> tuple[str, dict[str, int]]:
         """One text de-identified on its own (as if it were a whole conversation)."""
@@ -610,6 +701,7 @@ class Deidentifier:
         cid: str,
         counts: Counter[str],
         surrogates: set[str] | None = None,
+        participants: list[str] | None = None,
     ) -> None:
         inserted = surrogates if surrogates is not None else set()
         for slot in slots:
@@ -627,22 +719,32 @@ class Deidentifier:
                     start = slot.text.index(line)
                     whole = _Span(start, start + len(line), STREET_ADDRESS, line)
                     slot.spans = _merge([], [whole, *slot.spans])
+            if slot.key_kind and not any(s.kind == slot.key_kind for s in slot.spans):
+                self._key_context(slot)
+        self._split_cards(slots, cid)
+        _propagate_values(slots)
 
         # Name tokens in first-seen order decide given/family roles deterministically.
         token_roles: dict[str, bool] = {}
         for slot in slots:
             for span in slot.spans:
                 if span.kind == PERSON_NAME:
-                    for i, tok in enumerate(_TOKEN_RE.findall(span.value)):
+                    for i, tok in enumerate(_name_parts(span.value)):
                         token_roles.setdefault(tok, span.family_only or i > 0)
-        if token_roles:
-            by_length = sorted(token_roles, key=len, reverse=True)
-            alternatives = "|".join(re.escape(t) for t in by_length)
-            bare = re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])")
+        for name in participants or ():
+            # A chat "name" field (maria_garcia) names a person the text may mention too.
+            spaced = re.sub(r"[_.]+", " ", name).strip()
+            if detectors.looks_like_name(spaced):
+                for i, tok in enumerate(_name_parts(spaced)):
+                    if len(tok) >= 3:
+                        token_roles.setdefault(tok, i > 0)
+        token_re = _token_pattern(token_roles) if token_roles else None
+        if token_re is not None:
             for slot in slots:
                 extra = [
                     _Span(m.start(), m.end(), PERSON_NAME, m.group())
-                    for m in bare.finditer(slot.text)
+                    for m in token_re.finditer(slot.text)
+                    if _token_key(m.group(), token_roles) is not None
                 ]
                 if extra:
                     slot.spans = _merge(slot.spans, extra)
@@ -652,11 +754,14 @@ class Deidentifier:
             for span in slot.spans:
                 if span.kind != PERSON_NAME:
                     originals.setdefault(span.kind, set()).add(_normalise(span.kind, span.value))
-        originals[PERSON_NAME] = set(token_roles)
+        originals[PERSON_NAME] = {t.casefold() for t in token_roles}
         token_map = {
-            tok: self._surrogate(PERSON_NAME, tok, cid, originals[PERSON_NAME], family=family)
+            tok: self._surrogate(
+                PERSON_NAME, tok, cid, originals[PERSON_NAME], family=family,
+                hint=detectors.script_locale(tok),
+            )
             for tok, family in token_roles.items()
-        }
+        }  # fmt: skip
         inserted.update(token_map.values())
 
         for slot in slots:
@@ -666,32 +771,219 @@ class Deidentifier:
             pos = 0
             for span in slot.spans:
                 pieces.append(slot.text[pos : span.start])
-                if span.kind == PERSON_NAME:
-                    repl = _TOKEN_RE.sub(lambda m: token_map.get(m.group(), m.group()), span.value)
+                if span.forced:
+                    repl = span.forced
+                    inserted.add(repl)
+                elif span.kind == PERSON_NAME and token_re is not None:
+                    repl = token_re.sub(
+                        lambda m: _case_like(
+                            m.group(), token_map.get(_token_key(m.group(), token_roles) or "")
+                        ),
+                        span.value,
+                    )
                 else:
                     repl = self._surrogate(
-                        span.kind, span.value, cid, originals.get(span.kind, set())
-                    )
+                        span.kind, span.value, cid, originals.get(span.kind, set()),
+                        hint=span.hint,
+                    )  # fmt: skip
                     inserted.add(repl)
                 pieces.append(repl)
                 counts[span.kind] += 1
                 pos = span.end
             pieces.append(slot.text[pos:])
-            slot.holder[slot.key] = "".join(pieces)
+            new = "".join(pieces)
+            if slot.numeric and new.isdigit() and not new.startswith("0"):
+                slot.holder[slot.key] = int(new)
+            else:
+                slot.holder[slot.key] = new
+
+    def _key_context(self, slot: _Slot) -> None:
+        """The whole value of a field whose key names a PII kind (``"phone": "0412..."``)."""
+        kind = slot.key_kind
+        assert kind is not None
+        stripped = slot.text.strip()
+        if not detectors.value_fits(kind, stripped, generic_key=slot.generic_key):
+            # A key that names a phone makes a bare digit run one (JSON numbers, keys).
+            if kind == PHONE:
+                for d in detectors.find_phones(slot.text, cue_window="phone"):
+                    span = _Span(d.start, d.end, PHONE, slot.text[d.start : d.end], hint=d.hint)
+                    slot.spans = _merge([], [span, *slot.spans])
+            return
+        start = slot.text.index(stripped)
+        whole = _Span(start, start + len(stripped), kind, stripped)
+        slot.spans = _merge([], [whole, *slot.spans])
+
+    def _split_cards(self, slots: list[_Slot], cid: str) -> None:
+        """A card number typed across two user turns: both halves get one surrogate's halves."""
+        for first, second, span_a, span_b in _split_card_spans(slots):
+            joined = _digits(span_a.value) + _digits(span_b.value)
+            # Made like any card's surrogate (it fails Luhn), then cut where the user cut.
+            whole = self._surrogate(PAYMENT_CARD, joined, cid, set())
+            n = len(_digits(span_a.value))
+            span_a = span_a._replace(forced=_format_like(span_a.value, whole[:n]))
+            span_b = span_b._replace(forced=_format_like(span_b.value, whole[n:]))
+            first.spans = _merge([], [span_a, *first.spans])
+            second.spans = _merge([], [span_b, *second.spans])
+
+    def _faker(self, locale: str) -> Faker:
+        fake = self._fakers.get(locale)
+        if fake is None:
+            try:
+                fake = Faker(locale)
+            except AttributeError:
+                fake = self._fake
+            self._fakers[locale] = fake
+        return fake
 
     def _surrogate(
-        self, kind: str, original: str, cid: str, avoid: set[str], *, family: bool = False
+        self,
+        kind: str,
+        original: str,
+        cid: str,
+        avoid: set[str],
+        *,
+        family: bool = False,
+        hint: str = "",
     ) -> str:
         norm = _normalise(kind, original)
         make = _MAKERS[kind]
+        fake = self._faker(_surrogate_locale(kind, original, hint))
         value = original
         for attempt in range(20):
             digest = hashlib.sha256(f"{self.salt}|{cid}|{kind}|{norm}|{attempt}".encode()).digest()
-            self._fake.seed_instance(int.from_bytes(digest[:8], "big"))
-            value = make(self._fake, original, family)
+            fake.seed_instance(int.from_bytes(digest[:8], "big"))
+            value = make(fake, original, family)
             if _normalise(kind, value) not in avoid and _normalise(kind, value) != norm:
                 break
         return value
+
+
+def _surrogate_locale(kind: str, original: str, hint: str) -> str:
+    """The Faker locale a surrogate of ``kind`` is drawn from: the script of a name, the
+    country form of an address."""
+    if kind == PERSON_NAME:
+        return detectors.script_locale(original) or "en_US"
+    if kind == STREET_ADDRESS:
+        script = detectors.script_locale(original)
+        if script:
+            return script
+        first = original.strip().split(" ")[0].lower()
+        by_word = {
+            "via": "it_IT", "viale": "it_IT", "piazza": "it_IT", "corso": "it_IT",
+            "rua": "pt_BR", "travessa": "pt_BR", "praça": "pt_BR", "ul.": "pl_PL",
+            "al.": "pl_PL", "os.": "pl_PL", "plac": "pl_PL", "ulica": "pl_PL",
+        }  # fmt: skip
+        if first in by_word:
+            return by_word[first]
+        if re.search(r"(?i)(?:straat|gracht|laan|plein|kade|singel|dijk)\b", original):
+            return "nl_NL"
+        if re.search(r"(?i)(?:gatan|vägen|gränd|torget)\b", original):
+            return "sv_SE"
+        if hint in ("es_ES", "fr_FR", "de_DE", "ru_RU", "zh_CN", "ja_JP", "ko_KR"):
+            return hint
+    return "en_US"
+
+
+_LATIN_TOKEN_RE = re.compile(r"[A-Za-zÀ-ɏḀ-ỿ]")
+
+
+def _name_parts(value: str) -> list[str]:
+    """The words of a name: spaced-script words, and CJK or Hangul names whole."""
+    parts = re.findall(
+        r"[\u3400-\u4dbf\u4e00-\u9fff\u3040-\u30ff]+|[\uac00-\ud7a3]+", value
+    )  # fmt: skip
+    parts.extend(w for w in detectors._WORD_RE.findall(value) if w.casefold() not in _PARTICLE_SET)
+    return [p for p in parts if p]
+
+
+_PARTICLE_SET = frozenset(
+    "da de del della der di do dos das du la le van von ten ter y bin al".split()
+)
+
+
+def _token_key(found: str, roles: dict[str, bool]) -> str | None:
+    if found in roles:
+        return found
+    folded = found.casefold()
+    for tok in roles:
+        if tok.casefold() == folded and len(tok) >= 4:
+            return tok
+    return None
+
+
+def _token_pattern(roles: dict[str, bool]) -> re.Pattern[str]:
+    """Every other occurrence of a name word: whole words (case-folded from four letters on,
+    so "maria" signed in lower case is found as "Maria" too); CJK names anywhere."""
+    spaced = [t for t in roles if not _is_cjk(t)]
+    cjk = [t for t in roles if _is_cjk(t)]
+    alternatives = []
+    if spaced:
+        words = "|".join(
+            (re.escape(t) if len(t) < 4 else f"(?i:{re.escape(t)})")
+            for t in sorted(spaced, key=len, reverse=True)
+        )
+        alternatives.append(rf"(?<![\w-])(?:{words})(?![\w-])")
+    if cjk:
+        alternatives.append("|".join(re.escape(t) for t in sorted(cjk, key=len, reverse=True)))
+    return re.compile("|".join(alternatives))
+
+
+def _is_cjk(token: str) -> bool:
+    return bool(re.match(r"[\u3400-\u4dbf\u4e00-\u9fff\u3040-\u30ff\uac00-\ud7a3]", token))
+
+
+def _case_like(original: str, surrogate: str | None) -> str:
+    if surrogate is None:
+        return original
+    if original.islower():
+        return surrogate.lower()
+    if original.isupper() and len(original) > 1:
+        return surrogate.upper()
+    return surrogate
+
+
+def _split_card_spans(slots: list[_Slot]) -> list[tuple[_Slot, _Slot, _Span, _Span]]:
+    """Pairs of user texts whose end and start hold one card number's two halves."""
+    out = []
+    user = [s for s in slots if s.user_text]
+    for first, second in zip(user, user[1:], strict=False):
+        if second.message <= first.message:
+            continue
+        found = detectors.split_card(first.text, second.text)
+        if not found:
+            continue
+        (a0, a1), (b0, b1) = found
+        span_a = _Span(a0, a1, PAYMENT_CARD, first.text[a0:a1])
+        span_b = _Span(b0, b1, PAYMENT_CARD, second.text[b0:b1])
+        out.append((first, second, span_a, span_b))
+    return out
+
+
+_PROPAGATED = (SECRET, NATIONAL_ID, PASSPORT, IBAN, PAYMENT_CARD, PHONE, EMAIL, SSN)
+
+
+def _propagate_values(slots: list[_Slot]) -> None:
+    """Every other occurrence of a value found somewhere in the conversation (a password
+    typed after its cue, then echoed bare by the assistant)."""
+    values: dict[str, str] = {}
+    for slot in slots:
+        for span in slot.spans:
+            if span.kind in _PROPAGATED and len(span.value) >= 6 and not span.forced:
+                values.setdefault(span.value, span.kind)
+    if not values:
+        return
+    pattern = re.compile(
+        r"(?<![\w])(?:"
+        + "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+        + r")(?![\w])"
+    )
+    for slot in slots:
+        extra = [
+            _Span(m.start(), m.end(), values[m.group()], m.group())
+            for m in pattern.finditer(slot.text)
+        ]
+        if extra:
+            slot.spans = _merge(slot.spans, extra)
 
 
 def _normalise(kind: str, value: str) -> str:
@@ -701,10 +993,12 @@ def _normalise(kind: str, value: str) -> str:
         return digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
     if kind in (PAYMENT_CARD, SSN):
         return _digits(value)
-    if kind == NATIONAL_ID:
-        return value.replace(" ", "").replace("-", "")
+    if kind in (NATIONAL_ID, IBAN, PASSPORT):
+        return re.sub(r"[\s.\-/]", "", value).upper()
     if kind in (EMAIL, IPV6):
         return value.lower()
+    if kind == PERSON_NAME:
+        return value.casefold()
     return value
 
 
@@ -717,6 +1011,21 @@ def _format_like(original: str, digits: str) -> str:
     return "".join(next(it) if c.isdigit() else c for c in original)
 
 
+def _shape_like(fake: Faker, original: str) -> str:
+    """A random value of the shape of ``original``: digits, upper- and lower-case letters
+    replaced by random ones of their class, separators kept."""
+    out = []
+    for c in original:
+        if c.isdigit():
+            out.append(str(fake.random_digit()))
+        elif c.isalpha() and c.isascii():
+            letter = fake.random_element("ABCDEFGHJKLMNPRSTUVWXYZ")
+            out.append(letter if c.isupper() else letter.lower())
+        else:
+            out.append(c)
+    return "".join(out)
+
+
 def _random_digits(fake: Faker, n: int) -> str:
     return "".join(str(fake.random_digit()) for _ in range(n))
 
@@ -725,17 +1034,39 @@ def _make_email(fake: Faker, original: str, family: bool) -> str:
     return f"{fake.user_name()}@{fake.random_element(SURROGATE_EMAIL_DOMAINS)}"
 
 
+def _phone_region(original: str) -> str | None:
+    return detectors._phone_ok(original, True)
+
+
 def _make_phone(fake: Faker, original: str, family: bool) -> str:
     digits = _digits(original)
-    if not original.lstrip().startswith("+") or original.lstrip().startswith("+1 "):
+    text = original.strip()
+    region = _phone_region(original) if not text.startswith(("+", "00")) else None
+    nanp = text.startswith("+1") or (
+        region in ("US", "CA")
+        or (region is None and not text.startswith(("+", "0")) and len(digits) in (10, 11))
+    )
+    if nanp and len(digits) >= 10:
         # North American: keep a leading 1, use the fictional 555-0100..0199 range.
         lead = digits[:-10]
         new = f"{lead}{fake.random_int(201, 989)}55501{fake.random_int(0, 99):02d}"
         return _format_like(original, new)
-    country = re.match(r"\+(\d+)", original.strip())
-    cc_len = len(country.group(1)) if country else 2
-    cc_len = cc_len if cc_len <= 3 else 2
-    new = digits[:cc_len] + _random_digits(fake, len(digits) - cc_len)
+    if text.startswith(("+", "00")):
+        country = re.match(r"(?:\+|00)(\d+)", text)
+        cc_len = len(country.group(1)) if country else 2
+        cc_len = cc_len if cc_len <= 3 else 2
+        if text.startswith("00"):
+            cc_len += 2
+        try:
+            parsed = detectors.phonenumbers.parse("+" + text.lstrip("+").removeprefix("00"))
+            cc_len = len(str(parsed.country_code)) + (2 if text.startswith("00") else 0)
+        except detectors.phonenumbers.NumberParseException:
+            pass
+        keep = min(cc_len + 1, len(digits) - 4)
+    else:
+        # A national number keeps its trunk prefix and first digit (a mobile stays mobile).
+        keep = min(2, len(digits) - 4)
+    new = digits[:keep] + _random_digits(fake, len(digits) - keep)
     return _format_like(original, new)
 
 
@@ -752,13 +1083,62 @@ def _make_ssn(fake: Faker, original: str, family: bool) -> str:
 
 
 def _make_national_id(fake: Faker, original: str, family: bool) -> str:
-    if original[:1].isalpha():
+    compact = re.sub(r"[\s\-]", "", original)
+    if re.fullmatch(r"[A-Z]{2}\d{6}[A-D]", compact) and original[:1].isalpha():
         # QQ is HMRC's never-issued prefix, used in its own examples.
         return "QQ" + _format_like(original[2:-1], _random_digits(fake, 6)) + original[-1]
-    # A SIN starting with 0 is never issued; the check digit is made to fail Luhn as well.
-    body = "0" + _random_digits(fake, 7)
-    good = next(d for d in "0123456789" if luhn_valid(body + d))
-    return _format_like(original, body + str((int(good) + fake.random_int(1, 9)) % 10))
+    if re.fullmatch(r"\d{3}([ -])\d{3}\1\d{3}", original) and luhn_valid(original):
+        # A SIN starting with 0 is never issued; the check digit is made to fail Luhn as well.
+        body = "0" + _random_digits(fake, 7)
+        good = next(d for d in "0123456789" if luhn_valid(body + d))
+        return _format_like(original, body + str((int(good) + fake.random_int(1, 9)) % 10))
+    # Any other country's id: same shape, and never a valid id of the schemes we validate.
+    value = _shape_like(fake, original)
+    for _ in range(20):
+        if not _valid_national_id(value):
+            break
+        value = _shape_like(fake, original)
+    return value
+
+
+def _valid_national_id(value: str) -> bool:
+    from stdnum import luhn as _luhn
+    from stdnum.br import cpf
+    from stdnum.cn import ric
+    from stdnum.de import idnr
+    from stdnum.es import dni, nie
+    from stdnum.in_ import aadhaar
+    from stdnum.it import codicefiscale
+    from stdnum.nl import bsn
+    from stdnum.pl import pesel
+    from stdnum.se import personnummer
+
+    checks = (cpf, ric, idnr, dni, nie, aadhaar, codicefiscale, bsn, pesel, personnummer)
+    if any(module.is_valid(value) for module in checks):
+        return True
+    digits = _digits(value)
+    return len(digits) >= 9 and digits == re.sub(r"[\s\-.]", "", value) and _luhn.is_valid(digits)
+
+
+def _make_iban(fake: Faker, original: str, family: bool) -> str:
+    # Same country and layout; the check digits are made wrong so the surrogate can never be
+    # a real account (and a residue check can tell it from a leak).
+    compact = re.sub(r"[^A-Za-z0-9]", "", original)
+    country = compact[:2].upper()
+    if len(compact) < 8 or not country.isalpha():
+        return _shape_like(fake, original)
+    bban = _shape_like(fake, compact[4:])
+    good = _iban.calc_check_digits(country + "00" + bban.upper())
+    bad = f"{(int(good) + fake.random_int(1, 96)) % 97 + 2:02d}"
+    if bad == good:
+        bad = f"{(int(good) + 1) % 97 + 2:02d}"
+    new = (country if original[:2].isupper() else country.lower()) + bad + bban
+    it = iter(new)
+    return "".join(next(it) if c.isalnum() else c for c in original)
+
+
+def _make_passport(fake: Faker, original: str, family: bool) -> str:
+    return _shape_like(fake, original)
 
 
 def _make_ipv4(fake: Faker, original: str, family: bool) -> str:
@@ -771,10 +1151,13 @@ def _make_ipv6(fake: Faker, original: str, family: bool) -> str:
 
 
 def _make_address(fake: Faker, original: str, family: bool) -> str:
-    return fake.street_address()
+    return fake.street_address().replace("\n", ", ")
 
 
 def _make_person(fake: Faker, original: str, family: bool) -> str:
+    if _is_cjk(original):
+        # CJK and Hangul names are written whole, surname first, without a space.
+        return fake.name().replace(" ", "").replace("\u3000", "")
     # A surrogate must stay one token so multi-token names keep their shape.
     for _ in range(10):
         name = fake.last_name() if family else fake.first_name()
@@ -796,11 +1179,19 @@ def _make_secret(fake: Faker, original: str, family: bool) -> str:
         # An unsigned-looking JWT whose payload reads {"sub":"EXAMPLE"}.
         tail = "".join(fake.random_element(alphabet) for _ in range(24))
         return f"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJFWEFNUExFIn0.EXAMPLE{tail}"
-    prefix = _SECRET_PREFIX_RE.match(original)
+    if original.startswith("https://"):
+        # A webhook URL: same host, a path that is plainly not a real hook.
+        host = original.split("/")[2]
+        tail = "".join(fake.random_element(alphabet) for _ in range(24))
+        return f"https://{host}/EXAMPLE/{tail}"
+    prefix = _SECRET_PREFIX_RE.match(original) or _MORE_PREFIX_RE.match(original)
     head = prefix.group() if prefix else ""
-    tail_len = max(len(original) - len(head) - len("EXAMPLE"), 8)
+    tail_len = max(len(original) - len(head) - len("EXAMPLE"), 8 if head else 4)
     tail = "".join(fake.random_element(alphabet) for _ in range(tail_len))
     return f"{head}EXAMPLE{tail}"
+
+
+_MORE_PREFIX_RE = re.compile(r"^(?:hf_|SG\.|gsk_|npm_|pypi-|xapp-|r8_|dop_v1_|ya29\.)")
 
 
 def _make_url_token(fake: Faker, original: str, family: bool) -> str:
@@ -822,6 +1213,8 @@ _MAKERS: dict[str, Callable[[Faker, str, bool], str]] = {
     PARTICIPANT_NAME: _make_participant,
     SECRET: _make_secret,
     URL_TOKEN: _make_url_token,
+    IBAN: _make_iban,
+    PASSPORT: _make_passport,
 }
 
 
@@ -862,37 +1255,46 @@ def _copy_call(call: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _collect_slots(messages: list[dict[str, Any]]) -> tuple[list[_Slot], list[_JsonDoc]]:
+def _collect_slots(
+    messages: list[dict[str, Any]],
+    renames: list[tuple[dict[str, Any], str, str]] | None = None,
+) -> tuple[list[_Slot], list[_JsonDoc]]:
     slots: list[_Slot] = []
     docs: list[_JsonDoc] = []
+    renames = renames if renames is not None else []
 
-    def add_text(holder: Any, key: Any, allow_json: bool) -> None:
+    def add_text(holder: Any, key: Any, allow_json: bool, index: int, user: bool) -> None:
         text = holder[key]
         if not isinstance(text, str) or not text:
             return
-        parsed = _maybe_json(text) if allow_json else None
+        # Any text that is a JSON object or array is walked (keys, values, numbers), not
+        # only tool messages: users paste JSON too.
+        parsed = _maybe_json(text) if allow_json or text[:1] in "[{" else None
         if parsed is None:
-            slots.append(_Slot(holder, key, text))
+            slots.append(_Slot(holder, key, text, message=index, user_text=user))
             return
         doc_slots: list[_Slot] = []
-        _walk_json(parsed, doc_slots, name_field=False)
+        _walk_json(parsed, doc_slots, name_field=False, renames=renames)
+        for s in doc_slots:
+            s.message = index
         docs.append(_JsonDoc(holder, key, parsed, '": ' not in text, doc_slots))
         slots.extend(doc_slots)
 
-    for msg in messages:
+    for index, msg in enumerate(messages):
         is_tool = msg.get("role") == "tool"
+        user = msg.get("role") == "user"
         content = msg.get("content")
         if isinstance(content, str):
-            add_text(msg, "content", allow_json=is_tool)
+            add_text(msg, "content", is_tool, index, user)
         elif isinstance(content, list):
             for part in content:
                 kind = part.get("type")
                 if kind in ("text", "refusal"):
-                    add_text(part, kind, allow_json=is_tool)
+                    add_text(part, kind, is_tool, index, user)
         if isinstance(msg.get("refusal"), str):
-            add_text(msg, "refusal", allow_json=False)
+            add_text(msg, "refusal", False, index, False)
         for call in msg.get("tool_calls") or []:
-            add_text(call["function"], "arguments", allow_json=True)
+            add_text(call["function"], "arguments", True, index, False)
     return slots, docs
 
 
@@ -907,20 +1309,55 @@ def _maybe_json(text: str) -> Any:
     return parsed if isinstance(parsed, dict | list) else None
 
 
-def _walk_json(value: Any, slots: list[_Slot], name_field: bool) -> None:
+# JSON integers with this many digits or more may be identifiers (cards, phones, ids).
+_MIN_ID_DIGITS = 7
+
+
+def _walk_json(
+    value: Any,
+    slots: list[_Slot],
+    name_field: bool,
+    key_kind: str | None = None,
+    *,
+    renames: list[tuple[dict[str, Any], str, str]] | None = None,
+    depth: int = 0,
+) -> None:
+    if depth > 200:
+        return  # deeper than any real payload; the record is quarantined upstream
+    renames = renames if renames is not None else []
     if isinstance(value, dict):
         for key, item in value.items():
             is_name = isinstance(key, str) and bool(_NAME_KEY_RE.fullmatch(key))
+            kind = detectors.kind_for_key(key) if isinstance(key, str) else None
+            if isinstance(key, str) and key:
+                # A key can itself be personal data ({"+44 7700 900123": {...}}), with the
+                # kind of the field above it as context.
+                slots.append(_Slot(_KeyHolder(value, renames), key, key, key_kind=key_kind))
             if isinstance(item, str):
                 is_address = isinstance(key, str) and bool(_ADDRESS_KEY_RE.fullmatch(key))
                 slots.append(
-                    _Slot(value, key, item, name_field=is_name, address_field=is_address)
-                )
+                    _Slot(
+                        value, key, item, name_field=is_name, address_field=is_address,
+                        key_kind=kind, generic_key=isinstance(key, str) and key.lower() == "name",
+                    )
+                )  # fmt: skip
+            elif _id_like_int(item):
+                slots.append(_Slot(value, key, str(item), key_kind=kind, numeric=True))
             else:
-                _walk_json(item, slots, is_name)
+                _walk_json(item, slots, is_name, kind or key_kind, renames=renames, depth=depth + 1)
     elif isinstance(value, list):
         for i, item in enumerate(value):
             if isinstance(item, str):
-                slots.append(_Slot(value, i, item, name_field=name_field))
+                slots.append(_Slot(value, i, item, name_field=name_field, key_kind=key_kind))
+            elif _id_like_int(item):
+                slots.append(_Slot(value, i, str(item), key_kind=key_kind, numeric=True))
             else:
-                _walk_json(item, slots, name_field)
+                _walk_json(item, slots, name_field, key_kind, renames=renames, depth=depth + 1)
+
+
+def _id_like_int(item: Any) -> bool:
+    return (
+        isinstance(item, int)
+        and not isinstance(item, bool)
+        and abs(item) >= 10 ** (_MIN_ID_DIGITS - 1)
+    )

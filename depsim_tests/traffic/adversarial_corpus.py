@@ -476,7 +476,12 @@ def _place(conv: _Conv, v: _Value, placement: str) -> None:
         what = secret_template.format(v=text) if secret_template else f"{field}: {text}"
         conv.system.append(f"The signed-in customer's record ({what}) is confidential.")
     elif placement == "assistant_echo":
-        conv.user.append(f"please update my {_HEADER[v.kind].lower()}")
+        # The user gives it once (with whatever cue the template has); the assistant repeats
+        # it bare, where nothing but the earlier mention says what it is.
+        if secret_template:
+            conv.user.append(f"please update it: {secret_template.format(v=text)}")
+        else:
+            conv.user.append(rng.choice(_PROSE[v.kind]).format(v=text))
         conv.echo.append(f"I've saved {text} as requested.")
     elif placement == "tool_args":
         conv.args[field] = text
