@@ -108,9 +108,30 @@ SAMPLING_FUNNEL = Table(
     "sampling_funnel",
     _cols(
         ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
-        ("stage", "VARCHAR", "records_in, quarantined, ineligible, eligible or sampled."),
+        (
+            "stage",
+            "VARCHAR",
+            "records_in, quarantined, ineligible, eligible, sampled, residual_quarantined or kept.",
+        ),
         ("reason", "VARCHAR", "Reason code for quarantined/ineligible rows, else empty."),
         ("n", "BIGINT", "Records at this stage for this reason."),
+    ),
+    ("traffic_date",),
+)
+
+SAMPLING_STATUS = Table(
+    "sampling_status",
+    _cols(
+        ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
+        ("passed", "BOOLEAN", "Whether the day's sample may be used (prefixes refuse it if not)."),
+        ("sampled", "BIGINT", "Conversations drawn in the sample."),
+        ("kept", "BIGINT", "Conversations written to sampled_conversations."),
+        ("residual_quarantined", "BIGINT", "Drawn conversations quarantined for residual PII."),
+        ("residual_share", "DOUBLE", "residual_quarantined / sampled."),
+        ("max_residual_share", "DOUBLE", "Threshold: the day fails above this share."),
+        ("reason", "VARCHAR", "One line: why the day passed or failed."),
+        ("deid_version", "VARCHAR", "De-identification rules applied."),
+        ("residue_version", "VARCHAR", "Residual-PII scan rules applied."),
     ),
     ("traffic_date",),
 )
@@ -428,6 +449,7 @@ ALL_TABLES = (
     SAMPLED_CONVERSATIONS,
     SAMPLING_QUARANTINE,
     SAMPLING_FUNNEL,
+    SAMPLING_STATUS,
     CONVERSATION_PREFIXES,
     CANDIDATE_COMPLETIONS,
     JUDGE_GRADES,
@@ -499,7 +521,10 @@ def replace_partitions(
         conn.execute("COMMIT")
     except BaseException as exc:
         # A failed COMMIT has already rolled back, and ROLLBACK then fails with "no
-        # transaction is active", which used to hide the real cause (a full disk).
+        # transaction is active", which used to hide the real cause (a full disk); a failed
+        # statement leaves an unfinished result that must be abandoned first.
+        with suppress(duckdb.Error, AttributeError):
+            conn.abort()
         with suppress(duckdb.Error):
             conn.execute("ROLLBACK")
         translated = translate_write_error(exc, _database_path(conn), _what(writes))
@@ -508,7 +533,8 @@ def replace_partitions(
         raise
     finally:
         for view in views:
-            conn.unregister(view)
+            with suppress(duckdb.Error):
+                conn.unregister(view)
     return {table.name: len(frame) for table, frame, _ in writes}
 
 

@@ -5,18 +5,27 @@ ineligible for a reason, or eligible), so the funnel reconciles exactly. Only th
 held in memory (a heap of ``n`` records) plus one 8-byte digest per id for duplicate
 detection, and only sampled records are de-identified: raw text never leaves
 :func:`run_sampling`.
+
+Every de-identified conversation is then scanned for residual PII (:mod:`.residue`, a layer
+independent of the de-identifier) before anything is returned for writing. A conversation with
+a hit is quarantined (reason ``residual_pii``, types and field paths, never text) and the day
+goes on: kept + residual_quarantined = sampled. The day fails only when the quarantined share
+of the sample exceeds ``max_residual_share``; then no sampled or prefix row is returned, and
+the status row says why.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from depsim_assets.traffic.deid import DEID_VERSION, Deidentifier, hash_user, surrogate_digests
+from depsim_assets.traffic import residue
+from depsim_assets.traffic.deid import DEID_VERSION, Deidentifier, hash_user
 from depsim_assets.traffic.eligibility import EligibilityConfig, ineligible_reason, metadata_text
 from depsim_assets.traffic.logs import (
     DEFAULT_MAX_LINE_BYTES,
@@ -27,25 +36,33 @@ from depsim_assets.traffic.logs import (
 )
 from depsim_assets.traffic.sample import Sampler
 from depsim_assets.traffic.strip import canonical_json, prefix_hash, split_final_turn
+from depsim_assets.traffic.surrogates import surrogate_digests
 from depsim_assets.warehouse import (
     CONVERSATION_PREFIXES,
     SAMPLED_CONVERSATIONS,
     SAMPLING_FUNNEL,
     SAMPLING_QUARANTINE,
+    SAMPLING_STATUS,
 )
 
 DUPLICATE_ID = "duplicate_id"
+RESIDUAL_PII = "residual_pii"
 NO_STRATUM = "(none)"
+DEFAULT_MAX_RESIDUAL_SHARE = 0.01
 
 
 @dataclass
 class SamplingResult:
-    """Rows for the four sampling tables of one day, and the day's counts.
+    """Rows for the sampling tables of one day, the day's counts and its verdict.
 
     ``counts`` = ``{"date", "records_in", "quarantined", "quarantine_reasons",
-    "ineligible", "eligible", "sampled", "pii_replaced", "unreadable_files"}``; records_in =
-    quarantined + sum(ineligible) + eligible. ``unreadable_files`` counts files (by kind),
-    not records: they are outside records_in.
+    "ineligible", "eligible", "sampled", "pii_replaced", "unreadable_files",
+    "residual_quarantined", "residual_pii", "kept"}``; records_in = quarantined +
+    sum(ineligible) + eligible, and sampled = kept + residual_quarantined. ``unreadable_files``
+    counts files (by kind), not records: they are outside records_in. ``quarantine_rows``
+    holds both the records rejected while reading and the sampled conversations quarantined
+    for residual PII (reason ``residual_pii``). When ``status_row["passed"]`` is false,
+    ``sampled_rows`` and ``prefix_rows`` are empty.
     """
 
     sampled_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -53,6 +70,13 @@ class SamplingResult:
     quarantine_rows: list[dict[str, Any]] = field(default_factory=list)
     funnel_rows: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
+    status_row: dict[str, Any] = field(default_factory=dict)
+    residue_seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """Whether the day's sample may be used downstream."""
+        return bool(self.status_row.get("passed"))
 
 
 def stratum_of(record: LogRecord, field_name: str | None) -> str | None:
@@ -114,6 +138,7 @@ def run_sampling(
     eligibility: EligibilityConfig | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     stratify_by: str | None = None,
+    max_residual_share: float = DEFAULT_MAX_RESIDUAL_SHARE,
 ) -> SamplingResult:
     """Sample ``n`` eligible conversations (or a ``fraction``) of one day, de-identified.
 
@@ -121,7 +146,9 @@ def run_sampling(
     surrogates and user hashes. With ``stratify_by`` the day is split into strata by that
     field and ``n`` is allocated proportionally to the strata's eligible sizes (a fraction
     applies within each stratum); each row's weight is its stratum's eligible count over its
-    stratum's sample size. Raises FileNotFoundError when the day has no log folder.
+    stratum's sample size. Each de-identified conversation is scanned for residual PII and
+    quarantined on a hit; the day fails when more than ``max_residual_share`` of the sample is
+    quarantined so. Raises FileNotFoundError when the day has no log folder.
     """
     check_stratify_field(stratify_by)
     eligibility = eligibility or EligibilityConfig()
@@ -174,17 +201,41 @@ def run_sampling(
     eligible = sum(sizes.values())
     deidentifier = Deidentifier(salt)
     pii_total: Counter[str] = Counter()
+    residual_kinds: Counter[str] = Counter()
+    residual_quarantined = 0
+    residue_seconds = 0.0
     sampled_rows = []
     for stratum in sorted(results, key=lambda h: "" if h is None else h):
-        chosen = results[stratum]
-        weight = sizes[stratum] / len(chosen) if chosen else 0.0
-        for record in chosen:
-            row, counts = _sampled_row(
-                record, date, deidentifier, salt, weight, seed, stratum
-            )
-            sampled_rows.append(row)
+        kept = []
+        for record in results[stratum]:
+            row, counts = _sampled_row(record, date, deidentifier, salt, seed, stratum)
+            started = time.perf_counter()
+            hits = residual_hits(row)
+            residue_seconds += time.perf_counter() - started
+            if hits:
+                # The row is dropped here, before anything is written; only where and what.
+                residual_quarantined += 1
+                residual_kinds.update({h.kind for h in hits})
+                quarantine_rows.append(
+                    _quarantine_row(
+                        date,
+                        Rejected(
+                            record.source_file,
+                            record.line_number,
+                            RESIDUAL_PII,
+                            residue.describe(hits),
+                        ),
+                    )
+                )
+                continue
+            kept.append(row)
             pii_total.update(counts)
+        # Weights over what is kept, so they still sum to the stratum's eligible count.
+        for row in kept:
+            row["sampling_weight"] = sizes[stratum] / len(kept)
+        sampled_rows.extend(kept)
 
+    drawn = len(sampled_rows) + residual_quarantined
     counts = {
         "date": date,
         "records_in": records_in,
@@ -192,14 +243,20 @@ def run_sampling(
         "quarantine_reasons": dict(sorted(quarantined.items())),
         "ineligible": dict(sorted(ineligible.items())),
         "eligible": eligible,
-        "sampled": len(sampled_rows),
+        "sampled": drawn,
         "pii_replaced": dict(sorted(pii_total.items())),
         "unreadable_files": dict(sorted(unreadable.items())),
+        "residual_quarantined": residual_quarantined,
+        "residual_pii": dict(sorted(residual_kinds.items())),
+        "kept": len(sampled_rows),
     }
     if stratify_by is not None:
         counts["strata"] = {
             str(h): {"eligible": sizes[h], "sampled": len(results[h])} for h in sorted(sizes)
         }
+    status = status_row(date, drawn, residual_quarantined, max_residual_share)
+    if not status["passed"]:
+        sampled_rows = []
     _check_columns(quarantine_rows, SAMPLING_QUARANTINE.column_names)
     return SamplingResult(
         sampled_rows=sampled_rows,
@@ -207,7 +264,58 @@ def run_sampling(
         quarantine_rows=quarantine_rows,
         funnel_rows=funnel_rows(counts),
         counts=counts,
+        status_row=status,
+        residue_seconds=residue_seconds,
     )
+
+
+def residual_hits(row: dict[str, Any]) -> list[residue.Hit]:
+    """Residual-PII hits of one ``sampled_conversations`` row about to be written: its
+    messages (surrogates exempt by their digests) and its short id/source/model fields.
+    """
+    cid = row["conversation_id"]
+    messages = json.loads(row["messages_json"])
+    digests = json.loads(row["surrogate_digests"])
+    fields = {
+        "conversation_id": cid,
+        "source": row["source"],
+        "production_model": row["production_model"],
+    }
+    return residue.scan_messages(cid, messages, digests) + residue.scan_row_fields(cid, fields)
+
+
+def status_row(
+    date: str, sampled: int, residual_quarantined: int, max_residual_share: float
+) -> dict[str, Any]:
+    """The day's ``sampling_status`` row: passed unless the residual share is over the limit."""
+    share = residual_quarantined / sampled if sampled else 0.0
+    passed = share <= max_residual_share
+    if passed:
+        reason = (
+            f"passed: {residual_quarantined} of {sampled} sampled conversations quarantined "
+            f"for residual PII ({share:.2%}, limit {max_residual_share:.2%})"
+        )
+    else:
+        reason = (
+            f"failed: {residual_quarantined} of {sampled} sampled conversations still hold "
+            f"residual PII after de-identification ({share:.2%} > limit "
+            f"{max_residual_share:.2%}, DEPSIM_MAX_RESIDUAL_SHARE); nothing was written to "
+            "sampled_conversations; see sampling_quarantine (reason residual_pii)"
+        )
+    row = {
+        "traffic_date": date,
+        "passed": passed,
+        "sampled": sampled,
+        "kept": sampled - residual_quarantined,
+        "residual_quarantined": residual_quarantined,
+        "residual_share": share,
+        "max_residual_share": max_residual_share,
+        "reason": reason,
+        "deid_version": DEID_VERSION,
+        "residue_version": residue.RESIDUE_VERSION,
+    }
+    _check_columns([row], SAMPLING_STATUS.column_names)
+    return row
 
 
 def prefix_rows_from_sampled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -244,6 +352,16 @@ def funnel_rows(counts: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"traffic_date": date, "stage": stage, "reason": reason, "n": n})
     for stage in ("eligible", "sampled"):
         rows.append({"traffic_date": date, "stage": stage, "reason": "", "n": counts[stage]})
+    if "residual_quarantined" in counts:
+        rows.append(
+            {
+                "traffic_date": date,
+                "stage": "residual_quarantined",
+                "reason": RESIDUAL_PII,
+                "n": counts["residual_quarantined"],
+            }
+        )
+        rows.append({"traffic_date": date, "stage": "kept", "reason": "", "n": counts["kept"]})
     _check_columns(rows, SAMPLING_FUNNEL.column_names)
     return rows
 
@@ -253,7 +371,6 @@ def _sampled_row(
     date: str,
     deidentifier: Deidentifier,
     salt: str,
-    weight: float,
     seed: int,
     stratum: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
@@ -273,7 +390,7 @@ def _sampled_row(
         ),
         "messages_json": json.dumps(messages, ensure_ascii=False),
         "pii_counts_json": json.dumps(counts, sort_keys=True),
-        "sampling_weight": weight,
+        "sampling_weight": 0.0,  # set once the stratum's kept rows are known
         "sample_seed": seed,
         "deid_version": DEID_VERSION,
         "stratum": stratum,

@@ -273,7 +273,7 @@ _REGIONS = (
 # the shapes phones are written in. Not inside a longer run of numbers (a table, a list).
 _PHONE_CAND = re.compile(
     r"(?<![\w@#$%&/\\=.:+,-])(?<!\d[ .\-\u00a0])(?:\+\d{1,3}[ .\-\u00a0]?)?"
-    r"(?:\(\d{1,4}\)[ .\-\u00a0]?)?\d{1,12}(?:[ .\-\u00a0]\d{1,6}){0,5}"
+    r"(?:\(\d{1,4}\)[ .\-\u00a0]?)?\d{1,12}(?:[ .\-\u00a0]\d{1,8}){0,5}"
     r"(?![\w]|[.:/,-]\d|[ \u00a0]\d)"
 )
 _DATE_INSIDE = re.compile(
@@ -372,7 +372,10 @@ _ID_RULES: list[tuple[str, str, re.Pattern[str], Any, str | None]] = [
     (
         IBAN,
         "stdnum:iban",
-        re.compile(r"(?i)(?<![\w])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}(?![\w])"),
+        re.compile(
+            r"(?i)(?<![\w])[A-Z]{2}\d{2}"
+            r"(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)(?![\w])"
+        ),
         _valid(std_iban),
         None,
     ),
@@ -380,7 +383,7 @@ _ID_RULES: list[tuple[str, str, re.Pattern[str], Any, str | None]] = [
         PAYMENT_CARD,
         "luhn+iin",
         re.compile(
-            r"(?<![\w.+-])(?:\d{4}(?P<s>[ .\-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
+            r"(?<![\w.+-])(?:\d{4}(?P<s>[ .\-/])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
             r"|\d{4}(?P<t>[ .\-])\d{6}(?P=t)\d{4,5}|\d{13,19})(?![\w]|[.-]\d)"
         ),
         lambda v: _card_ok(digits_of(v)),
@@ -419,7 +422,16 @@ _ID_RULES: list[tuple[str, str, re.Pattern[str], Any, str | None]] = [
         _valid(cpf),
         None,
     ),
-    (NATIONAL_ID, "stdnum:br.cpf", re.compile(r"(?<![\w-])\d{11}(?![\w-])"), _valid(cpf), "cpf"),
+    # Bare 11 digits: CPF has two check digits and the German tax id a digit-repetition rule
+    # besides its check digit, so either alone is rare enough in ordinary numbers.
+    (NATIONAL_ID, "stdnum:br.cpf", re.compile(r"(?<![\w-])\d{11}(?![\w-])"), _valid(cpf), None),
+    (
+        NATIONAL_ID,
+        "stdnum:de.idnr",
+        re.compile(r"(?<![\w-])[1-9]\d{10}(?![\w-])"),
+        _valid(idnr),
+        None,
+    ),
     (
         NATIONAL_ID,
         "stdnum:se.personnummer",
@@ -552,6 +564,13 @@ _ID_RULES: list[tuple[str, str, re.Pattern[str], Any, str | None]] = [
         lambda v: True,
         None,
     ),
+]
+# Digits and ids sit right next to CJK text ("携帯は090-1234-5678です"): the boundaries are
+# ASCII letters and digits, not every Unicode word character.
+_PHONE_CAND = re.compile(_PHONE_CAND.pattern, re.ASCII)
+_ID_RULES = [
+    (kind, rule, re.compile(p.pattern, (p.flags & ~re.UNICODE) | re.ASCII), valid, ctx)
+    for kind, rule, p, valid, ctx in _ID_RULES
 ]
 _PASSPORT_RE = re.compile(
     r"(?i)(?:passport|passeport|reisepass|pasaporte|passaporto|паспорт|护照|パスポート|"
@@ -858,26 +877,38 @@ _SPLIT_HEAD = re.compile(r"^\W*(\d[\d \-.]{2,22}\d)")
 def _split_card_hits(
     conversation_id: str, messages: list[dict[str, Any]], digests: frozenset[str]
 ) -> list[Hit]:
-    # A card number typed in two turns ("4111 1111" / "1111 1111") is whole in neither.
+    # A card number typed in two turns ("4111 1111" / "1111 1111") is whole in neither: join
+    # the digits ending one message with those starting the next message of the same role.
     hits = []
-    contents = [m.get("content") if isinstance(m, dict) else None for m in messages]
-    for i in range(len(contents) - 1):
-        a, b = contents[i], contents[i + 1]
-        if not (isinstance(a, str) and isinstance(b, str)):
+    for i, msg in enumerate(messages):
+        a = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(a, str) or not (tail := _SPLIT_TAIL.search(a)):
             continue
-        tail, head = _SPLIT_TAIL.search(a), _SPLIT_HEAD.search(b)
-        if tail and head:
-            joined = digits_of(tail.group(1)) + digits_of(head.group(1))
-            if _card_ok(joined) and surrogate_digest(joined) not in digests:
-                hits.append(
-                    Hit(
-                        conversation_id,
-                        i,
-                        PAYMENT_CARD,
-                        path=f"messages[{i}..{i + 1}].content",
-                        rule="luhn+iin:split",
-                    )
+        j = next(
+            (
+                k
+                for k in range(i + 1, len(messages))
+                if isinstance(messages[k], dict) and messages[k].get("role") == msg.get("role")
+            ),
+            None,
+        )
+        b = messages[j].get("content") if j is not None else None
+        if not isinstance(b, str) or not (head := _SPLIT_HEAD.search(b)):
+            continue
+        first, second = digits_of(tail.group(1)), digits_of(head.group(1))
+        joined = first + second
+        if not _card_ok(joined) or {surrogate_digest(first), surrogate_digest(second)} & digests:
+            continue
+        if surrogate_digest(joined) not in digests:
+            hits.append(
+                Hit(
+                    conversation_id,
+                    i,
+                    PAYMENT_CARD,
+                    path=f"messages[{i}].content+messages[{j}].content",
+                    rule="luhn+iin:split",
                 )
+            )
     return hits
 
 

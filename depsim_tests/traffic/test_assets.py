@@ -27,6 +27,10 @@ KEYS = [
     "eligible",
     "sampled",
     "pii_replaced",
+    "unreadable_files",
+    "unreadable",
+    "residual_quarantined",
+    "kept",
 ]
 
 
@@ -49,18 +53,19 @@ def test_depsim_sample_json_is_exactly_the_issue_shape_and_reconciles(demo_day, 
     assert out["records_in"] == out["quarantined"] + ineligible + out["eligible"]
     assert out["quarantined"] == sum(out["quarantine_reasons"].values()) > 0
     assert out["sampled"] == 120 and out["eligible"] > 120
+    assert out["kept"] + out["residual_quarantined"] == out["sampled"]
     with duckdb.connect(str(config.warehouse_path()), read_only=True) as conn:
         rows = conn.execute(
             "SELECT pii_counts_json, sampling_weight FROM sampled_conversations"
         ).fetchall()
         n_prefixes = conn.execute("SELECT count(*) FROM conversation_prefixes").fetchone()[0]
-    assert n_prefixes == 120 and len(rows) == 120
+    assert n_prefixes == len(rows) == out["kept"]
     # pii_replaced is the sum of the per-row counts; weights are eligible / sampled.
     total: dict[str, int] = {}
     for raw, weight in rows:
         for k, v in json.loads(raw).items():
             total[k] = total.get(k, 0) + v
-        assert weight == pytest.approx(out["eligible"] / 120)
+        assert weight == pytest.approx(out["eligible"] / out["kept"])
     assert out["pii_replaced"] == dict(sorted(total.items()))
 
 
@@ -98,48 +103,91 @@ def _materialize(instance):
     )
 
 
-def test_residue_check_passes_on_demo_data_and_fails_on_a_planted_leak(demo_day, instance):
+def _status(day=DATE):
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as conn:
+        return conn.execute(
+            "SELECT passed, sampled, kept, residual_quarantined, reason FROM sampling_status"
+            " WHERE traffic_date = ?",
+            [day],
+        ).fetchone()
+
+
+def _count(table, day=DATE):
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as conn:
+        return conn.execute(
+            f"SELECT count(*) FROM {table} WHERE traffic_date = ?", [day]
+        ).fetchone()[0]
+
+
+def test_residue_check_reads_the_recorded_verdict(demo_day, instance):
     result = _materialize(instance)
     [evaluation] = [
         e for e in result.get_asset_check_evaluations() if e.check_name == "no_residual_pii"
     ]
-    assert evaluation.passed and evaluation.metadata["rows_scanned"].value > 300
-    # A leaked row written straight into the table: an email and a name in context.
-    planted = next(v for vs in planted_pii(DATE, PER_DAY, reply_fn=canned).values() for v in vs)
+    passed, sampled, kept, residual, reason = _status()
+    assert passed and evaluation.passed and reason.startswith("passed")
+    assert evaluation.metadata["kept"].value == kept == _count("sampled_conversations")
+    assert kept + residual == sampled > 300
+    assert _count("conversation_prefixes") == kept
+    # A row written into the table behind the verdict's back makes the check fail.
     with duckdb.connect(str(config.warehouse_path())) as conn:
         rows = conn.execute("SELECT * FROM sampled_conversations").df()
-        leaked = rows.iloc[0].to_dict()
-        leaked["conversation_id"] = "leak-1"
-        leaked["messages_json"] = json.dumps(
-            [
-                {"role": "user", "content": f"I am Maria Lopez, write to me: {planted.value}"},
-                {"role": "assistant", "content": "Will do."},
-            ]
-        )
-        frame = pd.concat([rows, pd.DataFrame([leaked])], ignore_index=True)
+        extra = rows.iloc[0].to_dict()
+        extra["conversation_id"] = "written-later"
+        frame = pd.concat([rows, pd.DataFrame([extra])], ignore_index=True)
         replace_partition(conn, SAMPLED_CONVERSATIONS, frame, {"traffic_date": DATE})
         failed = residual_pii_result(conn, DATE)
-    assert not failed.passed
-    hits = failed.metadata["first_hits"].value
-    assert {h["conversation_id"] for h in hits} == {"leak-1"}
-    assert planted.value not in json.dumps(failed.metadata["first_hits"].value)
+    assert not failed.passed and "verdict kept" in failed.description
 
 
-def test_a_broken_deidentifier_is_caught_by_the_check_and_blocks_prefixes(
-    demo_day, instance, monkeypatch
-):
+def test_a_broken_deidentifier_fails_the_day_and_prefixes_refuse_it(demo_day, instance):
     def identity(self, messages, conversation_id, *, surrogates=None):
         return messages, {}
 
-    monkeypatch.setattr(deid_module.Deidentifier, "deidentify_messages", identity)
-    result = _materialize(instance)
-    [evaluation] = [
-        e for e in result.get_asset_check_evaluations() if e.check_name == "no_residual_pii"
-    ]
-    assert not evaluation.passed
-    hits = evaluation.metadata["hits_by_type"].value
-    assert hits.get("email", 0) > 0 and hits.get("person_name", 0) > 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(deid_module.Deidentifier, "deidentify_messages", identity)
+        result = _materialize(instance)
+    assert not result.success
     materialized = {
         e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
     }
-    assert materialized == {"sampled_conversations"}
+    assert materialized == set()
+    passed, sampled, kept, residual, reason = _status()
+    assert not passed and residual / sampled > 0.01 and "DEPSIM_MAX_RESIDUAL_SHARE" in reason
+    # Nothing of the sample was written; the quarantine names where, never what.
+    assert _count("sampled_conversations") == 0 and _count("conversation_prefixes") == 0
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as conn:
+        details = [
+            d
+            for (d,) in conn.execute(
+                "SELECT detail FROM sampling_quarantine WHERE reason = 'residual_pii'"
+            ).fetchall()
+        ]
+    assert len(details) == residual and all(d.startswith("residual PII: ") for d in details)
+    planted = [v.value for vs in planted_pii(DATE, PER_DAY, reply_fn=canned).values() for v in vs]
+    assert not any(v in d for v in planted for d in details)
+    # The bypass: conversation_prefixes alone for the failed day, de-identifier repaired.
+    bypass = dg.materialize(
+        ASSETS,
+        selection=["conversation_prefixes"],
+        partition_key=DATE,
+        instance=instance,
+        resources=build_resources(),
+        raise_on_error=False,
+    )
+    assert not bypass.success
+    [failure] = [e for e in bypass.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith(f"conversation_prefixes refuses {DATE}: sampling did not pass"), message
+    assert "\n" not in message and _count("conversation_prefixes") == 0
+
+
+def test_prefixes_refuse_a_day_never_sampled(demo_day, instance):
+    with pytest.raises(dg.Failure, match=f"conversation_prefixes refuses {DATE}: no sampling"):
+        dg.materialize(
+            ASSETS,
+            selection=["conversation_prefixes"],
+            partition_key=DATE,
+            instance=instance,
+            resources=build_resources(),
+        )

@@ -18,6 +18,7 @@ from depsim_assets.warehouse import (
     SAMPLED_CONVERSATIONS,
     SAMPLING_FUNNEL,
     SAMPLING_QUARANTINE,
+    SAMPLING_STATUS,
 )
 
 DATE = "2025-03-01"
@@ -45,12 +46,15 @@ def test_counts_reconcile_exactly(everything):
     c = everything.counts
     assert c["records_in"] == PER_DAY
     assert c["records_in"] == c["quarantined"] + sum(c["ineligible"].values()) + c["eligible"]
-    assert (
-        c["quarantined"] == sum(c["quarantine_reasons"].values()) == len(everything.quarantine_rows)
-    )
+    # The quarantine table holds read-time rejects and residual-PII quarantines alike.
+    assert c["quarantined"] == sum(c["quarantine_reasons"].values())
+    assert c["quarantined"] + c["residual_quarantined"] == len(everything.quarantine_rows)
     assert set(c["quarantine_reasons"]) == set(MALFORMED_KINDS.values())
     assert set(c["ineligible"]) == {"opted_out", "multimodal", "excluded_source"}
-    assert c["sampled"] == c["eligible"] == len(everything.sampled_rows)
+    # Every eligible conversation is drawn; each drawn one is kept or quarantined as residual.
+    assert c["sampled"] == c["eligible"] == c["kept"] + c["residual_quarantined"]
+    assert c["kept"] == len(everything.sampled_rows)
+    assert everything.passed and everything.status_row["kept"] == c["kept"]
     assert c["pii_replaced"]["email"] > 0 and c["pii_replaced"]["person_name"] > 0
 
 
@@ -64,6 +68,8 @@ def test_funnel_rows_mirror_the_counts(everything):
     assert by_stage["quarantined"] == c["quarantine_reasons"]
     assert by_stage["ineligible"] == c["ineligible"]
     assert by_stage["eligible"] == {"": c["eligible"]} and by_stage["sampled"] == {"": c["sampled"]}
+    assert by_stage["residual_quarantined"] == {"residual_pii": c["residual_quarantined"]}
+    assert by_stage["kept"] == {"": c["kept"]}
 
 
 def test_rows_have_exactly_the_table_columns(everything):
@@ -72,6 +78,7 @@ def test_rows_have_exactly_the_table_columns(everything):
         (everything.prefix_rows, CONVERSATION_PREFIXES),
         (everything.quarantine_rows, SAMPLING_QUARANTINE),
         (everything.funnel_rows, SAMPLING_FUNNEL),
+        ([everything.status_row], SAMPLING_STATUS),
     ):
         assert rows and all(list(r) == table.column_names for r in rows), table.name
 
