@@ -178,7 +178,8 @@ def test_a_broken_deidentifier_fails_the_day_and_prefixes_refuse_it(demo_day, in
     assert not bypass.success
     [failure] = [e for e in bypass.all_events if e.event_type_value == "STEP_FAILURE"]
     message = failure.step_failure_data.user_failure_data.description
-    assert message.startswith(f"conversation_prefixes refuses {DATE}: sampling did not pass"), message
+    expected = f"conversation_prefixes refuses {DATE}: sampling did not pass"
+    assert message.startswith(expected), message
     assert "\n" not in message and _count("conversation_prefixes") == 0
 
 
