@@ -444,8 +444,14 @@ class TokenCounter:
     ``POST /tokenize`` on the server root), else estimates (:func:`approx_tokens`)."""
 
     def __init__(self, base_url: str | None = None, *, timeout_s: float = 10.0):
-        root = (base_url or "").rstrip("/")
-        self.url = f"{root.removesuffix('/v1')}/tokenize" if root.startswith("http") else None
+        root = (base_url or "").rstrip("/").removesuffix("/v1")
+        # llama.cpp's llama-server has POST /tokenize {"content"}; llama-cpp-python's server
+        # POST /extras/tokenize {"input"}; both answer {"tokens": [...]}.
+        self.urls = (
+            [(f"{root}/tokenize", "content"), (f"{root}/extras/tokenize", "input")]
+            if root.startswith("http") else []
+        )
+        self.url = self.urls[0][0] if self.urls else None
         self.timeout_s = timeout_s
         self.exact: bool | None = None if self.url else False
         self._cache: dict[str, int] = {}
@@ -461,14 +467,19 @@ class TokenCounter:
         if text in self._cache and (self.exact or not lower_bound):
             return self._cache[text]
         n = None
-        if self.exact is not False and self.url:
-            try:
-                async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                    response = await client.post(self.url, json={"content": text})
-                tokens = response.json().get("tokens") if response.status_code == 200 else None
-                n = len(tokens) if isinstance(tokens, list) else None
-            except (httpx.HTTPError, ValueError, AttributeError):
-                n = None
+        if self.exact is not False and self.urls:
+            for url, field in list(self.urls):
+                try:
+                    async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                        response = await client.post(url, json={field: text})
+                    tokens = (response.json().get("tokens")
+                              if response.status_code == 200 else None)
+                    n = len(tokens) if isinstance(tokens, list) else None
+                except (httpx.HTTPError, ValueError, AttributeError):
+                    n = None
+                if n is not None:
+                    self.urls = [(url, field)]  # the route that answered is the one to use
+                    break
             # The first answer decides for the run: a server without /tokenize is not asked
             # again for every reply.
             if self.exact is None:

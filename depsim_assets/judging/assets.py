@@ -340,7 +340,7 @@ def judge_grades(
                     categories=None if monitor.name == "all" else monitor.categories,
                     engine=engine,
                     structured=structured,
-                    max_output_tokens=judge.max_output_tokens,
+                    max_output_tokens=fit.max_output_tokens,
                 )
 
             outcome = await grade_with_monitors(

@@ -194,6 +194,9 @@ class Fit:
     prefix_token_budget: int | None
     input_tokens: int = 0  # the largest call's prompt, as counted
     reason: str | None = None
+    # max_tokens for each call: the configured cap, else what the window leaves (a model
+    # looping inside its grammar stops at the window's edge instead of overflowing it).
+    max_output_tokens: int | None = None
 
 
 def expected_output_tokens(n_categories: int, max_output_tokens: int | None) -> int:
@@ -231,7 +234,12 @@ async def fit_layout(
     if context_window is None:
         chosen = "all" if layout == "auto" else layout
         return Fit(chosen, plan_monitors(taxonomy, mode=chosen, default_model=default_model,
-                                         models=models), prefix_token_budget)
+                                         models=models), prefix_token_budget,
+                   max_output_tokens=max_output_tokens)
+    def cap(monitors: list[Monitor], spare: int) -> int:
+        widest = max(len(m.categories) for m in monitors)
+        return max_output_tokens or expected_output_tokens(widest, None) + max(spare, 0)
+
     full = await count(transcript(prefix_token_budget))
     bare = await count(transcript(0))
     rooms: list[tuple[str, list[Monitor], int, int]] = []
@@ -244,7 +252,8 @@ async def fit_layout(
             worst = max(worst, static + out + _TEMPLATE_MARGIN)
         room = context_window - worst
         if full <= room:
-            return Fit(name, monitors, prefix_token_budget, input_tokens=worst + full)
+            return Fit(name, monitors, prefix_token_budget, input_tokens=worst + full,
+                       max_output_tokens=cap(monitors, room - full))
         rooms.append((name, monitors, room, worst))
     name, monitors, room, worst = max(rooms, key=lambda r: r[2])
     if bare <= room:
@@ -253,7 +262,9 @@ async def fit_layout(
         budget = room - bare
         if prefix_token_budget is not None:
             budget = min(budget, prefix_token_budget)
-        return Fit(name, monitors, max(budget, 0), input_tokens=worst + bare + budget)
+        budget = max(budget, 0)
+        return Fit(name, monitors, budget, input_tokens=worst + bare + budget,
+                   max_output_tokens=cap(monitors, room - bare - budget))
     return Fit(
         None, [], None, input_tokens=worst + bare,
         reason=(f"context_length_exceeded: the reply alone needs {bare} tokens and the "

@@ -17,7 +17,7 @@ from depsim_assets.judging.judge import (
     render_transcript,
     system_prompt,
 )
-from depsim_assets.judging.monitors import fit_layout
+from depsim_assets.judging.monitors import expected_output_tokens, fit_layout
 from depsim_assets.sim.server import SimServer
 from depsim_tests.canned_endpoint import serve_canned
 
@@ -167,8 +167,13 @@ def _fit(context_window, *, reply="A short reply.", prefix=PREFIX, layout="auto"
 def test_the_layout_is_the_fewest_calls_that_fit_the_context_window():
     roomy = _fit(None)
     assert roomy.layout == "all" and len(roomy.monitors) == 1
+    assert roomy.max_output_tokens is None  # unknown window, no cap configured: none sent
     need_all = _fit(10**6).input_tokens
-    assert _fit(need_all).layout == "all"
+    exact = _fit(need_all)
+    assert exact.layout == "all"
+    # max_tokens is what the window leaves: here just the room kept for the answer
+    assert exact.max_output_tokens == expected_output_tokens(20, None)
+    assert _fit(need_all + 100).max_output_tokens == expected_output_tokens(20, None) + 100
     family = _fit(need_all - 1)
     assert family.layout == "family" and [m.name for m in family.monitors] == [
         "disallowed_content", "misalignment"]
