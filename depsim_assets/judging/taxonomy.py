@@ -17,10 +17,9 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from depsim_assets import config
+from depsim_assets import config, safe_yaml
 
 FAMILIES: tuple[str, ...] = ("disallowed_content", "misalignment")
 
@@ -279,9 +278,14 @@ def _load_category(path: Path, category_id: str) -> tuple[Category, bytes]:
         raise _error(path, category_id, "<file>", "category file is missing")
     raw = path.read_bytes()
     try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise _error(path, category_id, "<yaml>", f"not valid YAML: {exc}") from None
+        # The taxonomy folder can be the user's (DEPSIM_TAXONOMY_DIR): no aliases, no
+        # duplicate keys, bounded size, as for every YAML depsim reads.
+        data = safe_yaml.loads(raw.decode("utf-8-sig"), where="")
+    except UnicodeDecodeError as exc:
+        raise _error(path, category_id, "<yaml>", f"not UTF-8 (byte {exc.start})") from None
+    except safe_yaml.YamlError as exc:
+        why = re.sub(r"not valid YAML \((.*)\)$", r"\1", str(exc).removeprefix(": "))
+        raise _error(path, category_id, "<yaml>", f"not valid YAML: {why}") from None
     if not isinstance(data, dict):
         raise _error(path, category_id, "<document>", "expected a mapping of fields")
     try:
