@@ -136,6 +136,11 @@ def phase_ingest(path: Path, home: Path) -> dict[str, float]:
 def phase_sample(home: Path, size: int) -> dict[str, float]:
     os.environ["DEPSIM_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    # Sampling refuses to run without a secret salt; a throwaway one suits synthetic traffic.
+    if not os.environ.get("DEPSIM_DEID_SALT"):
+        import secrets
+
+        os.environ["DEPSIM_DEID_SALT"] = secrets.token_hex(32)
     import contextlib
     import io
 
