@@ -31,6 +31,7 @@ from openai.types.chat import ChatCompletion
 
 from depsim_assets.endpoints import (
     api_key_from_env,
+    describe_error,
     describe_text,
     display_endpoint,
     resolve_base_url,
@@ -238,10 +239,8 @@ def _submit(
             metadata={"depsim_input_hash": input_hash[:64], "depsim_partition": partition_key},
         )
     except openai.OpenAIError as exc:
-        raise BatchError(
-            f"submitting a batch to {endpoint}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        ) from None
+        # The whole reason, key-scrubbed: this message reaches the run log and the terminal.
+        raise BatchError(f"submitting a batch to {endpoint}: {describe_error(exc)}") from None
     now, n_requests = _now(), data.count(b"\n")
     # Persisted before the first poll: from here on a restarted run resumes this batch.
     ledger.insert(
