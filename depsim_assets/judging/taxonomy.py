@@ -62,6 +62,10 @@ _OPTIONAL_PLACEHOLDERS = ("output_format",)
 # and per-family calls, which must fit small models), ``medium`` (+ what is in and out), or
 # ``full`` (+ severity guide and examples; one behaviour per call).
 DETAIL_LEVELS = ("compact", "medium", "full")
+# How templates become prompts (category text per layout, where the fence line and the answer
+# format go, the verdict's shape): code, not files, so it is named here and hashed into the
+# prompt version. Change it whenever that code changes what a judge reads.
+PROMPT_RENDERING = "2: compact text for all/family, full per behaviour; compact verdict"
 _FENCE_LINE = "Fence token: $fence_token"
 
 Severity = Annotated[int, Field(ge=0, le=4)]
@@ -352,7 +356,7 @@ def _build(root: Path) -> Taxonomy:
         for family in FAMILIES
         if (root / FAMILY_PROMPT_FILE.format(family=family)).exists()
     }
-    prompt_bytes = template.encode("utf-8")
+    prompt_bytes = template.encode("utf-8") + f"\n--- rendering {PROMPT_RENDERING} ---\n".encode()
     for family, text in sorted(family_templates.items()):
         # Without family prompts the version is the main prompt's hash alone, as before.
         prompt_bytes += f"\n--- {family} ---\n".encode() + text.encode("utf-8")
