@@ -250,6 +250,16 @@ _ID_WORDS: dict[str, re.Pattern[str]] = {
     "za_id": re.compile(r"(?i)\b(?:id number|identity number|id no)\b"),
     "nir": re.compile(r"(?i)\b(?:nir|sécurité sociale|securite sociale|numéro de sécu)"),
 }
+# Words that introduce any national number ("ID no.", a table column "National ID"): each
+# context rule accepts them besides its own.
+_GENERIC_ID = (
+    r"(?i)\b(?:id\s*(?:no|nr|num|number|#)|national\s+id|identity\s+(?:no|number|card)"
+    r"|personal\s+(?:id|number)|citizen\s+id|id\s+card|documento|ausweis|удостоверени\w*)\b"
+)
+_ID_WORDS = {
+    key: re.compile(f"{p.pattern}|{_GENERIC_ID.removeprefix('(?i)')}", re.I)
+    for key, p in _ID_WORDS.items()
+}
 _ANY_ID_WORD = re.compile(
     "|".join(f"(?:{p.pattern.removeprefix('(?i)')})" for p in _ID_WORDS.values()), re.I
 )
@@ -574,7 +584,7 @@ _ID_RULES = [
 ]
 _PASSPORT_RE = re.compile(
     r"(?i)(?:passport|passeport|reisepass|pasaporte|passaporto|паспорт|护照|パスポート|"
-    r"driver'?s licen[cs]e|driving licen[cs]e)[^\n]{0,24}?"
+    r"driver'?s licen[cs]e|driving licen[cs]e)[\s\S]{0,48}?"
     r"(?<![\w])((?=[A-Z]*\d)[A-Z0-9]{6,12})(?![\w])"
 )
 
@@ -635,7 +645,8 @@ _PEM_RE = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 _KEYWORD_SECRET_RE = re.compile(
     r"(?i)(?:api[_ -]?key|apikey|secret(?:[_-]?key)?|access[_-]?key(?:[_-]?id)?|auth[_-]?token"
     r"|access[_-]?token|refresh[_-]?token|client[_-]?secret|private[_-]?key|token"
-    r"|aws_secret_access_key|x-api-key|authorization)"
+    r"|aws_secret_access_key|x-api-key|authorization"
+    r"|(?:account|shared[_-]?access|storage|master|signing|encryption)[_-]?key)"
     r"[\"']?\s*(?:[:=]|=>|\bis\b)\s*[\"']?(?:Bearer\s+|Basic\s+|token\s+)?"
     r"(?P<v>[A-Za-z0-9+/_\-.~=]{16,})"
 )
@@ -676,7 +687,7 @@ def _is_hashlike(value: str) -> bool:
     )
 
 
-_SECRET_CUES = ("key", "secret", "token", "auth", "bearer")
+_SECRET_CUES = ("key", "secret", "token", "auth", "bearer")  # "key" covers AccountKey= too
 _PASSWORD_CUES = ("pass", "pwd", "mot de", "contraseña", "senha", "пароль", "密码", "パスワード")
 
 
@@ -842,7 +853,49 @@ def scan_text(text: str, digests: frozenset[str]) -> list[tuple[str, str]]:
     keep(SECRET, _secret_hits(text, lowered))
     if any(w in lowered for w in _INTRO_CUES):
         keep(PERSON_NAME, _name_hits(text, digests))
+        if "|" in text:
+            keep(PERSON_NAME, _table_name_hits(text, digests))
     return out
+
+
+_NAME_HEADERS = frozenset(
+    {"name", "full name", "customer", "customer name", "client", "client name", "employee",
+     "patient", "contact", "contact name", "nombre", "nom", "nome", "имя", "фио", "名前",
+     "姓名", "名字", "이름", "الاسم", "नाम"}
+)  # fmt: skip
+_NAME_CELL = re.compile(r"[^\W\d_]{2,}(?:[ '’-][^\W\d_]{2,}){0,3}")
+_TABLE_SEPARATOR = re.compile(r"\s*\|?\s*:?-{3,}")
+
+
+def _table_name_hits(text: str, digests: frozenset[str]) -> Iterator[tuple[int, int, str]]:
+    # A markdown table with a Name column lists people one per row, whatever their case.
+    lines = text.split("\n")
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line) + 1)
+    column = None
+    for n, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped.startswith("|"):
+            column = None
+            continue
+        cells = stripped.strip("|").split("|")
+        if n + 1 < len(lines) and _TABLE_SEPARATOR.match(lines[n + 1]):
+            names = [c.strip().lower() for c in cells]
+            column = next((i for i, c in enumerate(names) if c in _NAME_HEADERS), None)
+            continue
+        if column is None or column >= len(cells) or _TABLE_SEPARATOR.match(line):
+            continue
+        value = cells[column].strip()
+        if not _NAME_CELL.fullmatch(value):
+            continue
+        tokens = re.split(r"[ '’-]", value)
+        if all(surrogate_digest(t) in digests for t in tokens if t) or (
+            surrogate_digest(value) in digests
+        ):
+            continue
+        start = offsets[n] + line.index(value)
+        yield start, start + len(value), "table_column"
 
 
 _LETTER_RULES = frozenset(
