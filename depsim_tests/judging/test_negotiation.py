@@ -217,3 +217,22 @@ def test_prompt_sizes_per_layout_are_much_smaller_than_before():
     }
     assert sizes["all"] < 10_000 and sizes["all_prompt_mode"] < 14_000
     assert sizes["behaviour_max"] < 5_000
+
+
+def test_cached_tokens_are_read_from_openai_usage_or_llama_server_timings():
+    from openai.types.chat import ChatCompletion
+
+    from depsim_assets.judging.judge import cached_tokens_of
+
+    base = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "{}"}}]}
+    usage = {"prompt_tokens": 900, "completion_tokens": 10, "total_tokens": 910}
+    openai_style = ChatCompletion.model_validate(
+        {**base, "usage": {**usage, "prompt_tokens_details": {"cached_tokens": 768}}})
+    # llama-server: no prompt_tokens_details, its own timings block at the top level
+    llama_server = ChatCompletion.model_validate(
+        {**base, "usage": usage, "timings": {"cache_n": 812, "prompt_n": 88}})
+    assert cached_tokens_of(openai_style) == 768
+    assert cached_tokens_of(llama_server) == 812
+    assert cached_tokens_of(ChatCompletion.model_validate({**base, "usage": usage})) == 0
