@@ -260,9 +260,7 @@ _ID_WORDS = {
     key: re.compile(f"{p.pattern}|{_GENERIC_ID.removeprefix('(?i)')}", re.I)
     for key, p in _ID_WORDS.items()
 }
-_ANY_ID_WORD = re.compile(
-    "|".join(f"(?:{p.pattern.removeprefix('(?i)')})" for p in _ID_WORDS.values()), re.I
-)
+
 _DIGIT_RE = re.compile(r"\d")
 _CONTEXT_CHARS = 48
 
@@ -818,13 +816,10 @@ def scan_text(text: str, digests: frozenset[str]) -> list[tuple[str, str]]:
 
     has_digit = _DIGIT_RE.search(text) is not None
     lowered = text.lower()
-    id_words = _ANY_ID_WORD.search(text) is not None
     if has_digit:
         keep(PHONE, _phone_hits(text))
         windows = _digit_windows(text)
         for kind, rule, pattern, valid, context in _ID_RULES:
-            if context is not None and not (id_words and _ID_WORDS[context].search(text)):
-                continue
             # Rules mostly of letters run on the whole text; the others only near digit runs.
             spans_in = [(0, len(text))] if rule in _LETTER_RULES else windows
             spans = []
@@ -853,8 +848,8 @@ def scan_text(text: str, digests: frozenset[str]) -> list[tuple[str, str]]:
     keep(SECRET, _secret_hits(text, lowered))
     if any(w in lowered for w in _INTRO_CUES):
         keep(PERSON_NAME, _name_hits(text, digests))
-        if "|" in text:
-            keep(PERSON_NAME, _table_name_hits(text, digests))
+    if "|" in text and "---" in text:
+        keep(PERSON_NAME, _table_name_hits(text, digests))
     return out
 
 
@@ -905,8 +900,9 @@ _LETTER_RULES = frozenset(
 _DIGIT_CLUSTER = re.compile(r"\d(?:[\d .\-+/]{0,40}\d)?")
 _PASSPORT_CUES = ("passport", "passeport", "reisepass", "pasaporte", "passaporto", "паспорт",
                   "护照", "パスポート", "licen")  # fmt: skip
-_INTRO_CUES = ("name", "nom", "heiße", "heisse", "llamo", "nombre", "chiamo", "nome", "зовут",
-               "имя", "नाम", "اسمي", "我叫", "名字", "名前")  # fmt: skip
+_INTRO_CUES = ("my name", "my full name", "appelle", "nom est", "heiße", "heisse", "name ist",
+               "llamo", "nombre es", "chiamo", "nome é", "nome e", "зовут", "имя", "नाम",
+               "اسمي", "我叫", "名字", "名前")  # fmt: skip
 
 
 def _digit_windows(text: str) -> list[tuple[int, int]]:
