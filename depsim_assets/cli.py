@@ -27,6 +27,31 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _fail_env(message: str) -> int:
+    """A failure of the machine, not of the input (disk full, read-only home): exit 1."""
+    _fail(message)
+    return 1
+
+
+def _os_error_text(exc: OSError) -> str:
+    """One line for an OS error, naming the depsim home when that is what cannot be written."""
+    import errno
+
+    home = config.depsim_home()
+    where = str(exc.filename) if exc.filename else str(home)
+    why = exc.strerror or type(exc).__name__
+    # The Dagster folder and the warehouse live in the home unless moved (or linked) away.
+    places = {str(home), str(config.dagster_home()), str(config.warehouse_path().parent)}
+    in_home = any(where == p or where.startswith(p.rstrip(os.sep) + os.sep) for p in places)
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and in_home:
+        return f"the depsim home {home} is read-only ({why}: {where}); set DEPSIM_HOME"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and in_home:
+        return f"the depsim home {home} is not a folder depsim can use ({why}: {where})"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"the disk is full ({why}) writing {where}"
+    return f"{where}: {why}"
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
@@ -751,16 +776,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     ).as_dict()
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
-    print(
-        f"ingested {result['records_in']} records from {len(result['files'])} file(s): "
-        f"{result['written']} written, {result['quarantined']} quarantined"
-    )
-    for reason, n in result["quarantine_reasons"].items():
-        print(f"  quarantined {reason}: {n}")
-    for day, n in result["days"].items():
-        print(f"  {day}: {n} records")
-    print(f"log: {config.log_root()}")
+    else:
+        print(
+            f"ingested {result['records_in']} records from {len(result['files'])} file(s): "
+            f"{result['written']} written, {result['quarantined']} quarantined, "
+            f"{result['unreadable_files']} unreadable file(s)"
+        )
+        for reason, n in result["quarantine_reasons"].items():
+            print(f"  quarantined {reason}: {n}")
+        for entry in result["unreadable"]:
+            print(f"  unreadable {entry['file']}: {entry['detail']}")
+        for day, n in result["days"].items():
+            print(f"  {day}: {n} records")
+        print(f"log: {config.log_root()}")
+    if result["unreadable"]:
+        # The readable files were ingested; the command still fails so a script notices.
+        first = result["unreadable"][0]
+        more = len(result["unreadable"]) - 1
+        return _fail(
+            f"{first['file']}: unreadable ({first['detail']})"
+            + (f" and {more} more file(s)" if more else "")
+            + "; the other files were ingested"
+        )
     return 0
 
 
@@ -773,6 +810,11 @@ def _sample_counts(date: str) -> dict[str, Any]:
         ).fetchall()
         pii_rows = conn.execute(
             "SELECT pii_counts_json FROM sampled_conversations WHERE traffic_date = ?", [date]
+        ).fetchall()
+        unreadable = conn.execute(
+            "SELECT source_file, detail, line_number FROM sampling_quarantine"
+            " WHERE traffic_date = ? AND reason = 'unreadable_file' ORDER BY source_file",
+            [date],
         ).fetchall()
     by_stage: dict[str, dict[str, int]] = {}
     for stage, reason, n in funnel:
@@ -791,12 +833,19 @@ def _sample_counts(date: str) -> dict[str, Any]:
         "eligible": by_stage.get("eligible", {}).get("", 0),
         "sampled": by_stage.get("sampled", {}).get("", 0),
         "pii_replaced": dict(sorted(pii.items())),
+        "unreadable_files": sum(by_stage.get("unreadable_file", {}).values()),
+        "unreadable": [
+            {"file": f, "detail": d, "lines_read": int(n)} for f, d, n in unreadable
+        ],
+        # Drawn conversations quarantined for residual PII before writing (helper B's gate).
+        "residual_quarantined": sum(by_stage.get("residual_quarantined", {}).values()),
+        "kept": by_stage.get("kept", {}).get("", 0),
     }
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Materialize sampled_conversations and conversation_prefixes for one day."""
-    from depsim_assets import runs
+    from depsim_assets import runs, warehouse
     from depsim_assets.traffic.logs import day_folder
     from depsim_assets.traffic.pipeline import check_stratify_field
 
@@ -828,10 +877,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
         op_config["exclude_models"] = args.exclude_model
     run_config = {
         "ops": {"sampled_conversations": {"config": op_config}},
-        "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+        # Dagster logs a failed step with its stack trace at ERROR; the user gets one line
+        # (below) and the full event stays on the instance, for `depsim ui`.
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
     plan = [runs.PlannedRun(f"traffic {args.date}", runs.TRAFFIC_ASSETS, args.date, run_config)]
-    runs.execute(plan, _instance())
+    try:
+        runs.execute(plan, _instance())
+    except runs.RunFailed as exc:
+        # The machine failed, not the input: exit 1 (the message was made one line already).
+        cause = getattr(exc.__cause__, "user_exception", None) or exc.__cause__
+        if isinstance(cause, warehouse.WarehouseWriteError):
+            return _fail_env(str(cause))
+        if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError):
+            return _fail_env(_os_error_text(cause))
+        raise
     counts = _sample_counts(args.date)
     if args.json:
         print(json.dumps(counts))
@@ -839,11 +899,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(
         f"{counts['date']}: {counts['records_in']} records in, {counts['quarantined']} "
         f"quarantined, {sum(counts['ineligible'].values())} ineligible, {counts['eligible']} "
-        f"eligible, {counts['sampled']} sampled"
+        f"eligible, {counts['sampled']} sampled, {counts['unreadable_files']} unreadable file(s)"
     )
     for key in ("quarantine_reasons", "ineligible", "pii_replaced"):
         if counts[key]:
             print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts[key].items()))
+    for entry in counts["unreadable"]:
+        print(f"  unreadable {entry['file']}: {entry['detail']}")
     print(f"warehouse: {config.warehouse_path()}")
     return 0
 
@@ -1181,6 +1243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
         return _fail("interrupted")
+    except OSError as exc:
+        return _fail_env(_os_error_text(exc))
 
 
 if __name__ == "__main__":

@@ -591,8 +591,10 @@ def _database_path(conn: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def _what(writes: list[tuple[Table, pd.DataFrame, Mapping[str, str]]]) -> str:
+    # "sampled_conversations, sampling_funnel for 2026-11-20": the tables and the partition.
+    tables = ", ".join(dict.fromkeys(t.name for t, _, _ in writes))
     values = sorted({"|".join(keys.values()) for _, _, keys in writes if keys})
-    return ", ".join(values) if values else ", ".join(t.name for t, _, _ in writes)
+    return f"{tables} for {', '.join(values)}" if values else tables
 
 
 def replace_partition(

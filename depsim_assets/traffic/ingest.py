@@ -28,6 +28,8 @@ import hashlib
 import json
 import os
 import re
+import stat
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import zstandard
 
 from depsim_assets import config
 from depsim_assets.traffic import logs
@@ -44,12 +47,16 @@ from depsim_assets.traffic.logs import (
     DEFAULT_MAX_LINE_BYTES,
     INGEST_ORIGIN,
     INGEST_REJECTED,
+    INGEST_UNREADABLE,
     INVALID_ENCODING,
     INVALID_JSON,
+    NO_DECODABLE_RECORD,
     NO_MESSAGES,
     NOT_AN_OBJECT,
+    TOO_DEEP,
     TOO_LARGE,
     UNKNOWN_ROLE,
+    UNSUPPORTED_NAME,
     RecordError,
     day_folder,
     derive_conversation_id,
@@ -84,6 +91,8 @@ class IngestResult:
     """What one ``depsim ingest`` did: counts that reconcile and the files it wrote.
 
     ``records_in = written + quarantined``; ``days`` counts records (stubs included) per day.
+    ``unreadable`` lists input files that could not be read, or not to their end: files, not
+    records (the records read before a break are in the counts, and kept).
     """
 
     files: list[str] = field(default_factory=list)
@@ -93,6 +102,7 @@ class IngestResult:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     days: dict[str, int] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    unreadable: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The result as JSON-ready data."""
@@ -104,11 +114,24 @@ class IngestResult:
             "quarantine_reasons": dict(sorted(self.quarantine_reasons.items())),
             "days": dict(sorted(self.days.items())),
             "outputs": self.outputs,
+            "unreadable_files": len(self.unreadable),
+            "unreadable": self.unreadable,
         }
 
 
 class UnreadableFile(ValueError):
-    """A whole input file cannot be read; the message names it."""
+    """A whole input file cannot be read; the message names it, ``kind`` is a code."""
+
+    def __init__(self, message: str, *, kind: str = NO_DECODABLE_RECORD) -> None:
+        super().__init__(message)
+        self.kind = kind
+        # The reason without the file name (the stub names the file in its own field).
+        self.why = message.split(": ", 1)[-1]
+
+
+# Compression is told by the file name (case-insensitive); these are named and refused.
+_COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
+_UNSUPPORTED_PACKING = (".bz2", ".xz", ".lz4", ".lzma", ".zip", ".7z", ".tar", ".br")
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -124,8 +147,12 @@ def ingest_files(
 ) -> IngestResult:
     """Normalize ``paths`` into the production log (``log_root`` None: the configured one).
 
-    Raises UnreadableFile naming the file when one cannot be opened, is not of the format,
-    or holds no readable record at all; nothing is written then.
+    Raises UnreadableFile naming the file, before anything is read, when a path is missing,
+    a directory, a broken link or not a regular file. A file that opens but cannot be read
+    (not of its format or compression, no record that decodes, cut short, an I/O error while
+    reading) does not stop the others: it is listed in ``unreadable`` and a stub names it in
+    the ``date`` folder, so the day's funnel counts it; the records read before a break are
+    kept.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -133,10 +160,20 @@ def ingest_files(
     day_folder(root, date)  # validates the date before anything is read
     if not paths:
         raise ValueError("no input files given")
+    for path in paths:
+        _check_input(Path(path))
     result = IngestResult()
     reasons: Counter[str] = Counter()
     days: Counter[str] = Counter()
     writers: dict[tuple[str, str], _Writer] = {}
+
+    def write(day: str, out_name: str, line: bytes) -> None:
+        key = (day, out_name)
+        writer = writers.get(key)
+        if writer is None:
+            writer = writers[key] = _Writer(day_folder(root, day), out_name)
+        writer.write(line)
+
     try:
         for path in paths:
             path = Path(path)
@@ -145,18 +182,18 @@ def ingest_files(
             out_name = _output_name(path)
             readable = 0
             seen = 0
-            first_problem = ""
-            for position, item in _read_records(path, fmt, max_record_bytes):
+            file_days: Counter[str] = Counter()
+            file_reasons: Counter[str] = Counter()
+            file_written = 0
+            broke: list[tuple[str, str]] = []
+            for position, item in _guard(_read_records(path, fmt, max_record_bytes), broke):
                 seen += 1
-                result.records_in += 1
                 if isinstance(item, RecordError):
-                    if item.reason not in (INVALID_JSON, INVALID_ENCODING, TOO_LARGE):
+                    if item.reason not in (INVALID_JSON, INVALID_ENCODING, TOO_LARGE, TOO_DEEP):
                         readable += 1
-                    first_problem = first_problem or f"record {position}: {item.detail}"
                     line = _stub(label, position, item)
                     day = date
-                    reasons[item.reason] += 1
-                    result.quarantined += 1
+                    file_reasons[item.reason] += 1
                 else:
                     readable += 1
                     try:
@@ -166,22 +203,34 @@ def ingest_files(
                         record[INGEST_ORIGIN] = {"file": label, "line": position}
                         logs.parse_record(record, label, position)
                         day = record_day(record) or date
+                        line = _encode(record)
                     except RecordError as err:
                         line = _stub(label, position, err)
                         day = date
-                        reasons[err.reason] += 1
-                        result.quarantined += 1
+                        file_reasons[err.reason] += 1
                     else:
-                        line = orjson.dumps(record, default=str)
-                        result.written += 1
-                key = (day, out_name)
-                writer = writers.get(key)
-                if writer is None:
-                    writer = writers[key] = _Writer(day_folder(root, day), out_name)
-                writer.write(line)
-                days[day] += 1
-            if seen and not readable:
-                raise UnreadableFile(f"{label}: no readable record ({first_problem})")
+                        file_written += 1
+                write(day, out_name, line)
+                file_days[day] += 1
+            if seen and not readable and not broke:
+                # Not one line decodes: the wrong kind of file (a CSV, a binary), not records.
+                broke.append((NO_DECODABLE_RECORD, "no line or element decodes as a JSON record"))
+                for key in [k for k in writers if k[1] == out_name]:
+                    writers.pop(key).discard()
+                seen = 0
+                file_days.clear()
+                file_reasons.clear()
+            if broke:
+                kind, why = broke[0]
+                detail = f"{kind}: {why}"
+                entry = {"file": label, "kind": kind, "detail": detail, "lines_read": seen}
+                result.unreadable.append(entry)
+                write(date, out_name, _unreadable_stub(entry))
+            result.records_in += seen
+            result.written += file_written
+            result.quarantined += sum(file_reasons.values())
+            reasons.update(file_reasons)
+            days.update(file_days)
         for writer in writers.values():
             writer.close()
     except BaseException:
@@ -203,6 +252,67 @@ def ingest_files(
     result.days = dict(days)
     result.outputs.sort()
     return result
+
+
+def _check_input(path: Path) -> None:
+    """Refuse, before anything is read, a path that is no file at all (a usage error)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise UnreadableFile(f"{path}: a symbolic link to nothing") from None
+        raise UnreadableFile(f"{path}: cannot open (No such file or directory)") from None
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UnreadableFile(f"{path}: cannot open ({why})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UnreadableFile(f"{path}: a directory; give the files inside it")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableFile(f"{path}: not a regular file (a pipe, socket or device)")
+
+
+def _guard(
+    items: Iterator[tuple[int, Any]], broke: list[tuple[str, str]]
+) -> Iterator[tuple[int, Any]]:
+    """``items`` until the file breaks; then why it broke goes into ``broke``.
+
+    Only the reader's errors are caught here, never the writer's: a full output disk is not
+    the input file's fault.
+    """
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except UnreadableFile as exc:
+            broke.append((exc.kind, exc.why))
+            return
+        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+            broke.append(logs.io_failure(exc, None))
+            return
+        yield item
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record, default=str)
+    except orjson.JSONEncodeError:
+        pass
+    # orjson refuses integers beyond 64 bits (the stdlib decoder keeps them); json writes them.
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
+        raise RecordError(BAD_FIELD, "the record cannot be written back as JSON") from None
+
+
+def _unreadable_stub(entry: dict[str, Any]) -> bytes:
+    stub = {
+        "source_file": entry["file"],
+        "kind": entry["kind"],
+        "detail": entry["detail"],
+        "lines_read": entry["lines_read"],
+    }
+    return orjson.dumps({INGEST_UNREADABLE: stub})
 
 
 def _output_name(path: Path) -> str:
@@ -254,29 +364,53 @@ class _Writer:
 def _read_records(
     path: Path, fmt: str, max_bytes: int
 ) -> Iterator[tuple[int, Any | RecordError]]:
-    """Yield ``(position, decoded record or RecordError)``; position is 1-based line or row."""
+    """Yield ``(position, decoded record or RecordError)``; position is 1-based line or row.
+
+    Raises UnreadableFile (with a ``kind``) when the file as a whole cannot be read, and lets
+    OSError, EOFError and the decompressors' errors through when it breaks while read.
+    """
+    lower = path.name.lower()
+    for packed in _UNSUPPORTED_PACKING:
+        if lower.endswith(packed):
+            raise UnreadableFile(
+                f"{path}: compressed with an unsupported method, {packed} (use .gz or .zst)",
+                kind=UNSUPPORTED_NAME,
+            )
+    compression = next((c for s, c in _COMPRESSIONS.items() if lower.endswith(s)), None)
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the generator is drained
+        fh, raw, _ = logs.open_log(path.resolve(), compression)
     except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-        raise UnreadableFile(f"{path}: cannot open ({why})") from None
-    with fh:
-        head = fh.read(4)
-        fh.seek(0)
-        if fmt == "parquet" or (fmt == "auto" and head == b"PAR1"):
+        kind, why = logs.io_failure(exc, compression)
+        raise UnreadableFile(f"{path}: cannot open ({why})", kind=kind) from None
+    except logs.FileBroke as exc:
+        raise UnreadableFile(f"{path}: {exc.why}", kind=exc.kind) from None
+    with raw, fh:
+        head = fh.peek(4)[:4] if hasattr(fh, "peek") else b""
+        if compression is None and (fmt == "parquet" or (fmt == "auto" and head == b"PAR1")):
             yield from _read_parquet(path)
             return
-        first = _first_significant_byte(fh)
-        fh.seek(0)
+        # A compressed stream is probed a few bytes at a time: reading ahead would meet a
+        # corruption further on before the lines in front of it were read (and kept).
+        first = _first_significant_byte(fh, _READ_CHUNK if compression is None else 16)
+        if compression is None:
+            fh.seek(0)
+            if first == b"[":
+                yield from _read_json_array(fh, path, max_bytes)
+            else:
+                yield from _read_jsonl(fh, max_bytes)
+            return
+    # A compressed stream cannot seek back cheaply: open it again to read from the start.
+    fh, raw, _ = logs.open_log(path.resolve(), compression)
+    with raw, fh:
         if first == b"[":
             yield from _read_json_array(fh, path, max_bytes)
         else:
             yield from _read_jsonl(fh, max_bytes)
 
 
-def _first_significant_byte(fh: IO[bytes]) -> bytes:
+def _first_significant_byte(fh: IO[bytes], chunk_size: int = _READ_CHUNK) -> bytes:
     while True:
-        chunk = fh.read(_READ_CHUNK)
+        chunk = fh.read(chunk_size)
         if not chunk:
             return b""
         stripped = chunk.lstrip(b" \t\r\n\xef\xbb\xbf")
@@ -377,7 +511,7 @@ def _read_json_array(
             if end > max_bytes:
                 yield position, RecordError(TOO_LARGE, f"record exceeds {max_bytes} bytes")
             else:
-                yield position, obj
+                yield position, _checked(obj)
             buf = buf[end:]
     except RecordError as err:
         yield 0, err
@@ -397,7 +531,19 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Any | RecordError]]:
     for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
         for record in batch.to_pylist():
             row += 1
-            yield row, _from_parquet_row(record)
+            yield row, _checked(_from_parquet_row(record))
+
+
+def _checked(value: Any) -> Any:
+    # The stdlib decoder (JSON arrays, JSON text in Parquet) keeps lone surrogate escapes and
+    # deep nesting that no encoder downstream can take: refused here, per record.
+    if isinstance(value, RecordError):
+        return value
+    try:
+        logs.check_tree(value)
+    except RecordError as err:
+        return err
+    return value
 
 
 def _from_parquet_row(record: dict[str, Any]) -> Any:

@@ -298,11 +298,11 @@ def read_log_file(entry: LogFile, max_line_bytes: int) -> Iterator[LogRecord | R
     progress = [0]
     try:
         fh, raw, size = open_log(entry.path, entry.compression)
-    except _FileBroke as exc:
+    except FileBroke as exc:
         yield unreadable(entry.source_file, exc.kind, exc.why)
         return
     except OSError as exc:
-        kind, why = _io_failure(exc, entry.compression)
+        kind, why = io_failure(exc, entry.compression)
         yield unreadable(entry.source_file, kind, why)
         return
     broke: Unreadable | None = None
@@ -318,14 +318,16 @@ def read_log_file(entry: LogFile, max_line_bytes: int) -> Iterator[LogRecord | R
                     progress[0],
                 )
     except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
-        kind, why = _io_failure(exc, entry.compression)
+        kind, why = io_failure(exc, entry.compression)
         where = f"after line {progress[0]}" if progress[0] else "before its first line"
         broke = unreadable(entry.source_file, kind, f"{why}, {where}", progress[0])
     if broke is not None:
         yield broke
 
 
-class _FileBroke(Exception):
+class FileBroke(Exception):
+    """A file that opened but is not one to read (``kind`` and a text-free ``why``)."""
+
     def __init__(self, kind: str, why: str) -> None:
         super().__init__(why)
         self.kind = kind
@@ -344,7 +346,7 @@ def open_log(path: Path, compression: str | None) -> tuple[IO[bytes], IO[bytes],
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise _FileBroke(NOT_A_FILE, "not a regular file")
+        raise FileBroke(NOT_A_FILE, "not a regular file")
     raw = os.fdopen(fd, "rb")
     if compression == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb"), raw, info.st_size
@@ -353,7 +355,8 @@ def open_log(path: Path, compression: str | None) -> tuple[IO[bytes], IO[bytes],
     return raw, raw, info.st_size
 
 
-def _io_failure(exc: BaseException, compression: str | None) -> tuple[str, str]:
+def io_failure(exc: BaseException, compression: str | None) -> tuple[str, str]:
+    """``(kind, why)`` of a reader's error, in fixed words."""
     # Library messages can quote the file's first bytes (gzip's "Not a gzipped file (b'..')"),
     # so only fixed words and the OS error name go into the detail.
     if isinstance(exc, FileNotFoundError):

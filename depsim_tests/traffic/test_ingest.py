@@ -294,23 +294,30 @@ def test_reingesting_a_file_replaces_its_earlier_output(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "data", "fmt", "message"),
+    ("name", "data", "kind"),
     [
-        ("garbage.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe\n\xfa\xfb", "auto", "no readable"),
-        ("broken.parquet", b"PAR1 definitely not parquet", "auto", "not a readable Parquet"),
-        ("words.jsonl", b"hello world\nsecond line\n", "auto", "no readable"),
+        ("garbage.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe\n\xfa\xfb", "no_decodable_record"),
+        ("broken.parquet", b"PAR1 definitely not parquet", "no_decodable_record"),
+        ("words.jsonl", b"hello world\nsecond line\n", "no_decodable_record"),
+        ("plain.jsonl.gz", b'{"messages": []}\n', "corrupt_compression"),
+        ("log.jsonl.bz2", b"BZh91AY&SY", "unsupported_name"),
     ],
 )
-def test_an_unreadable_file_is_one_error_naming_it_and_nothing_is_written(
-    tmp_path, name, data, fmt, message
+def test_an_unreadable_file_is_named_and_counted_and_the_others_are_written(
+    tmp_path, name, data, kind
 ):
     good = write_jsonl(tmp_path / "good.jsonl", [{"messages": PLAIN}])
     bad = tmp_path / name
     bad.write_bytes(data)
-    with pytest.raises(UnreadableFile, match=message) as err:
-        ingest_files([good, bad], date=DATE, fmt=fmt, log_root=tmp_path / "log")
-    assert str(bad) in str(err.value)
-    assert not [p for p in (tmp_path / "log").rglob("*") if p.is_file()]
+    result = ingest_files([good, bad], date=DATE, log_root=tmp_path / "log")
+    assert (result.records_in, result.written, result.quarantined) == (1, 1, 0)
+    [entry] = result.unreadable
+    assert (entry["file"], entry["kind"], entry["lines_read"]) == (str(bad), kind, 0)
+    # The day names the file too (a stub, not a record) and its records reconcile.
+    counts = run_sampling(tmp_path / "log", DATE, n=10, seed=1, salt="s")
+    assert counts.counts["records_in"] == 1 and counts.counts["unreadable_files"] == {kind: 1}
+    [row] = counts.quarantine_rows
+    assert (row["source_file"], row["reason"]) == (str(bad), "unreadable_file")
 
 
 def test_missing_file_and_bad_date_are_errors(tmp_path):
