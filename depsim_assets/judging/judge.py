@@ -548,7 +548,9 @@ async def _grade_once(
         return unscored(f"judge_incomplete: finish_reason={choice.finish_reason}")
     if not message.content:
         return unscored("invalid_judge_output: empty")
-    content = message.content if mode == "json_schema" else extract_json(message.content)
+    # Lenient in every mode: a server that takes json_schema but does not enforce it still
+    # gets its JSON found in prose; the pydantic model below is the judge of validity.
+    content = extract_json(message.content)
     try:
         parsed = model.model_validate_json(content)
     except pydantic.ValidationError as exc:
