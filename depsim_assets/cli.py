@@ -33,12 +33,16 @@ def _fail_env(message: str) -> int:
     return 1
 
 
-def _os_error_text(exc: OSError) -> str:
-    """One line for an OS error, naming the depsim home when that is what cannot be written."""
+def _os_error_text(exc: OSError, where: Path | None = None) -> str:
+    """One line for an OS error, naming the depsim home when that is what cannot be written.
+
+    ``where`` is the place being written when the error does not name a file (a failed
+    ``write`` does not).
+    """
     import errno
 
     home = config.depsim_home()
-    where = str(exc.filename) if exc.filename else str(home)
+    where = str(exc.filename) if exc.filename else str(where or home)
     why = exc.strerror or type(exc).__name__
     # The Dagster folder and the warehouse live in the home unless moved (or linked) away.
     places = {str(home), str(config.dagster_home()), str(config.warehouse_path().parent)}
@@ -47,8 +51,10 @@ def _os_error_text(exc: OSError) -> str:
         return f"the depsim home {home} is read-only ({why}: {where}); set DEPSIM_HOME"
     if exc.errno in (errno.ENOTDIR, errno.EEXIST) and in_home:
         return f"the depsim home {home} is not a folder depsim can use ({why}: {where})"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"the disk is full ({why}) writing {where}"
+    if exc.errno == errno.EFBIG:
+        return f"a file hit the file size limit ({why}) writing {where}"
     return f"{where}: {why}"
 
 
@@ -768,12 +774,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     """Normalize log files into the production-log layout, one folder per day."""
     from depsim_assets.traffic.ingest import ingest_files
 
-    result = ingest_files(
-        args.files,
-        date=args.date,
-        fmt=args.format,
-        max_record_bytes=args.max_record_bytes,
-    ).as_dict()
+    try:
+        result = ingest_files(
+            args.files,
+            date=args.date,
+            fmt=args.format,
+            max_record_bytes=args.max_record_bytes,
+        ).as_dict()
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        # Input files that break are counted inside; what escapes is the log's own disk, and
+        # ingest writes to temporary files renamed only at the end, so the log is as it was.
+        return _fail_env(_os_error_text(exc, config.log_root()) + ": nothing was ingested")
     if args.json:
         print(json.dumps(result, indent=2))
     else:

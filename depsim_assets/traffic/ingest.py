@@ -32,6 +32,7 @@ import stat
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -353,7 +354,9 @@ class _Writer:
 
     def discard(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            # Closing flushes the buffer, which fails again on a full disk: the file goes anyway.
+            with suppress(OSError):
+                self._fh.close()
             self._fh = None
         self.tmp.unlink(missing_ok=True)
 

@@ -512,3 +512,34 @@ def test_sample_with_an_unwritable_home_says_so_in_one_line(tmp_path, dagster_fo
     assert proc.returncode == 1
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"depsim: error: the depsim home {home} {expected}"), line
+
+
+def test_ingest_on_a_full_disk_writes_nothing_and_says_so(tmp_path):
+    src = tmp_path / "big.jsonl"
+    src.write_text("\n".join(good(i) for i in range(8000)) + "\n")  # ~2.4 MB out
+    home = tmp_path / "home"
+    proc = run_cli(
+        "ingest", str(src), "--date", DAY, env=cli_env(home), preexec=_fsize_limit(1 << 20)
+    )
+    assert_clean(proc)
+    assert proc.returncode == 1, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    log = home / "logs" / "production"
+    assert line == (
+        f"depsim: error: a file hit the file size limit (File too large) writing {log}: "
+        "nothing was ingested"
+    )
+    assert not [p for p in log.rglob("*") if p.is_file()]  # temporary files removed too
+
+
+def test_ingest_into_a_read_only_home_says_so(tmp_path):
+    src = tmp_path / "a.jsonl"
+    src.write_text(good(0) + "\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    os.symlink("/sys/kernel", home / "logs")  # sysfs: no new folders, even for root
+    proc = run_cli("ingest", str(src), "--date", DAY, env=cli_env(home))
+    assert_clean(proc)
+    assert proc.returncode == 1, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"depsim: error: the depsim home {home} is read-only ("), line
