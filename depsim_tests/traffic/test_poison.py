@@ -25,7 +25,7 @@ import pytest
 import zstandard
 
 from depsim_assets.traffic import logs
-from depsim_assets.traffic.logs import LogRecord, Rejected, Unreadable, iter_log, read_log_file
+from depsim_assets.traffic.logs import LogRecord, Unreadable, iter_log, read_log_file
 
 DAY = "2026-11-20"
 GOOD = 40
@@ -158,13 +158,23 @@ def assert_clean(proc: subprocess.CompletedProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def sampled(tmp_path_factory):
+def sampled_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("poison") / "home"
     write_poison(home / "logs" / "production" / DAY)
     proc = run_cli("sample", "--date", DAY, "--json", env=cli_env(home))
     assert_clean(proc)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return home, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def sampled(sampled_run):
+    return sampled_run[1]
+
+
+@pytest.fixture
+def sampled_home(sampled_run):
+    return sampled_run[0]
 
 
 def test_sample_counts_reconcile_with_every_poison_item_in_the_day(sampled):
@@ -180,20 +190,29 @@ def test_sample_counts_reconcile_with_every_poison_item_in_the_day(sampled):
     assert c["unreadable_files"] == len(c["unreadable"]) == 8
 
 
+def quarantine_rows(home: Path) -> list[tuple[str, int, str, str]]:
+    import duckdb
+
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
+        return conn.execute(
+            "SELECT source_file, line_number, reason, detail FROM sampling_quarantine"
+            " WHERE traffic_date = ?",
+            [DAY],
+        ).fetchall()
+
+
+def poison_line(item: str) -> int:
+    """The line of records.jsonl holding ``item``: after the good ones, in RECORD_POISON order."""
+    return GOOD + 1 + list(RECORD_POISON).index(item)
+
+
 @pytest.mark.parametrize("item", sorted(RECORD_POISON))
-def test_sample_quarantines_each_poison_record(sampled, item, tmp_path):
-    # Which line it was is in the warehouse; the day's JSON carries the reason counts, and the
-    # reason of this very line comes from the same reader the asset used.
-    text, reason = RECORD_POISON[item]
-    day = tmp_path / DAY
-    day.mkdir()
-    (day / "one.jsonl").write_text(text + "\n")
-    [rej] = iter_log(tmp_path, DAY)
-    assert isinstance(rej, Rejected) and (rej.reason, rej.source_file) == (
-        reason,
-        f"{DAY}/one.jsonl",
-    )
-    assert sampled["quarantine_reasons"][reason] >= 1
+def test_sample_quarantines_each_poison_record(sampled_home, item):
+    _, reason = RECORD_POISON[item]
+    rows = {(f, n): (r, d) for f, n, r, d in quarantine_rows(sampled_home)}
+    got_reason, detail = rows[(f"{DAY}/records.jsonl", poison_line(item))]
+    assert got_reason == reason
+    assert "surrogate" in detail if reason == "invalid_encoding" else "deeper than 64" in detail
 
 
 @pytest.mark.parametrize("item", sorted(FILE_POISON))
@@ -265,19 +284,39 @@ def test_ingest_writes_the_readable_and_names_the_rest(ingested):
     )
 
 
-def test_ingested_day_reconciles_in_depsim_sample_and_names_unreadable_inputs(ingested):
+@pytest.fixture(scope="module")
+def ingested_sample(ingested):
+    """`depsim sample --json` of the day the poison was ingested into."""
+    home = ingested[3]
+    proc = run_cli("sample", "--date", DAY, "--json", env=cli_env(home))
+    assert_clean(proc)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_ingested_day_reconciles_in_depsim_sample_and_names_unreadable_inputs(
+    ingested, ingested_sample
+):
     _, out, src, home = ingested
     log = home / "logs" / "production"
     on_disk = "".join(p.read_text() for p in log.rglob("*.jsonl"))
     assert "root:" not in on_disk  # nothing of /etc/passwd was kept
-    proc = run_cli("sample", "--date", DAY, "--json", env=cli_env(home))
-    assert_clean(proc)
-    assert proc.returncode == 0, proc.stderr
-    c = json.loads(proc.stdout.strip().splitlines()[-1])
+    c = ingested_sample
     assert c["records_in"] == out["records_in"]
     assert c["records_in"] == c["quarantined"] + sum(c["ineligible"].values()) + c["eligible"]
     named = sorted(e["file"] for e in c["unreadable"])
     assert named == sorted(e["file"] for e in out["unreadable"])
+
+
+@pytest.mark.parametrize("item", sorted(RECORD_POISON))
+def test_ingest_quarantines_each_poison_record_under_its_own_file_and_line(
+    ingested, ingested_sample, item
+):
+    _, _, src, home = ingested
+    # The ingest left a stub for the line; the day's sample quarantines it under the input's
+    # own name and line.
+    rows = {(f, n): r for f, n, r, _ in quarantine_rows(home)}
+    assert rows[(str(src / "records.jsonl"), poison_line(item))] == RECORD_POISON[item][1]
 
 
 @pytest.mark.parametrize(
