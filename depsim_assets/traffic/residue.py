@@ -280,7 +280,8 @@ _REGIONS = (
 # One separator between digit groups, an optional +CC and one parenthesised area code:
 # the shapes phones are written in. Not inside a longer run of numbers (a table, a list).
 _PHONE_CAND = re.compile(
-    r"(?<![\w@#$%&/\\=.:+,-])(?<!\d[ .\-\u00a0])(?:\+\d{1,3}[ .\-\u00a0]?)?"
+    # A +CC number may follow "=" or ":" (phone=+61 ...); a national one may not (x=1234567).
+    r"(?:(?<![\w+])\+\d{1,3}[ .\-\u00a0]?|(?<![\w@#$%&/\\=.:+,-])(?<!\d[ .\-\u00a0]))"
     r"(?:\(\d{1,4}\)[ .\-\u00a0]?)?\d{1,12}(?:[ .\-\u00a0]\d{1,8}){0,5}"
     r"(?![\w]|[.:/,-]\d|[ \u00a0]\d)"
 )
@@ -845,7 +846,9 @@ def scan_text(text: str, digests: frozenset[str]) -> list[tuple[str, str]]:
         keep(IPV4, ((s, e, "ipaddress") for s, e, k in ips if k == IPV4))
         keep(IPV6, ((s, e, "ipaddress") for s, e, k in ips if k == IPV6))
     keep(EMAIL, _email_hits(text, digests))
-    keep(SECRET, _secret_hits(text, lowered))
+    secrets = list(_secret_hits(text, lowered))
+    keep(SECRET, (h for h in secrets if not h[2].startswith("url:")))
+    keep(URL_TOKEN, (h for h in secrets if h[2].startswith("url:")))
     if any(w in lowered for w in _INTRO_CUES):
         keep(PERSON_NAME, _name_hits(text, digests))
     if "|" in text and "---" in text:

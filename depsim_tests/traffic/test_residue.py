@@ -52,7 +52,7 @@ LEAKS = [
     ("https://hooks.slack.com/services/T0A1B2C3D/B4E5F6G7H/abcdEFGHijklMNOPqrstUVWX", "secret"),
     ("Authorization: Bearer 9f8a7b6c5d4e3f2a1b0cQWERTY9d8e7f6a", "secret"),
     ("my password is Soleil2023!", "secret"),
-    ("postgres://admin:Xk9#mP2vLq@db.internal:5432/prod", "secret"),
+    ("postgres://admin:Xk9#mP2vLq@db.internal:5432/prod", "url_token"),
     ("server at 81.2.69.142 went down", "ipv4"),
     ("Меня зовут Иван Петров", "person_name"),
     ("我叫王伟", "person_name"),
