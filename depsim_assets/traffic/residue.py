@@ -17,7 +17,8 @@ other means, so a gap in one layer is not silently shared by the other:
   after a secret keyword that look random (Shannon entropy), bearer tokens, passwords in
   prose, ``user:password@`` in URLs, token query parameters, JWTs and PEM private keys;
 - IP addresses that are globally routed (documentation, private and well-known public
-  resolver addresses are not personal) and names right after a self-introduction.
+  resolver addresses are not personal); names right after a self-introduction and in the
+  Name column of a markdown table.
 
 Every string of a message is scanned: contents and text parts, refusals, tool names and
 arguments, tool results, and inside JSON arguments/results every key, string and integer.
