@@ -84,6 +84,9 @@ def set_phone_regions(regions: Iterable[str]) -> None:
     _phone_regions = chosen
 
 
+_ANY_DIGIT_RE = re.compile(r"\d")
+
+
 class Detection(NamedTuple):
     """One found span: offsets in the text, its kind, and a locale hint for the surrogate."""
 
@@ -160,6 +163,50 @@ def _any_in(text: str, words: tuple[str, ...]) -> bool:
         if word in text:
             return True
     return False
+
+
+def _cue_finditer(
+    pattern: re.Pattern[str],
+    text: str,
+    low: str,
+    triggers: tuple[str, ...],
+    *,
+    before: int = 24,
+    after: int = 80,
+) -> Iterable[re.Match[str]]:
+    """``pattern.finditer(text)`` restricted to windows around the cue words it starts with.
+
+    A cue regex is an alternation of dozens of words; Python's ``re`` tries each at every
+    position, which cost about 1 ms per kB of code. Finding the words with ``str.find`` and
+    running the regex only around them gives the same matches (a match cut by a window's end
+    is dropped) at a fraction of the cost.
+    """
+    if len(low) != len(text):
+        if _any_in(low, triggers):
+            yield from pattern.finditer(text)
+        return
+    windows = []
+    for word in triggers:
+        i = low.find(word)
+        while i != -1:
+            windows.append((max(0, i - before), min(len(text), i + len(word) + after)))
+            i = low.find(word, i + 1)
+    if not windows:
+        return
+    windows.sort()
+    merged = [list(windows[0])]
+    for a, b in windows[1:]:
+        if a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    last = -1
+    for a, b in merged:
+        for m in pattern.finditer(text, a, b):
+            if m.start() < last or (m.end() == b and b < len(text)):
+                continue
+            last = m.end()
+            yield m
 
 
 # --- name dictionaries (Faker's per-locale lists) ------------------------------------------
@@ -329,7 +376,7 @@ _PHONE_CUE_RE = re.compile(
     r"(?i)(?:phone|tel\b|tél|telefon|teléfono|telefone|telefono|téléphone|mobile|mobil|cell"
     r"|handy|whatsapp|call[ \t]+(?:me|us|him|her|them)|call[ \t]+(?:at|on)|calling|ring[ \t]+me"
     r"|text[ \t]+me|sms|fax|anruf|ruf[ \t]+mich|appelle|appeler|llámame|llamar|chiamami"
-    r"|ligue|zadzwoń|позвони|звоните"
+    r"|ligue|zadzwoń|позвони|звоните|bel[ \t]+(?:me|mij)|ring[ \t]+(?:mig|meg)|soita|zavolej"
     # "number" alone precedes order, case and reference numbers; a possessive makes it a phone.
     r"|(?:my|your|his|her|our|mon|ma|mi|mein|meine|mio|meu|mój|мой)[ \t]+(?:numéro|número"
     r"|numero|nummer|number|numer|номер)"
@@ -406,7 +453,7 @@ def find_phones(text: str, cue_window: str = "") -> list[Detection]:
 def find_ids(text: str) -> list[Detection]:
     """National ids (checksum-validated, or named by a cue) and passport numbers by cue."""
     out: list[Detection] = []
-    if any(c.isdigit() for c in text):
+    if _ANY_DIGIT_RE.search(text):
         for recognizer, kind, quick in _presidio():
             if not quick.search(text):
                 continue
@@ -433,7 +480,7 @@ def find_ids(text: str) -> list[Detection]:
             if stdnum_valid(_ric, m.group()):
                 out.append(Detection(m.start(), m.end(), NATIONAL_ID, "zh_CN"))
         low = text.lower()
-        for m in _ID_CUE_RE.finditer(text) if _any_in(low, _ID_TRIGGERS) else ():
+        for m in _cue_finditer(_ID_CUE_RE, text, low, _ID_TRIGGERS):
             value = m.group("v")
             if (
                 sum(c.isdigit() for c in value) >= 4
@@ -441,7 +488,7 @@ def find_ids(text: str) -> list[Detection]:
                 and not _UUID_LIKE_RE.match(value)
             ):
                 out.append(Detection(m.start("v"), m.end("v"), NATIONAL_ID, "cue"))
-        for m in _PASSPORT_CUE_RE.finditer(text) if _any_in(low, _PASSPORT_TRIGGERS) else ():
+        for m in _cue_finditer(_PASSPORT_CUE_RE, text, low, _PASSPORT_TRIGGERS):
             value = m.group("v")
             if sum(c.isdigit() for c in value) >= 3:
                 out.append(Detection(m.start("v"), m.end("v"), PASSPORT, "cue"))
@@ -661,7 +708,7 @@ def find_secrets(text: str) -> list[Detection]:
             value = m.group("v")
             if any(c.isdigit() for c in value) and any(c.isalpha() for c in value):
                 out.append(Detection(m.start("v"), m.end("v"), SECRET))
-    for m in _PASSWORD_CUE_RE.finditer(text) if _any_in(low, _PASSWORD_TRIGGERS) else ():
+    for m in _cue_finditer(_PASSWORD_CUE_RE, text, low, _PASSWORD_TRIGGERS, after=120):
         value = m.group("v")
         connector = m.group("c").strip().lower()
         cue = text[m.start() : m.start("c")].strip().lower()
@@ -1058,11 +1105,33 @@ _ADDRESS_RES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# Words one of which a text must hold before each address pattern runs (same order).
+_ADDRESS_TRIGGERS: tuple[tuple[str, ...], ...] = (
+    ("calle", "c/", "avenida", "avda", "av.", "paseo", "plaza", "pza", "camino", "carrer",
+     "carretera", "ronda", "travesía", "via", "piazza", "corso", "vicolo", "largo", "strada",
+     "rua", "travessa", "praça", "alameda", "estrada", "ul.", "ulica", "al.", "aleja", "os.",
+     "osiedle", "pl.", "plac"),
+    ("rue", "avenue", "av.", "boulevard", "bd", "chemin", "place", "allée", "allee",
+     "impasse", "quai", "route", "cours", "square", "passage", "voie"),
+    ("str", "weg", "gasse", "allee", "platz", "ring", "damm", "ufer", "chaussee", "steig",
+     "pfad", "gracht", "laan", "plein", "kade", "singel", "dijk", "gatan", "vägen", "gränd",
+     "torget", "stigen", "gata", "gate", "veien", "vej", "gade", "tie", "katu"),
+    ("ул", "улица", "пр.", "просп", "пер.", "переулок", "бул", "ш.", "шоссе", "наб", "пл.",
+     "площадь", "вул"),
+    ("路", "街", "道", "巷", "弄", "胡同"),
+    ("都", "道", "府", "県"),
+    ("로", "길"),
+)  # fmt: skip
+
+
 def find_addresses(text: str) -> list[Detection]:
     """Street addresses in the forms used outside the US (street word before or after the
     name, house number after it, postal code and city), in Latin, Cyrillic, CJK and Hangul."""
     out = []
-    for pattern, locale in _ADDRESS_RES:
+    low = text.lower()
+    for (pattern, locale), triggers in zip(_ADDRESS_RES, _ADDRESS_TRIGGERS, strict=True):
+        if not _any_in(low, triggers):
+            continue
         for m in pattern.finditer(text):
             out.append(Detection(m.start(), m.end(), STREET_ADDRESS, locale))
     return out
@@ -1198,7 +1267,8 @@ def _cjk_name(run: str, offset: int, *, cue: bool) -> tuple[int, int] | None:
 
 _HONORIFIC_RE = re.compile(r"(?:先生|女士|小姐|老师|同学|经理|さん|様|さま|君|ちゃん|氏|씨|님)")
 _CJK_CUE_BEFORE_RE = re.compile(
-    r"(?:叫|是|名字|姓名|联系人|收件人|致|给|和|与|私は|名前は|氏名|担当)[:：]?[ \t]*$"
+    r"(?:叫|是|名字|姓名|联系人|联系|收件人|致|给|和|与|跟|找|告诉|通知|私は|名前は|氏名|担当)"
+    r"[:：]?[ \t]*$"
 )
 
 
@@ -1247,57 +1317,44 @@ def _cjk_names(text: str) -> list[Detection]:
 _SURNAME_ENDING_RE = re.compile(r"(?:ов|ев|ин|ская|ский|ова|ева|ина|ко|ук|юк|ης|ος|ου|ας)$")
 
 
+_TITLE_WORD = rf"[{_UP}][{_LO}]+(?:['’\-][{_UP}{_LO}][{_LO}]+)?"
+_CASELESS_WORD = rf"[{_CASELESS}]+"
+# Two or three adjacent capitalised words, or caseless-script words: the only places a pair
+# of names can be, found by the regex engine rather than a Python loop over every word.
+_PAIR_RE = re.compile(
+    rf"(?=(?<![\w'’\-])(?:(?P<a>{_TITLE_WORD})[ \t](?P<b>{_TITLE_WORD})"
+    rf"(?:[ \t](?P<c>{_TITLE_WORD}))?|(?P<x>{_CASELESS_WORD})[ \t](?P<y>{_CASELESS_WORD}))"
+    r"(?![\w'’\-]))"
+)
+
+
 def _pair_names(text: str) -> list[Detection]:
     """Adjacent first+last (or last+first) names from the lists, any spaced script."""
     names = _names()
     out = []
-    words = list(_WORD_RE.finditer(text))
-    i = 0
-    while i < len(words) - 1:
-        a, b = words[i], words[i + 1]
-        gap = text[a.end() : b.start()]
-        if gap not in (" ", "\t"):
-            i += 1
+    last_end = -1
+    for m in _PAIR_RE.finditer(text):
+        if m.start() < last_end:
             continue
-        wa, wb = a.group(), b.group()
-        # Cased scripts: both words capitalised, else no pair (most words of prose and code).
-        if (wa[0].islower() or wb[0].islower()) or (
-            wa[0].isupper() != wb[0].isupper() and (wa[0].isupper() or wb[0].isupper())
-        ):
-            i += 1
-            continue
-        if wa.isupper() or wb.isupper():
-            i += 1  # capitals-only words are acronyms and constants (SMALL TILDE)
-            continue
+        caseless = m.group("x") is not None
+        wa, wb = (m.group("x"), m.group("y")) if caseless else (m.group("a"), m.group("b"))
         fa, fb = _fold(wa), _fold(wb)
-        latin = ord(wa[0]) < 0x250
-        caseless = script_locale(wa) in ("ar_SA", "he_IL", "hi_IN", "bn_BD", "th_TH")
+        latin = not caseless and ord(wa[0]) < 0x250
         pair = (fa in names.first and fb in names.last) or (fa in names.last and fb in names.first)
-        if (
-            not pair
-            and caseless
-            and fa in names.first
-            and (fb in names.first or wb.startswith("ال"))
-        ):
-            pair = True  # Arabic: given name + father's or family name (al-...)
-        if (
-            not pair
-            and not latin
-            and not caseless
-            and fa in names.first
-            and (wb[0].isupper() and _SURNAME_ENDING_RE.search(wb))
-        ):
-            pair = True  # Cyrillic/Greek surnames by their endings
-        if pair:
-            end = b.end()
-            if i + 2 < len(words) and text[b.end() : words[i + 2].start()] == " ":
-                third = words[i + 2].group()
-                if _fold(third) in names.all and (not latin or third[0].isupper()):
-                    end = words[i + 2].end()
-            out.append(Detection(a.start(), end, PERSON_NAME, script_locale(wa)))
-            i += 2
+        if not pair and caseless and fa in names.first:
+            # Arabic: given name + father's or family name (al-...).
+            pair = fb in names.first or wb.startswith("ال")
+        if not pair and not latin and not caseless and fa in names.first:
+            pair = bool(_SURNAME_ENDING_RE.search(wb))  # Cyrillic/Greek surname endings
+        if not pair:
             continue
-        i += 1
+        end = m.end("y") if caseless else m.end("b")
+        third = None if caseless else m.group("c")
+        if third and _fold(third) in names.all:
+            end = m.end("c")
+        out.append(Detection(m.start("x" if caseless else "a"), end, PERSON_NAME,
+                             script_locale(wa)))  # fmt: skip
+        last_end = end
     return out
 
 
@@ -1306,19 +1363,19 @@ def find_names(text: str) -> list[Detection]:
     signatures, as CJK surname+given name, and as first+last pairs from the name lists."""
     out: list[Detection] = []
     low = text.lower()
-    for m in _STRONG_CUE_RE.finditer(text) if _any_in(low, _STRONG_TRIGGERS) else ():
+    for m in _cue_finditer(_STRONG_CUE_RE, text, low, _STRONG_TRIGGERS):
         if m.group()[-1:].isascii() and m.group()[-1:].isalpha() and text[m.end() : m.end() + 1]:
             if text[m.end()].isalpha():
                 continue  # "call meeting": the cue word goes on
         span = _name_tokens(text, m.end(), any_case=True)
         if span:
             out.append(Detection(*span, PERSON_NAME, script_locale(text[span[0] : span[1]])))
-    for m in _WEAK_CUE_RE.finditer(text) if _any_in(low, _WEAK_TRIGGERS) else ():
+    for m in _cue_finditer(_WEAK_CUE_RE, text, low, _WEAK_TRIGGERS):
         span = _name_tokens(text, m.end(), any_case=False, limit=3)
         if span and _cased_or_known(text[span[0] : span[1]]):
             out.append(Detection(*span, PERSON_NAME, script_locale(text[span[0] : span[1]])))
     if "\n" in text and _any_in(low, _SIGNOFF_TRIGGERS):
-        for m in _SIGNOFF_RE.finditer(text):
+        for m in _cue_finditer(_SIGNOFF_RE, text, low, _SIGNOFF_TRIGGERS, after=120):
             value = m.group("n").strip()
             if looks_like_name(value.rstrip(".!")):
                 start = m.start("n") + m.group("n").find(value)
@@ -1346,13 +1403,14 @@ def _cased_or_known(value: str) -> bool:
     # deid's own patterns take capitalised Latin names after these cues (with its list of
     # capitalised non-names); here a cased word must be capitalised and in the name lists
     # ("Hello World", "This is Python", "it's parent" stay).
-    return first[0].isupper() and _fold(first) in _names().all and _fold(first) not in _CUE_STOP
+    names = _names()
+    if first[0].islower():
+        # "soy josé": a lower-case word only when it is a given name of four letters or more.
+        return len(first) >= 4 and _fold(first) in names.first and _fold(first) not in _CUE_STOP
+    return _fold(first) in names.all and _fold(first) not in _CUE_STOP
 
 
 # --- everything ------------------------------------------------------------------------------
-
-
-_ANY_DIGIT_RE = re.compile(r"\d")
 
 
 def find_all(text: str) -> list[Detection]:
