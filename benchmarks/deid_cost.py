@@ -12,7 +12,10 @@ before it is committed) and loaded as a module. Two sets are timed:
 - ``synthetic``: a day of the demo log (multi-turn chat, tool calls, planted PII), the shape
   ``depsim sample`` de-identifies;
 - ``adversarial``: the adversarial corpus of ``depsim_tests/traffic/adversarial_corpus.py``
-  (international PII in every placement: the expensive case).
+  (international PII in every placement);
+- ``real_text``: PII-free conversations of real code, configs and docs from the installed
+  packages (``depsim_tests/traffic/real_text_corpus.py``): long technical turns, the
+  expensive case for pattern detectors.
 
 Each set is run once to warm up (imports, Faker's name lists, Presidio's recognizers, stdnum's
 data files: ``warmup_s`` reports that one-time cost of the current version), then ``--runs``
@@ -84,6 +87,15 @@ def adversarial() -> list[dict[str, Any]]:
     return [r for seed in range(3) for r in adversarial_records(seed)]
 
 
+def real_text(n: int) -> list[dict[str, Any]]:
+    from depsim_tests.traffic.real_text_corpus import real_corpus
+
+    return [
+        {"conversation_id": c.conversation_id, "messages": c.messages}
+        for c in real_corpus(n).conversations
+    ]
+
+
 def _run(deidentifier: Any, records: list[dict[str, Any]]) -> float:
     start = time.perf_counter()
     for record in records:
@@ -95,7 +107,11 @@ def measure(n: int, runs: int, rev: str) -> dict[str, Any]:
     from depsim_assets.traffic.deid import DEID_VERSION, Deidentifier
 
     old_module = load_baseline(rev)
-    sets = {"synthetic": synthetic(n), "adversarial": adversarial()}
+    sets = {
+        "synthetic": synthetic(n),
+        "adversarial": adversarial(),
+        "real_text": real_text(max(n // 2, 1)),
+    }
     result: dict[str, Any] = {
         "baseline": f"{rev} ({old_module.DEID_VERSION})",
         "current": DEID_VERSION,
@@ -133,7 +149,7 @@ def main() -> None:
         return
     print(f"baseline {result['baseline']}  vs  current {result['current']}")
     print(f"one-time warm-up of the current version: {result['warmup_s']} s")
-    for name in ("synthetic", "adversarial"):
+    for name in ("synthetic", "adversarial", "real_text"):
         r = result[name]
         print(
             f"{name:12s} {r['conversations']:5d} conversations: {r['before_ms']:.3f} -> "
