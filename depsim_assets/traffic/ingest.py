@@ -223,7 +223,7 @@ def ingest_files(
                 file_reasons.clear()
             if broke:
                 kind, why = broke[0]
-                detail = f"{kind}: {why}"
+                detail = f"{kind}: {why}" + (f", after record {seen}" if seen else "")
                 entry = {"file": label, "kind": kind, "detail": detail, "lines_read": seen}
                 result.unreadable.append(entry)
                 write(date, out_name, _unreadable_stub(entry))

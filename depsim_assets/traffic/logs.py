@@ -387,39 +387,42 @@ class _ZstdReader(io.RawIOBase):
         self._obj = self._dctx.decompressobj()
         self._pending = b""
         self._at = 0
+        self._in = b""
+        self._in_at = 0
         self._in_frame = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            chunk = self._raw.read(_READ_CHUNK)
-            if not chunk:
-                if self._in_frame:
-                    raise EOFError("zstd stream ends inside a frame")
-                return 0
-            # Fed in small slices: one zstd block expands up to 128 KiB from a few bytes, so
-            # a whole read chunk at once could become gigabytes (a decompression bomb).
+        while self._at >= len(self._pending):
+            if self._in_at >= len(self._in):
+                self._in = self._raw.read(_READ_CHUNK)
+                self._in_at = 0
+                if not self._in:
+                    if self._in_frame:
+                        raise EOFError("zstd stream ends inside a frame")
+                    return 0
+            # One small slice at a time, returned as soon as it gives text: a zstd block
+            # expands up to 128 KiB from a few bytes (a whole chunk at once could become
+            # gigabytes), and the lines before a corruption further on are read first.
+            data = self._in[self._in_at : self._in_at + _ZSTD_SLICE]
+            self._in_at += len(data)
             out = []
-            for at in range(0, len(chunk), _ZSTD_SLICE):
-                data = chunk[at : at + _ZSTD_SLICE]
-                while data:
-                    self._in_frame = True
-                    out.append(self._obj.decompress(data))
-                    if self._obj.eof:
-                        self._in_frame = False
-                        data = self._obj.unused_data
-                        self._obj = self._dctx.decompressobj()
-                    else:
-                        data = b""
+            while data:
+                self._in_frame = True
+                out.append(self._obj.decompress(data))
+                if self._obj.eof:
+                    self._in_frame = False
+                    data = self._obj.unused_data
+                    self._obj = self._dctx.decompressobj()
+                else:
+                    data = b""
             self._pending = b"".join(out)
             self._at = 0
         n = min(len(buffer), len(self._pending) - self._at)
         buffer[:n] = self._pending[self._at : self._at + n]
         self._at += n
-        if self._at == len(self._pending):
-            self._pending = b""
         return n
 
 

@@ -92,6 +92,7 @@ FILE_POISON = {
     "bz2_extension": ("packed.jsonl.bz2", "unsupported_name"),
 }
 TRUNCATED_KEPT = 20  # complete lines of cut.jsonl.gz before the cut
+ZST_LINES = 3000  # lines of broken.jsonl.zst, corrupted three quarters in
 
 
 def write_poison(folder: Path) -> None:
@@ -105,10 +106,12 @@ def write_poison(folder: Path) -> None:
     cut = next(n for n in range(64, len(whole)) if _lines_of_prefix(whole[:n]) >= TRUNCATED_KEPT)
     (folder / "cut.jsonl.gz").write_bytes(whole[:cut])
     (folder / "plain.jsonl.gz").write_text(good(0, "plain") + "\n")
+    # Large enough for several zstd blocks (128 KiB each): a block decodes whole or not at all,
+    # so the blocks before the damaged one are what is read before the corruption.
     packed = zstandard.ZstdCompressor().compress(
-        ("\n".join(good(i, "zst") for i in range(300)) + "\n").encode()
+        ("\n".join(good(i, "zst") for i in range(ZST_LINES)) + "\n").encode()
     )
-    middle = len(packed) // 2
+    middle = len(packed) * 3 // 4
     broken = packed[:middle] + b"\x00garbage" * 8 + packed[middle:]
     (folder / "broken.jsonl.zst").write_bytes(broken)
     (folder / "subdir").mkdir(exist_ok=True)
@@ -185,6 +188,7 @@ def test_sample_counts_reconcile_with_every_poison_item_in_the_day(sampled):
     assert c["quarantine_reasons"] == {"invalid_encoding": 2, "too_deep": 2}
     unreadable = [e for e in c["unreadable"] if "broken.jsonl.zst" in e["file"]]
     zst_kept = unreadable[0]["lines_read"]
+    assert 0 < zst_kept < ZST_LINES  # the lines before the corruption were read, and kept
     assert c["eligible"] == GOOD + TRUNCATED_KEPT + zst_kept + 2
     # Eight entries named (UPPER.JSONL is read), none of them counted as a record.
     assert c["unreadable_files"] == len(c["unreadable"]) == 8
