@@ -483,8 +483,12 @@ def find_spans(text: str) -> list[_Span]:
         if not _contains_any(low if lowered else text, triggers):
             continue
         for m in pattern.finditer(text):
-            if pattern is _KEY_NAME_PATTERN and not _VALUE_END_RE.match(text, m.end("n")):
-                # "name: Build and test" (a workflow step): the value goes on past the name.
+            if pattern is _KEY_NAME_PATTERN and (
+                not _VALUE_END_RE.match(text, m.end("n"))
+                or re.fullmatch(r"[A-Z][a-z]+[A-Z]\w*|String|Boolean|Float|Object", m.group("n"))
+            ):
+                # "name: Build and test" (a workflow step): the value goes on past the name;
+                # "name = 'PipelineTag'", "name: String": a class or type, not a person.
                 continue
             cleaned = _clean_name(m.group("n"), m.start("n"))
             if cleaned:

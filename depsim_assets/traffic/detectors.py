@@ -113,7 +113,10 @@ _CASED_RANGES = ((0x41, 0x24F), (0x1E00, 0x1EFF), (0x370, 0x3FF), (0x400, 0x4FF)
 _UP = _chars(_CASED_RANGES, "Lu")
 _LO = _chars(_CASED_RANGES, "Ll") + "\u0300-\u036f"
 # Caseless scripts: Arabic, Hebrew, Devanagari, Bengali, Thai (with their combining marks).
-_CASELESS = "\u0600-\u06ff\u0750-\u077f\u0590-\u05ff\u0900-\u097f\u0980-\u09ff\u0e00-\u0e7f"
+_CASELESS = (
+    "\u0600-\u06ff\u0750-\u077f\u0590-\u05ff\u0900-\u097f\u0980-\u09ff\u0e00-\u0e7f"
+    "\u200c\u200d"  # zero-width (non-)joiners inside Indic and Arabic words
+)
 _HAN = "\u3005\u3400-\u4dbf\u4e00-\u9fff"
 _KANA = "\u3040-\u30ff"
 _HANGUL = "\uac00-\ud7a3"
@@ -385,6 +388,7 @@ _PHONE_CUE_RE = re.compile(
 _DATE_LIKE_RE = re.compile(
     r"^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})(?:[ T]\d|$)"
     r"|^(?:19|20)\d\d[-/.]"  # a year first: a date or a reference (2024-0043-17)
+    r"|^(?:19|20)\d\d[01]\d[0-3]\d(?!\d)"  # a compact date (20160525 13:30)
 )
 
 
@@ -641,7 +645,8 @@ _PASSWORD_CUE_RE = re.compile(
     r"|senha|passwort|kennwort|password|пароль|密码|密碼|パスワード|비밀번호|wachtwoord"
     r"|lösenord|hasło|haslo|parola|şifre|sifre|salasana|adgangskode|heslo|jelszó)"
     r"(?:[ \t]+(?:for|of|de|du|für|для|del|di)[ \t]+\S+){0,1})"
-    r"(?P<c>[ \t]*(?:is|was|will[ \t]+be|es|est|ist|è|é|era|=|:|：|-|—|→|->)[ \t]*|[ \t]+)"
+    r"(?P<c>[ \t]+(?:is|was|will[ \t]+be|es|est|ist|è|é|era)[ \t]+"
+    r"|[ \t]*(?:=|:|：|-|—|→|->)[ \t]*|[ \t]+)"
     r"(?P<q>[\"'`«“]?)(?P<v>[^\s\"'`«»“”]{4,64})"
 )
 # Cue words that are also ordinary words ("pass", "pin", "pw"): only with "is", ":" or "=".
@@ -872,8 +877,8 @@ def value_fits(
     if kind == SECRET:
         if "\n" in value or re.fullmatch(r"[a-z]{1,5}", value) or value.lower() in _CODE_WORDS:
             return False
-        if re.fullmatch(r"(?:[A-Z][a-z]+)+", value):
-            return False  # a class or type name (Credentials, InvalidTokenException)
+        if re.fullmatch(r"(?:[A-Z][a-z]+)+", value) or value.startswith("#"):
+            return False  # a class or type name (Credentials), a colour or comment (#d0d0d0)
         if " " in value and not re.fullmatch(r"[a-z]+(?: [a-z]+){1,5}", value):
             return False  # a passphrase is lower-case words; "Port number as integer" is prose
         return len(value) >= 4 and (not value.isdigit() or len(value) >= 8)
@@ -905,13 +910,13 @@ def looks_like_name(value: str, *, strict: bool = False, lower_known: bool = Fal
     compact = value.replace(" ", "")
     if re.fullmatch(rf"[{_HAN}{_KANA}]{{2,5}}", compact):
         names = _names()
-        return compact[:1] in names.cjk_last or compact[:2] in names.cjk_last
+        return any(compact[:n] in names.cjk_last for n in (1, 2, 3))
     if re.fullmatch(rf"[{_HANGUL}]{{2,5}}", compact):
         return compact[:1] in _names().ko_last and len(compact) <= 4
     words = value.replace(".", " ").split()
     if not 1 <= len(words) <= 4 or not all(_WORD_RE.fullmatch(w) for w in words):
         return False
-    if any(_fold(w) in _NAME_STOP for w in words):
+    if any(_fold(w) in _NAME_STOP or _fold(w) in _CODE_WORDS for w in words):
         return False
     if strict:
         if not any(_fold(w) in _names().all for w in words) and not any(
@@ -990,8 +995,10 @@ def find_key_values(text: str) -> list[Detection]:
         value = text[start:end]
         if not m.group("q") and re.match(r"[A-Za-z_]\w*[\[(.]\w", value):
             continue  # colors['base0'], f(x), obj.attr: code, not a value
-        if _normal_key(value.strip().rstrip(",;")) == _normal_key(m.group("k")):
-            continue  # authorization=authorization
+        if _normal_key(value.strip().rstrip(",;")).strip("_") == _normal_key(
+            m.group("k").split(".")[-1]
+        ).strip("_"):
+            continue  # authorization=authorization, self._credentials = credentials
         stripped = value.rstrip()
         if kind == SECRET:
             # "Authorization: Bearer <token>": the scheme word is not the secret.
@@ -1001,6 +1008,8 @@ def find_key_values(text: str) -> list[Detection]:
                 stripped = stripped[scheme.end() :]
             stripped = stripped.split()[0] if stripped.split() and not re.search(
                 r"(?i)phrase", m.group("k")) else stripped  # fmt: skip
+        if kind == SECRET and not m.group("q") and re.fullmatch(r"[a-z]+", stripped.strip()):
+            continue  # "passwd: secret" in a sample config, "token: before": a word, unquoted
         if kind in (PHONE, IBAN, NATIONAL_ID, PASSPORT, PAYMENT_CARD):
             stripped = _trim_structured(stripped)
         elif kind == PERSON_NAME:
@@ -1251,7 +1260,7 @@ def _strip_korean(token: str) -> str:
 def _cjk_name(run: str, offset: int, *, cue: bool) -> tuple[int, int] | None:
     """Surname + given name at the start of a Han run (2-4 characters)."""
     names = _names()
-    for surname_len in (2, 1):
+    for surname_len in (3, 2, 1):
         surname = run[:surname_len]
         if surname not in names.cjk_last:
             continue
@@ -1292,9 +1301,7 @@ def _cjk_names(text: str) -> list[Detection]:
             if span and span[1] == m.end():
                 out.append(Detection(*span, PERSON_NAME, script_locale(run)))
                 continue
-            if span is None and (
-                run[:2] in names.cjk_last or (len(run) == 3 and run[:1] in names.cjk_last)
-            ):
+            if span is None and (run[:2] in names.cjk_last or run[:3] in names.cjk_last):
                 out.append(Detection(m.start(), m.end(), PERSON_NAME, script_locale(run)))
                 continue
         # Inside a longer run: a name after a cue word or before an honorific.

@@ -196,7 +196,8 @@ _IBAN_LOCALES = ("de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL")
 def _drawn_values(rng: random.Random) -> list[_Value]:
     """Values drawn for this seed from Faker, phonenumbers' examples and stdnum checksums."""
     out: list[_Value] = []
-    fakers = {loc: Faker(loc) for loc in {*_NAME_LOCALES, *_IBAN_LOCALES, "en_IN", "zh_CN"}}
+    # Sorted: a set's order changes with the interpreter's hash seed, and with it the seeds.
+    fakers = {loc: Faker(loc) for loc in sorted({*_NAME_LOCALES, *_IBAN_LOCALES, "en_IN"})}
     for i, fake in enumerate(fakers.values()):
         fake.seed_instance(rng.randrange(1 << 30) + i)
     for loc in _NAME_LOCALES:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import phonenumbers
 import pytest
@@ -292,3 +293,35 @@ def test_false_replacements_on_real_pii_free_text_stay_rare(record_property):
     print(f"\nPII-free real text: {dirty}/{len(conversations)} touched, spans {dict(touched)}")
     assert rate <= 0.06, (rate, touched)
     assert touched["payment_card"] == 0 and touched["national_id"] == 0, touched
+
+
+def test_corpus_and_surrogates_do_not_depend_on_the_hash_seed():
+    # The corpus is shared with the residue tests and the surrogates must reproduce for a
+    # salt: neither may follow the order of a set, which changes with PYTHONHASHSEED.
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib, json\n"
+        "from depsim_tests.traffic.adversarial_corpus import adversarial_records\n"
+        "from depsim_assets.traffic.deid import Deidentifier\n"
+        "d = Deidentifier('hash-salt')\n"
+        "out = [d.deidentify_conversation(r['messages'], r['conversation_id'],"
+        " metadata=r.get('metadata')) for r in adversarial_records(3)]\n"
+        "print(hashlib.sha256(json.dumps(out, ensure_ascii=False).encode()).hexdigest())\n"
+    )
+    digests = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],  # the repository, for both packages
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        digests.add(run.stdout.strip())
+    assert len(digests) == 1
