@@ -311,6 +311,7 @@ _NOT_NAMES = frozenset(
     Customer Support Service Admin Manager Bot Assistant Chatbot Gpt Chat User Guest
     English Spanish French German Chinese Python Java Excel Google Microsoft Apple Amazon
     Also Anyway Otherwise Regarding Re Fw Fwd Subject Note Update Question Quick
+    None Any True False Null Self String Optional Object Boolean Float Integer
     """.split()
 )
 

@@ -399,6 +399,8 @@ def _phone_ok(candidate: str, has_cue: bool) -> str | None:
         return None
     formatted = bool(re.search(r"[ .\-()]", candidate.strip())) or candidate.startswith("+")
     stripped = candidate.strip()
+    if re.search(r"(?:19|20)\d\d-[01]\d-[0-3]\d", stripped):
+        return None  # a timestamp column (0 2011-01-01 09...)
     if re.fullmatch(r"\d+\.\d+", stripped):
         return None  # a decimal number (0.36787944), whatever the context
     groups = re.findall(r"\d+", stripped)
@@ -445,8 +447,13 @@ def find_phones(text: str, cue_window: str = "") -> list[Detection]:
     for m in _PHONE_CANDIDATE_RE.finditer(text):
         before = text[max(0, m.start() - 40) : m.start()]
         has_cue = bool(_PHONE_CUE_RE.search(before) or _PHONE_CUE_RE.search(cue_window))
-        if not has_cue and _CODE_BEFORE_RE.search(before):
-            # The tail of a longer code ("tracking 1Z 999 AA1 01 2345 6784"), not a phone.
+        if not has_cue and (
+            _CODE_BEFORE_RE.search(before)
+            or before.endswith("  ")
+            or text[m.end() : m.end() + 2] == "  "
+        ):
+            # The tail of a longer code ("tracking 1Z 999 AA1 01 2345 6784"), or a column of
+            # numbers ("501  502  503 ...  999 1000 1001"), not a phone.
             continue
         region = _phone_ok(m.group(), has_cue)
         if region:
