@@ -212,6 +212,12 @@ def _surrogate(value: str, text: str, start: int, end: int, digests: frozenset[s
         right += 1
     token = text[left:right]
     candidates.update({token, token.strip(" .,;:()[]{}<>\"'`")})
+    if "\\" in value:
+        # Raw JSON text (tool arguments) holds a multi-line surrogate with its escapes.
+        try:
+            candidates.add(json.loads(f'"{value}"'))
+        except ValueError:
+            pass
     return any(surrogate_digest(c) in digests for c in candidates if c)
 
 
@@ -641,7 +647,12 @@ _PREFIXED_SECRET_RE = re.compile(
     r"|https://discord(?:app)?\.com/api/webhooks/\d+/[\w-]+"
     r")(?![A-Za-z0-9_\-])"
 )
-_PEM_RE = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
+# The whole block when it is complete, so a surrogate block is known by its digest; the header
+# alone otherwise (a key cut off mid-body is still a key).
+_PEM_RE = re.compile(
+    r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----"
+    r"(?:[A-Za-z0-9+/=\s\\]{1,8192}?-----END \1PRIVATE KEY(?: BLOCK)?-----)?"
+)
 _KEYWORD_SECRET_RE = re.compile(
     r"(?i)(?:api[_ -]?key|apikey|secret(?:[_-]?key)?|access[_-]?key(?:[_-]?id)?|auth[_-]?token"
     r"|access[_-]?token|refresh[_-]?token|client[_-]?secret|private[_-]?key|token"
