@@ -12,6 +12,10 @@ import math
 import os
 from pathlib import Path
 
+# The reserved candidate name of the original replies (partitions.PRODUCTION); kept here so
+# reading the registry does not import Dagster.
+PRODUCTION_CANDIDATE = "production"
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

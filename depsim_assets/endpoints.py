@@ -7,13 +7,16 @@ call time; they are never returned in anything that gets stored or logged.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import dagster as dg
-import httpx2
-import openai
-
 from depsim_assets import secrets
+
+if TYPE_CHECKING:
+    import openai
+
+# dagster and openai are imported where used: showing a URL or refusing a registry file
+# (`depsim candidates list`) should not wait a second for them.
 
 SIM = "sim"
 # The simulator and many local servers need no key, but the client insists on one.
@@ -62,6 +65,8 @@ def api_key_from_env(env_name: str | None) -> str:
     """The key held by env var ``env_name`` (or a placeholder when no key is configured)."""
     if not env_name:
         return NO_KEY
+    import dagster as dg
+
     value = dg.EnvVar(env_name).get_value()
     if not value:
         raise EndpointError(f"environment variable {env_name} (named by api_key_env) is not set")
@@ -83,6 +88,9 @@ def async_client(
     call of the default one (3.2 vs 6.0 ms measured here), which is what binds at hundreds
     of requests a second. Pass ``max_retries=0`` when the call engine does the retrying.
     """
+    import httpx2
+    import openai
+
     limits = httpx2.Limits(max_connections=max_connections,
                            max_keepalive_connections=max_connections)
     return openai.AsyncOpenAI(
@@ -112,6 +120,8 @@ def describe_error(exc: BaseException) -> str:
     """``Class: message`` for a failed call: the WHOLE message (the part after a first line
     usually says why), plus its cause when that adds something, key-scrubbed and capped at
     :data:`MAX_ERROR_CHARS`."""
+    import openai
+
     message = str(exc)
     if isinstance(exc, openai.APIStatusError):
         # openai leaves a non-JSON body (a server's plain-text explanation) out of str(exc).

@@ -14,7 +14,9 @@ import os
 
 import dagster as dg
 
-PRODUCTION = "production"
+from depsim_assets import config
+
+PRODUCTION = config.PRODUCTION_CANDIDATE
 CANDIDATE_DIM = "candidate"
 DATE_DIM = "traffic_date"
 

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from depsim_assets import safe_yaml
-from depsim_assets.config import registry_path
+from depsim_assets.config import PRODUCTION_CANDIDATE, registry_path
 from depsim_assets.secrets import find_secrets, is_secret_field_name, secret_kind
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -121,12 +121,8 @@ class Candidate(BaseModel):
             raise ValueError(
                 f"{value!r} is not a valid candidate name (letters, digits, '.', '_', '-'; 1-64)"
             )
-        # Imported here: partitions imports Dagster (about a second), which reading and
-        # refusing a registry file (`depsim candidates list`) should not wait for.
-        from depsim_assets.partitions import PRODUCTION
-
-        if value == PRODUCTION:
-            raise ValueError(f"{PRODUCTION!r} is reserved for the original replies")
+        if value == PRODUCTION_CANDIDATE:
+            raise ValueError(f"{PRODUCTION_CANDIDATE!r} is reserved for the original replies")
         return value
 
     @field_validator("api_key_env")
