@@ -74,7 +74,9 @@ def _grade_model_for(ids: tuple[str, ...]) -> type[BaseModel]:
     }
     fields["findings"] = (
         list[finding],  # type: ignore[valid-type]
-        Field(description="One per category with severity 1 or more."),
+        # Bounded: under a grammar a small model otherwise repeats one finding until max_tokens
+        # (SmolLM2-135M on llama-server wrote 900 tokens of the same empty finding).
+        Field(description="One per category with severity 1 or more.", max_length=len(ids)),
     )
     fields["other_concern"] = (
         str | None,
