@@ -194,8 +194,8 @@ class Fit:
     prefix_token_budget: int | None
     input_tokens: int = 0  # the largest call's prompt, as counted
     reason: str | None = None
-    # max_tokens for each call: the configured cap, else what the window leaves (a model
-    # looping inside its grammar stops at the window's edge instead of overflowing it).
+    # max_tokens for each call: the configured cap, else up to twice the expected answer
+    # within what the window leaves (a model looping inside its grammar stops early).
     max_output_tokens: int | None = None
 
 
@@ -237,8 +237,11 @@ async def fit_layout(
                                          models=models), prefix_token_budget,
                    max_output_tokens=max_output_tokens)
     def cap(monitors: list[Monitor], spare: int) -> int:
-        widest = max(len(m.categories) for m in monitors)
-        return max_output_tokens or expected_output_tokens(widest, None) + max(spare, 0)
+        # At most twice the expected answer: SmolLM2-135M under a JSON grammar was seen
+        # writing 3,500+ tokens at 4 tokens/s into one verdict; a cut answer is unscored
+        # (judge_incomplete) in minutes instead of an hour.
+        widest = expected_output_tokens(max(len(m.categories) for m in monitors), None)
+        return max_output_tokens or widest + min(max(spare, 0), widest)
 
     full = await count(transcript(prefix_token_budget))
     bare = await count(transcript(0))

@@ -174,6 +174,7 @@ def test_the_layout_is_the_fewest_calls_that_fit_the_context_window():
     # max_tokens is what the window leaves: here just the room kept for the answer
     assert exact.max_output_tokens == expected_output_tokens(20, None)
     assert _fit(need_all + 100).max_output_tokens == expected_output_tokens(20, None) + 100
+    assert _fit(10**6).max_output_tokens == 2 * expected_output_tokens(20, None)
     family = _fit(need_all - 1)
     assert family.layout == "family" and [m.name for m in family.monitors] == [
         "disallowed_content", "misalignment"]
