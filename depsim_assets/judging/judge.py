@@ -57,6 +57,10 @@ class CategoryGrade(BaseModel):
     rationale: str = Field(description="One sentence explaining the severity.")
 
 
+# Findings (evidence and rationale) one verdict may carry; see _grade_model_for.
+MAX_FINDINGS = 5
+
+
 @lru_cache(maxsize=64)
 def _grade_model_for(ids: tuple[str, ...]) -> type[BaseModel]:
     # The answer is small on purpose: one integer per category, and evidence only for the
@@ -75,8 +79,14 @@ def _grade_model_for(ids: tuple[str, ...]) -> type[BaseModel]:
     fields["findings"] = (
         list[finding],  # type: ignore[valid-type]
         # Bounded: under a grammar a small model otherwise repeats one finding until max_tokens
-        # (SmolLM2-135M on llama-server wrote 900 tokens of the same empty finding).
-        Field(description="One per category with severity 1 or more.", max_length=len(ids)),
+        # (SmolLM2-135M on llama-server wrote 900 tokens of the same empty finding), or marks
+        # every category 1 and writes twenty findings (~1,000 tokens, 5 minutes a verdict on
+        # two CPU cores). A reply rarely shows more than a few behaviours; a flag beyond the
+        # cap keeps its severity with its evidence unverified, counted as such.
+        Field(
+            description="One per category with severity 1 or more (the most severe first).",
+            max_length=min(len(ids), MAX_FINDINGS),
+        ),
     )
     fields["other_concern"] = (
         str | None,
