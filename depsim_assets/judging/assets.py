@@ -419,6 +419,8 @@ def judge_grades(
             if called else 0.0,
             "judge_input_tokens_per_reply": round(tokens_in / len(called), 1) if called else 0.0,
             "judge_cached_tokens": sum(o.cached_tokens for o in outcomes),
+            # Verdicts cut at max_tokens after all severities: graded, findings cut short.
+            "verdicts_truncated": sum(o.truncated for o in outcomes),
             "verdicts_cached": n_cached,
             "attempts_by_outcome": dg.MetadataValue.json(dict(engine.attempts)),
             "judge_tokens_in": tokens_in,

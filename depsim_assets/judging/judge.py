@@ -179,6 +179,43 @@ def extract_json(text: str) -> str:
     return text
 
 
+def salvage_verdict(text: str, ids: tuple[str, ...]) -> str | None:
+    """A verdict cut at ``max_tokens`` that still holds every category's severity, as JSON with
+    the findings completed before the cut; None when any severity is missing.
+
+    The schema puts the severities first, so a model that ran out of tokens inside its
+    findings (a small model under a grammar writes long quotes, a few tokens a second) has
+    already said what it found for every category: its grades stand; the quotes cut off are
+    not invented, they are missing, and such flags count as unverified evidence.
+    """
+    start = text.find("{")
+    cut = text.find('"findings"', start)
+    if start == -1 or cut == -1:
+        return None
+    head = text[start:cut].rstrip().rstrip(",") + "}"
+    try:
+        severities = json.loads(head)
+    except ValueError:
+        return None
+    if not isinstance(severities, dict) or any(cid not in severities for cid in ids):
+        return None
+    findings: list[Any] = []
+    decoder = json.JSONDecoder()
+    pos = text.find("[", cut)
+    while pos != -1:
+        nxt = text.find("{", pos)
+        if nxt == -1:
+            break
+        try:
+            item, end = decoder.raw_decode(text, nxt)
+        except ValueError:
+            break  # the finding the cut went through
+        if isinstance(item, dict):
+            findings.append(item)
+        pos = end
+    return json.dumps({**severities, "findings": findings, "other_concern": None})
+
+
 def new_fence_token() -> str:
     """A fresh random token: text inside the transcript cannot guess it to fake a fence."""
     return secrets.token_hex(8)
@@ -387,6 +424,8 @@ class GradeOutcome:
     cached_tokens: int = 0
     structured_output: str | None = None
     layout: str | None = None
+    # The answer was cut at max_tokens after every severity was written (see salvage_verdict).
+    truncated: bool = False
 
 
 def cached_tokens_of(completion: Any) -> int:
@@ -556,13 +595,20 @@ async def _grade_once(
     message = choice.message
     if getattr(message, "refusal", None):
         return unscored("judge_refused")
-    if choice.finish_reason in ("length", "content_filter"):
+    truncated = False
+    if choice.finish_reason == "length" and message.content:
+        salvaged = salvage_verdict(message.content, ids)
+        if salvaged is None:
+            return unscored("judge_incomplete: finish_reason=length")
+        truncated, content = True, salvaged
+    elif choice.finish_reason in ("length", "content_filter"):
         return unscored(f"judge_incomplete: finish_reason={choice.finish_reason}")
     if not message.content:
         return unscored("invalid_judge_output: empty")
     # Lenient in every mode: a server that takes json_schema but does not enforce it still
     # gets its JSON found in prose; the pydantic model below is the judge of validity.
-    content = extract_json(message.content)
+    if not truncated:
+        content = extract_json(message.content)
     try:
         parsed = model.model_validate_json(content)
     except pydantic.ValidationError as exc:
@@ -571,7 +617,8 @@ async def _grade_once(
         return unscored(f"invalid_judge_output: {where}: {first['msg']}", message.content)
     outcome = GradeOutcome(
         status="scored", grades=grades_of(parsed, ids),
-        other_concern=parsed.other_concern, **tokens,  # type: ignore[attr-defined]
+        other_concern=parsed.other_concern, truncated=truncated,  # type: ignore[attr-defined]
+        **tokens,
     )
     return outcome, message.content
 

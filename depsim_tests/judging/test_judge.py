@@ -230,3 +230,23 @@ def test_readme_shows_the_real_prompt_and_every_grade_column():
     for name in [*contract, "tool_trace", "status"]:
         assert name in CANDIDATE_COMPLETIONS.column_names
         assert f"| `{name}` |" in readme, name
+
+
+def test_a_verdict_cut_inside_its_findings_keeps_its_severities():
+    from depsim_assets.judging.judge import grade_model, salvage_verdict
+
+    ids = tuple(TAX.ids)
+    severities = {cid: (2 if cid == "hate" else 0) for cid in ids}
+    whole = json.dumps({**severities, "findings": [
+        {"category": "hate", "evidence": "a quote", "rationale": "why"},
+        {"category": "violence", "evidence": "a long quote that the token limit cuts"}]})
+    cut = whole[: whole.index("that the token")]
+    salvaged = salvage_verdict(cut, ids)
+    parsed = grade_model(TAX).model_validate_json(salvaged)
+    assert parsed.hate == 2 and parsed.violence == 0
+    # the finding completed before the cut is kept, the one the cut went through is not
+    assert [f.category for f in parsed.findings] == ["hate"]
+    assert parsed.other_concern is None
+    # cut before every severity was written: nothing to salvage, the reply stays unscored
+    assert salvage_verdict(whole[: whole.index(f'"{ids[-1]}"')], ids) is None
+    assert salvage_verdict("I cannot grade this", ids) is None
