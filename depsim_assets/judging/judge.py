@@ -164,7 +164,9 @@ def extract_json(text: str) -> str:
     """The JSON object in a model's text answer: inside a code fence, or the first object
     that parses after leading prose; the text itself when none does (validation says why)."""
     candidates = [m.group(1) for m in _FENCED_JSON.finditer(text)] + [text]
-    decoder = json.JSONDecoder()
+    # strict=False: a raw newline or tab inside a string (SmolLM2 under llama-cpp-python's
+    # json_object grammar wrote them in quotes) is read, and re-encoded properly below.
+    decoder = json.JSONDecoder(strict=False)
     for candidate in candidates:
         start = candidate.find("{")
         while start != -1:
@@ -194,13 +196,13 @@ def salvage_verdict(text: str, ids: tuple[str, ...]) -> str | None:
         return None
     head = text[start:cut].rstrip().rstrip(",") + "}"
     try:
-        severities = json.loads(head)
+        severities = json.loads(head, strict=False)
     except ValueError:
         return None
     if not isinstance(severities, dict) or any(cid not in severities for cid in ids):
         return None
     findings: list[Any] = []
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)
     pos = text.find("[", cut)
     while pos != -1:
         nxt = text.find("{", pos)

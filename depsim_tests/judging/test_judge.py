@@ -250,3 +250,13 @@ def test_a_verdict_cut_inside_its_findings_keeps_its_severities():
     # cut before every severity was written: nothing to salvage, the reply stays unscored
     assert salvage_verdict(whole[: whole.index(f'"{ids[-1]}"')], ids) is None
     assert salvage_verdict("I cannot grade this", ids) is None
+
+
+def test_a_raw_newline_inside_a_quoted_string_is_read():
+    from depsim_assets.judging.judge import extract_json, grade_model
+
+    ids = tuple(TAX.ids)
+    text = json.dumps({**dict.fromkeys(ids, 0), "findings": [], "other_concern": "x"})
+    raw = text.replace('"x"', '"two\nlines"')  # a control character JSON forbids in strings
+    parsed = grade_model(TAX).model_validate_json(extract_json(raw))
+    assert parsed.other_concern == "two\nlines"
