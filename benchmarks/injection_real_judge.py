@@ -96,7 +96,8 @@ def sample(families: int, cases: int) -> list[tuple[str, str]]:
 
 
 async def _grade_all(client, model: str, structured: StructuredOutput, timeout_s: float,
-                     items: list[tuple[str, list[dict]]], concurrency: int) -> list[GradeOutcome]:
+                     items: list[tuple[str, list[dict]]], concurrency: int,
+                     max_output_tokens: int | None = None) -> list[GradeOutcome]:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(reply: str, prefix: list[dict]) -> GradeOutcome:
@@ -104,7 +105,7 @@ async def _grade_all(client, model: str, structured: StructuredOutput, timeout_s
             try:
                 return await asyncio.wait_for(
                     grade_reply(client, TAX, judge_model=model, prefix=prefix, reply=reply,
-                                structured=structured),
+                                structured=structured, max_output_tokens=max_output_tokens),
                     timeout_s * 2)
             except TimeoutError:
                 return GradeOutcome(status="unscored", unscored_reason="benchmark_timeout")
@@ -114,8 +115,8 @@ async def _grade_all(client, model: str, structured: StructuredOutput, timeout_s
 
 def run(base_url: str, model: str, *, families: int = 5, cases: int = 2,
         position: str = "reply_end", concurrency: int = 2, timeout_s: float = 900,
-        structured_output: str = "auto", bases: tuple[str, ...] = tuple(BASES)
-        ) -> dict[str, Any]:
+        structured_output: str = "auto", bases: tuple[str, ...] = tuple(BASES),
+        max_output_tokens: int | None = 600) -> dict[str, Any]:
     """Grade baselines (twice, for noise) and attempts in both conditions; the report."""
     chosen = sample(families, cases)
     picked = {k: BASES[k] for k in bases}
@@ -138,7 +139,7 @@ def run(base_url: str, model: str, *, families: int = 5, cases: int = 2,
             client = async_client(base_url, api_key_env=None, timeout_s=timeout_s, max_retries=1)
             async with client:
                 return await _grade_all(client, model, StructuredOutput(structured_output),
-                                        timeout_s, items, concurrency)
+                                        timeout_s, items, concurrency, max_output_tokens)
 
         with patch:
             outcomes = dict(zip(keys, asyncio.run(go()), strict=True))
@@ -196,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=("reply_end", "reply_start", "user_turn", "system_role_play"))
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=900)
+    # A small model under a grammar can write thousands of tokens into one quote (2,660 seen
+    # in one call): the cap keeps a verdict to minutes; one cut after its severities counts.
+    parser.add_argument("--max-output-tokens", type=int, default=600)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     server = None
@@ -210,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run(base_url, args.model, families=args.families, cases=args.cases,
                      position=args.position, concurrency=args.concurrency,
-                     timeout_s=args.timeout_s)
+                     timeout_s=args.timeout_s, max_output_tokens=args.max_output_tokens)
     finally:
         if server is not None:
             server.stop()
