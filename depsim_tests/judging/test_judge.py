@@ -211,6 +211,8 @@ def test_schema_is_strict_and_requires_every_field():
     assert set(schema["required"]) == set(TAX.ids) | {"findings", "other_concern"}
     assert schema["additionalProperties"] is False
     assert schema["properties"]["hate"]["enum"] == [0, 1, 2, 3, 4]
+    # bounded: a small model under a grammar otherwise writes a finding per category
+    assert schema["properties"]["findings"]["maxItems"] == 5
     finding = schema["$defs"]["Finding"]
     assert set(finding["required"]) == {"category", "evidence", "rationale"}
     assert finding["properties"]["category"]["enum"] == list(TAX.ids)
