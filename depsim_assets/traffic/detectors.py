@@ -37,20 +37,6 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import phonenumbers
-from presidio_analyzer.predefined_recognizers import (
-    DeTaxIdRecognizer,
-    EsNieRecognizer,
-    EsNifRecognizer,
-    FiPersonalIdentityCodeRecognizer,
-    IbanRecognizer,
-    InAadhaarRecognizer,
-    InPanRecognizer,
-    ItFiscalCodeRecognizer,
-    KrRrnRecognizer,
-    PlPeselRecognizer,
-    SePersonnummerRecognizer,
-    TrNationalIdRecognizer,
-)
 from stdnum.br import cpf as _cpf
 from stdnum.cn import ric as _ric
 
@@ -307,6 +293,22 @@ def _presidio() -> tuple[tuple[object, str, re.Pattern[str]], ...]:
     global _PRESIDIO
     if not _PRESIDIO:
         with _PRESIDIO_LOCK:
+            # Imported on first use: presidio_analyzer takes about 0.7 s to import, and every
+            # Dagster step process loads the code location, most of them never de-identify.
+            from presidio_analyzer.predefined_recognizers import (
+                DeTaxIdRecognizer,
+                EsNieRecognizer,
+                EsNifRecognizer,
+                FiPersonalIdentityCodeRecognizer,
+                IbanRecognizer,
+                InAadhaarRecognizer,
+                InPanRecognizer,
+                ItFiscalCodeRecognizer,
+                KrRrnRecognizer,
+                PlPeselRecognizer,
+                SePersonnummerRecognizer,
+                TrNationalIdRecognizer,
+            )
             digits = re.compile(r"\d{4}")
             _PRESIDIO = (
                 (IbanRecognizer(), IBAN, re.compile(r"(?i)\b[a-z]{2}\d{2}[ ]?[a-z0-9]{4}")),
