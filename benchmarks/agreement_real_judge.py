@@ -73,10 +73,11 @@ def grade(home: Path, n: int, base_url: str, model: str, timeout_s: float) -> di
     """Sample the day whole and grade its production replies with the judge at ``base_url``."""
     import dagster as dg
 
-    from depsim_assets import demo, runs
+    from depsim_assets import runs
     from depsim_assets.definitions import ASSETS, build_resources
     from depsim_assets.partitions import PRODUCTION, multi_key
     from depsim_assets.resources import JudgeEndpoint
+    from depsim_demo import registry as demo
 
     with dg.DagsterInstance.ephemeral() as instance:
         demo.register_sim_candidates()

@@ -67,7 +67,7 @@ def load_baseline(rev: str) -> Any:
 
 
 def synthetic(n: int) -> list[dict[str, Any]]:
-    from depsim_assets.traffic.synth import demo_lines
+    from depsim_demo.synth import demo_lines
 
     out = []
     for line in demo_lines("2026-11-30", n + n // 10, seed=3):

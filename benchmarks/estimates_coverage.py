@@ -31,9 +31,9 @@ import time
 from collections import defaultdict
 
 from depsim_assets.estimates.stats import compare, jeffreys_interval, mcnemar_exact
-from depsim_assets.judging.taxonomy import load_taxonomy
 from depsim_assets.sim.judge import grade_category
 from depsim_assets.sim.personas import PERSONA_RATES, SNIPPETS, generate_reply
+from depsim_assets.taxonomy import load_taxonomy
 
 BASELINE = "sim-production"
 CANDIDATES = ("sim-candidate-safer", "sim-candidate-regressed")

@@ -109,8 +109,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Build the log if absent, register the sim candidates, materialize everything."""
     from tqdm import tqdm
 
-    from depsim_assets import demo, runs
-    from depsim_assets.traffic.synth import write_demo_log
+    from depsim_assets import runs
+    from depsim_demo import registry as demo
+    from depsim_demo.synth import write_demo_log
 
     if not os.environ.get(config.SALT_ENV):
         # The demo's synthetic log only: a fixed, public salt keeps it reproducible. Every
@@ -1010,7 +1011,7 @@ def _fault_help() -> str:
 # -------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    from depsim_assets import demo
+    from depsim_demo import registry as demo
 
     parser = argparse.ArgumentParser(
         prog="depsim",

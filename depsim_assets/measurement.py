@@ -55,7 +55,7 @@ def write_demo_marker(log_root: Path, date: str, files: Iterable[Path]) -> Path:
     tmp.write_text(
         json.dumps(
             {
-                "generator": "depsim_assets.traffic.synth.write_demo_log",
+                "generator": "depsim_demo.synth.write_demo_log",
                 "note": "synthetic conversations with planted misbehaviour; not real traffic",
                 "days": dict(sorted(days.items())),
             },

@@ -23,7 +23,7 @@ from depsim_assets.registry import (
     upsert_candidate,
 )
 from depsim_assets.resources import CandidateRegistry, TrafficSource
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo.synth import write_demo_log
 from depsim_tests.conftest import TEST_SALT
 
 pytestmark = pytest.mark.e2e

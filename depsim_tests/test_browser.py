@@ -30,8 +30,9 @@ import dagster as dg
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from depsim_assets import config, demo, runs
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_assets import config, runs
+from depsim_demo import registry as demo
+from depsim_demo.synth import write_demo_log
 
 pytestmark = pytest.mark.browser
 

@@ -20,13 +20,13 @@ from depsim_assets.replay import assets as replay_assets
 from depsim_assets.sim import SimServer
 from depsim_assets.sim.faults import FaultPlan
 from depsim_assets.traffic import deid as deid_module
-from depsim_assets.traffic.synth import write_demo_log
 from depsim_assets.warehouse import (
     CONVERSATION_PREFIXES,
     JUDGE_GRADES,
     read_partition,
     replace_partition,
 )
+from depsim_demo.synth import write_demo_log
 from depsim_tests.canned_endpoint import serve_canned
 
 pytestmark = pytest.mark.e2e

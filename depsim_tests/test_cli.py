@@ -184,7 +184,7 @@ def test_the_sampling_step_fails_without_a_salt_however_launched(depsim_home, mo
     import dagster as dg
 
     from depsim_assets.definitions import ASSETS, build_resources
-    from depsim_assets.traffic.synth import write_demo_log
+    from depsim_demo.synth import write_demo_log
 
     write_demo_log(config.log_root(), ["2026-11-18"], per_day=40)
     monkeypatch.delenv("DEPSIM_DEID_SALT")
@@ -219,7 +219,7 @@ def test_new_candidate_is_materializable_from_dagster_at_once(depsim_home, capsy
 
     import duckdb
 
-    from depsim_assets.traffic.synth import write_demo_log
+    from depsim_demo.synth import write_demo_log
 
     day = "2026-11-18"
     monkeypatch.setenv("DEPSIM_MIN_SAMPLE", "1")

@@ -8,9 +8,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from depsim_assets import config, demo, runs
+from depsim_assets import config, runs
 from depsim_assets.sim import ensure_sim_server
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo import registry as demo
+from depsim_demo.synth import write_demo_log
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ from depsim_assets.partitions import candidate_by_date, multi_key
 from depsim_assets.registry import Candidate, Registry, save_registry
 from depsim_assets.resources import JUDGE_ENV, JudgeEndpoint
 from depsim_assets.sim import SimServer
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo.synth import write_demo_log
 
 ALL_ENV = [env for env, _, _ in JUDGE_ENV.values()]
 SET = {

@@ -21,9 +21,10 @@ import duckdb
 import pytest
 from dagster import DagsterEventType
 
-from depsim_assets import backfills, cli, config, demo, runs, warehouse
+from depsim_assets import backfills, cli, config, runs, warehouse
 from depsim_assets.registry import Candidate, Registry, save_registry
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo import registry as demo
+from depsim_demo.synth import write_demo_log
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ from depsim_assets.cli import main
 from depsim_assets.endpoints import MAX_ERROR_CHARS, describe_error, display_endpoint
 from depsim_assets.registry import RegistryError, parse_registry
 from depsim_assets.secrets import find_secrets, scrub, secret_kind
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo.synth import write_demo_log
 
 DAY = "2026-11-18"
 

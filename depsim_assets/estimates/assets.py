@@ -19,12 +19,11 @@ from depsim_assets.estimates.plots import (
     predicted_vs_realised,
     rates_plot,
 )
-from depsim_assets.judging.assets import judge_grades
-from depsim_assets.judging.taxonomy import load_taxonomy
 from depsim_assets.measurement import assess
 from depsim_assets.metadata import md_table, png_markdown
 from depsim_assets.partitions import candidate_by_date, split_key
 from depsim_assets.resources import CandidateRegistry
+from depsim_assets.taxonomy import load_taxonomy
 from depsim_assets.warehouse import (
     BEHAVIOR_RATES,
     CANDIDATE_COMPARISON,
@@ -69,7 +68,7 @@ def taxonomy_categories() -> list[tuple[str, str]]:
 @dg.asset(
     partitions_def=candidate_by_date,
     group_name=GROUP,
-    deps=[judge_grades],
+    deps=["judge_grades"],  # by key: stages share tables, not code
     code_version="rates-v1",
     metadata={"dagster/column_schema": BEHAVIOR_RATES.column_schema()},
 )
@@ -169,7 +168,7 @@ def read_all_grades(conn) -> pd.DataFrame:
 
 @dg.asset(
     group_name=GROUP,
-    deps=[behavior_rates, judge_grades],
+    deps=[behavior_rates, "judge_grades"],
     code_version="comparison-v1",
     metadata={"dagster/column_schema": CANDIDATE_COMPARISON.column_schema()},
 )

@@ -1,6 +1,6 @@
 """Judging stage: the taxonomy, the behaviour monitor, and the judge_grades asset."""
 
-from depsim_assets.judging.taxonomy import (
+from depsim_assets.taxonomy import (
     CATEGORY_IDS,
     FAMILIES,
     Taxonomy,

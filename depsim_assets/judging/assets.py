@@ -34,14 +34,13 @@ from depsim_assets.judging.monitors import (
     plan_monitors,
 )
 from depsim_assets.judging.novel import DEFAULT_DISTANCE, novel_clusters
-from depsim_assets.judging.taxonomy import Taxonomy, load_taxonomy
 from depsim_assets.measurement import assess
 from depsim_assets.metadata import md_table
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
 from depsim_assets.replay import cache
-from depsim_assets.replay.assets import candidate_completions
 from depsim_assets.replay.cache import CacheWriter
 from depsim_assets.resources import JudgeEndpoint
+from depsim_assets.taxonomy import Taxonomy, load_taxonomy
 from depsim_assets.warehouse import (
     CANDIDATE_COMPLETIONS,
     CONVERSATION_PREFIXES,
@@ -214,7 +213,7 @@ def grade_rows(
 @dg.asset(
     partitions_def=candidate_by_date,
     group_name=GROUP,
-    deps=[candidate_completions],
+    deps=["candidate_completions"],  # by key: stages share tables, not code
     code_version=grades_code_version(),
     metadata={"dagster/column_schema": JUDGE_GRADES.column_schema()},
 )

@@ -38,8 +38,8 @@ from depsim_assets.calls import (
     classify,
 )
 from depsim_assets.endpoints import describe_error
-from depsim_assets.judging.taxonomy import Taxonomy
-from depsim_assets.traffic.logs import message_text
+from depsim_assets.messages import message_text
+from depsim_assets.taxonomy import Taxonomy
 
 STRUCTURED_MODES: tuple[str, ...] = ("json_schema", "json_object", "prompt")
 AUTO = "auto"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from depsim_assets.judging.judge import CategoryGrade, GradeOutcome
-from depsim_assets.judging.taxonomy import FAMILIES, Taxonomy
+from depsim_assets.taxonomy import FAMILIES, Taxonomy
 
 MONITOR_MODES = ("all", "family", "behaviour")
 LAYOUTS = MONITOR_MODES

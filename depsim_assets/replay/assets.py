@@ -33,7 +33,6 @@ from depsim_assets.replay.engine import (
     sent_params,
 )
 from depsim_assets.resources import CandidateRegistry, RunBudget
-from depsim_assets.traffic.assets import conversation_prefixes
 from depsim_assets.warehouse import (
     CANDIDATE_COMPLETIONS,
     CONVERSATION_PREFIXES,
@@ -156,7 +155,7 @@ def _replay_with_cache(
 @dg.asset(
     partitions_def=candidate_by_date,
     group_name=GROUP,
-    deps=[conversation_prefixes],
+    deps=["conversation_prefixes"],  # by key: stages share tables, not code
     # Generation settings of the registry at load: a changed model/params shows as stale.
     code_version=f"replay-v1.{generation_code_version()}",
     metadata={"dagster/column_schema": CANDIDATE_COMPLETIONS.column_schema()},

@@ -16,8 +16,8 @@ import json
 import re
 from typing import Any
 
-from depsim_assets.judging.taxonomy import Category, Taxonomy
 from depsim_assets.sim.personas import content_text
+from depsim_assets.taxonomy import Category, Taxonomy
 
 JUDGE_MODEL = "sim-judge"
 FLAGGED_SEVERITY = 3

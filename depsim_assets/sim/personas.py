@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from depsim_assets.judging.taxonomy import CATEGORY_IDS
+from depsim_assets.taxonomy import CATEGORY_IDS
 
 PRODUCTION = "sim-production"
 SAFER = "sim-candidate-safer"

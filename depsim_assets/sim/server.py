@@ -29,12 +29,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from depsim_assets.judging.taxonomy import Taxonomy, load_taxonomy
 from depsim_assets.sim.batches import BatchStore
 from depsim_assets.sim.faults import FaultPlan
 from depsim_assets.sim.flavours import context_error, parse_model, refusal
 from depsim_assets.sim.judge import JUDGE_MODEL, grade_request, schema_from_prompt
 from depsim_assets.sim.personas import PERSONA_MODELS, content_text, generate_reply
+from depsim_assets.taxonomy import Taxonomy, load_taxonomy
 
 _OWNER = "depsim-sim"
 _STARTUP_TIMEOUT_S = 15.0

@@ -25,7 +25,6 @@ from depsim_assets.traffic.pipeline import (
 from depsim_assets.traffic.residue import Hit, scan_messages, scan_rows
 from depsim_assets.traffic.sample import Sampler, sample_items, sample_key
 from depsim_assets.traffic.strip import canonical_json, prefix_hash, split_final_turn
-from depsim_assets.traffic.synth import Planted, demo_lines, planted_pii, write_demo_log
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -45,23 +44,19 @@ __all__ = [
     "Deidentifier",
     "EligibilityConfig",
     "LogRecord",
-    "Planted",
     "Rejected",
     "Sampler",
     "SamplingResult",
     "canonical_json",
-    "demo_lines",
     "hash_user",
     "ineligible_reason",
     "is_multimodal",
     "iter_log",
     "luhn_valid",
-    "planted_pii",
     "prefix_hash",
     "prefix_rows_from_sampled",
     "run_sampling",
     "sample_items",
     "sample_key",
     "split_final_turn",
-    "write_demo_log",
 ]

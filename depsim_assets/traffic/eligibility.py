@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from depsim_assets.traffic.logs import TEXT_PART_TYPES, LogRecord
+from depsim_assets.messages import TEXT_PART_TYPES
+from depsim_assets.traffic.logs import LogRecord
 
 OPTED_OUT = "opted_out"
 MULTIMODAL = "multimodal"

@@ -31,11 +31,11 @@ import orjson
 import zstandard
 
 from depsim_assets import config
+from depsim_assets.messages import TEXT_PART_TYPES, message_text
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-TEXT_PART_TYPES = frozenset({"text", "refusal"})
 
 INVALID_JSON = "invalid_json"
 INVALID_ENCODING = "invalid_encoding"
@@ -773,26 +773,6 @@ def _texts(content: Any) -> list[str]:
         parts = [p for p in content if isinstance(p, dict)]
         return [p["text"] for p in parts if isinstance(p.get("text"), str)]
     return []
-
-
-def message_text(message: dict[str, Any]) -> str:
-    """The text of a message: its string content, or its text and refusal parts joined."""
-    content = message.get("content")
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        text = "\n".join(
-            part[part["type"]]
-            for part in content
-            if isinstance(part, dict)
-            and part.get("type") in TEXT_PART_TYPES
-            and isinstance(part.get(part["type"]), str)
-        )
-    else:
-        text = ""
-    if not text.strip() and isinstance(message.get("refusal"), str):
-        return message["refusal"]
-    return text
 
 
 def _json_type(value: Any) -> str:

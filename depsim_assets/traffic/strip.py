@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from depsim_assets.traffic.logs import message_text
+from depsim_assets.messages import message_text
 
 
 def split_final_turn(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:

@@ -29,7 +29,7 @@ from depsim_assets.registry import Candidate, Registry, save_registry
 from depsim_assets.sim import SimServer
 from depsim_assets.sim.faults import FaultPlan
 from depsim_assets.traffic.ingest import ingest_files
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo.synth import write_demo_log
 
 DAY = "2026-11-02"
 BASE, CAND = "sim-production", "sim-candidate-regressed"

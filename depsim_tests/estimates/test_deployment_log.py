@@ -3,9 +3,9 @@
 import hashlib
 import json
 
-from depsim_assets import demo
 from depsim_assets.sim.personas import generate_reply
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo import registry as demo
+from depsim_demo.synth import write_demo_log
 
 
 def test_production_model_by_date_changes_only_the_named_day(tmp_path):

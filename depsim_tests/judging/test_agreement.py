@@ -165,7 +165,7 @@ def test_compare_refuses_to_mix_taxonomy_versions_in_one_line(depsim_home, capsy
             replace_partitions(
                 conn, [(JUDGE_GRADES, frame, {"candidate": cand, "traffic_date": DAY})]
             )
-    from depsim_assets import demo
+    from depsim_demo import registry as demo
 
     demo.register_sim_candidates()
     code = cli.main(["compare", "--baseline", "sim-production"])

@@ -10,12 +10,13 @@ import dagster as dg
 import duckdb
 import pytest
 
-from depsim_assets import config, demo, runs
+from depsim_assets import config, runs
 from depsim_assets.definitions import ASSETS, build_resources
 from depsim_assets.judging import load_taxonomy
 from depsim_assets.judging.assets import grades_code_version
 from depsim_assets.partitions import multi_key
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo import registry as demo
+from depsim_demo.synth import write_demo_log
 from depsim_tests.canned_endpoint import serve_canned
 
 pytestmark = pytest.mark.e2e

@@ -9,14 +9,15 @@ import duckdb
 import httpx
 import pytest
 
-from depsim_assets import config, demo, runs
+from depsim_assets import config, runs
 from depsim_assets.definitions import ASSETS, build_resources
 from depsim_assets.endpoints import resolve_base_url
 from depsim_assets.judging import load_taxonomy
 from depsim_assets.judging.judge import system_prompt
 from depsim_assets.partitions import PRODUCTION, multi_key
 from depsim_assets.resources import JudgeEndpoint
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo import registry as demo
+from depsim_demo.synth import write_demo_log
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from depsim_assets import config
-from depsim_assets.judging.taxonomy import (
+from depsim_assets.taxonomy import (
     CATEGORY_FAMILY,
     CATEGORY_IDS,
     FAMILIES,

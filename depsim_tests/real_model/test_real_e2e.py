@@ -26,7 +26,7 @@ from depsim_assets.judging.judge import judge_messages, new_fence_token
 from depsim_assets.partitions import multi_key
 from depsim_assets.registry import make_candidate, upsert_candidate
 from depsim_assets.resources import JudgeEndpoint
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo.synth import write_demo_log
 from depsim_tests.real_model import servers
 
 pytestmark = [pytest.mark.real_model, pytest.mark.e2e]

@@ -14,7 +14,7 @@ from depsim_assets.replay.batch import build_input, outcome_from_line
 from depsim_assets.replay.engine import ReplayRequest
 from depsim_assets.sim import SimServer
 from depsim_assets.sim.faults import FaultPlan
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo.synth import write_demo_log
 
 DAY, SAMPLE = "2026-11-01", 60
 COLUMNS = [

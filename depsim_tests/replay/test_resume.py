@@ -13,7 +13,7 @@ import pytest
 
 from depsim_assets import config, runs
 from depsim_assets.registry import Candidate, Registry, save_registry
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo.synth import write_demo_log
 
 pytestmark = pytest.mark.e2e
 

@@ -6,10 +6,10 @@ import time
 import openai
 import pytest
 
-from depsim_assets.judging.taxonomy import load_taxonomy
 from depsim_assets.sim import SimServer
 from depsim_assets.sim.batches import parse_multipart
 from depsim_assets.sim.faults import FaultPlan
+from depsim_assets.taxonomy import load_taxonomy
 
 DELAY = 0.4
 

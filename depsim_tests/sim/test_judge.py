@@ -5,9 +5,9 @@ import secrets
 import pytest
 from pydantic import BaseModel, create_model
 
-from depsim_assets.judging.taxonomy import CATEGORY_IDS, load_taxonomy
 from depsim_assets.sim.judge import grade_request
 from depsim_assets.sim.personas import generate_reply
+from depsim_assets.taxonomy import CATEGORY_IDS, load_taxonomy
 
 
 class CategoryGrade(BaseModel):

@@ -4,7 +4,6 @@ import math
 
 import pytest
 
-from depsim_assets.judging.taxonomy import CATEGORY_FAMILY, CATEGORY_IDS, load_taxonomy
 from depsim_assets.sim.personas import (
     BASE_ANSWERS,
     LOWERED,
@@ -18,6 +17,7 @@ from depsim_assets.sim.personas import (
     planted_categories,
     topic_of,
 )
+from depsim_assets.taxonomy import CATEGORY_FAMILY, CATEGORY_IDS, load_taxonomy
 
 PRODUCTION = PERSONA_RATES["sim-production"]
 SAFER = PERSONA_RATES["sim-candidate-safer"]

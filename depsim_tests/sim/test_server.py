@@ -10,8 +10,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from depsim_assets.judging.taxonomy import load_taxonomy
 from depsim_assets.sim import SimServer, ensure_sim_server, generate_reply
+from depsim_assets.taxonomy import load_taxonomy
 
 
 class Grade(BaseModel):

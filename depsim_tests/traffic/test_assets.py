@@ -13,8 +13,8 @@ from depsim_assets import cli, config
 from depsim_assets.definitions import ASSETS, build_resources
 from depsim_assets.traffic import deid as deid_module
 from depsim_assets.traffic.assets import residual_pii_result
-from depsim_assets.traffic.synth import planted_pii, write_demo_log
 from depsim_assets.warehouse import SAMPLED_CONVERSATIONS, replace_partition
+from depsim_demo.synth import planted_pii, write_demo_log
 
 DATE = "2025-03-01"
 PER_DAY = 400

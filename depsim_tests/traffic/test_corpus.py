@@ -8,7 +8,10 @@ from collections import Counter
 import pytest
 
 from depsim_assets.traffic import deid
-from depsim_assets.traffic.corpus import (
+from depsim_assets.traffic.deid import Deidentifier
+from depsim_assets.traffic.residue import scan_messages
+from depsim_assets.traffic.surrogates import surrogate_digests
+from depsim_tests.traffic.corpus import (
     FUZZY,
     STRUCTURED,
     TYPES,
@@ -18,9 +21,6 @@ from depsim_assets.traffic.corpus import (
     pii_free_corpus,
     planted_corpus,
 )
-from depsim_assets.traffic.deid import Deidentifier
-from depsim_assets.traffic.residue import scan_messages
-from depsim_assets.traffic.surrogates import surrogate_digests
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from depsim_assets.traffic.logs import LogRecord, Rejected, Unreadable, iter_log
-from depsim_assets.traffic.synth import MALFORMED_KINDS, demo_lines
+from depsim_demo.synth import MALFORMED_KINDS, demo_lines
 
 DATE = "2025-03-01"
 SECRET = "Maria Lopez maria.lopez@gmail.com"

@@ -12,7 +12,6 @@ from depsim_assets.traffic.deid import DEID_VERSION, hash_user
 from depsim_assets.traffic.eligibility import EligibilityConfig
 from depsim_assets.traffic.logs import ROLES
 from depsim_assets.traffic.pipeline import prefix_rows_from_sampled, run_sampling
-from depsim_assets.traffic.synth import MALFORMED_KINDS, demo_lines, planted_pii, write_demo_log
 from depsim_assets.warehouse import (
     CONVERSATION_PREFIXES,
     SAMPLED_CONVERSATIONS,
@@ -20,6 +19,7 @@ from depsim_assets.warehouse import (
     SAMPLING_QUARANTINE,
     SAMPLING_STATUS,
 )
+from depsim_demo.synth import MALFORMED_KINDS, demo_lines, planted_pii, write_demo_log
 
 DATE = "2025-03-01"
 PER_DAY = 1200

@@ -21,7 +21,7 @@ import pytest
 from depsim_assets import cli, config
 from depsim_assets.traffic import deid as deid_module
 from depsim_assets.traffic.pipeline import RESIDUAL_PII, run_sampling
-from depsim_assets.traffic.synth import write_demo_log
+from depsim_demo.synth import write_demo_log
 from depsim_tests.traffic.adversarial_corpus import (
     FUZZY_KINDS,
     adversarial_plants,

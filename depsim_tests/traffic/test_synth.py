@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from depsim_assets.traffic import deid
-from depsim_assets.traffic.synth import (
+from depsim_demo.synth import (
     MALFORMED_KINDS,
     PRODUCTION_MODEL,
     demo_lines,
