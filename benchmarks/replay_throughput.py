@@ -36,8 +36,8 @@ from pathlib import Path
 
 import openai
 
-from depsim_assets.calls import CallEngine, Limits
 from depsim_assets.endpoints import async_client
+from depsim_assets.models import CallEngine, Limits
 from depsim_assets.replay.engine import ReplayRequest, replay_requests
 from depsim_assets.sim.process import SimProcess
 

@@ -15,9 +15,9 @@ import openai
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, model_validator
 
-from depsim_assets.calls import Budget
 from depsim_assets.config import check_deid_salt
 from depsim_assets.endpoints import SIM, EndpointError, async_client, display_endpoint
+from depsim_assets.models import Budget
 from depsim_assets.registry import ENV_NAME_PATTERN, Registry, load_registry
 from depsim_assets.warehouse import LOCK_TIMEOUT_S, open_connection
 

@@ -7,7 +7,7 @@ import time
 import httpx2
 import openai
 
-from depsim_assets.calls import (
+from depsim_assets.models import (
     ERROR,
     NOT_ATTEMPTED,
     OK,

@@ -12,7 +12,6 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from depsim_assets.calls import CallEngine, Limits, TokenCounter, progress_reporter
 from depsim_assets.config import env_threshold
 from depsim_assets.endpoints import EndpointError, resolve_base_url
 from depsim_assets.judging.agreement import DEFAULT_BOOTSTRAP, agreement, read_labels
@@ -36,9 +35,15 @@ from depsim_assets.judging.monitors import (
 from depsim_assets.judging.novel import DEFAULT_DISTANCE, novel_clusters
 from depsim_assets.measurement import assess
 from depsim_assets.metadata import md_table
+from depsim_assets.models import (
+    CacheWriter,
+    CallEngine,
+    Limits,
+    TokenCounter,
+    cache,
+    progress_reporter,
+)
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
-from depsim_assets.replay import cache
-from depsim_assets.replay.cache import CacheWriter
 from depsim_assets.resources import JudgeEndpoint
 from depsim_assets.taxonomy import Taxonomy, load_taxonomy
 from depsim_assets.warehouse import (

@@ -29,7 +29,9 @@ import pydantic
 from openai.lib._parsing._completions import type_to_response_format_param
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from depsim_assets.calls import (
+from depsim_assets.endpoints import describe_error
+from depsim_assets.messages import message_text
+from depsim_assets.models import (
     CONTEXT_LENGTH_EXCEEDED,
     OK,
     CallEngine,
@@ -37,8 +39,6 @@ from depsim_assets.calls import (
     approx_tokens,
     classify,
 )
-from depsim_assets.endpoints import describe_error
-from depsim_assets.messages import message_text
 from depsim_assets.taxonomy import Taxonomy
 
 STRUCTURED_MODES: tuple[str, ...] = ("json_schema", "json_object", "prompt")

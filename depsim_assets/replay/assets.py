@@ -10,19 +10,19 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from depsim_assets.calls import (
+from depsim_assets.endpoints import async_client, display_endpoint, resolve_base_url
+from depsim_assets.metadata import md_table
+from depsim_assets.models import (
     CONTEXT_LENGTH_EXCEEDED,
     NOT_ATTEMPTED,
     CallEngine,
     Limits,
     TokenCounter,
+    cache,
     progress_reporter,
 )
-from depsim_assets.endpoints import async_client, display_endpoint, resolve_base_url
-from depsim_assets.metadata import md_table
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
 from depsim_assets.registry import Candidate, generation_code_version
-from depsim_assets.replay import cache
 from depsim_assets.replay.batch import replay_batch
 from depsim_assets.replay.engine import (
     ReplayOutcome,

@@ -36,8 +36,8 @@ from depsim_assets.endpoints import (
     display_endpoint,
     resolve_base_url,
 )
+from depsim_assets.models import cache
 from depsim_assets.registry import Candidate
-from depsim_assets.replay import cache
 from depsim_assets.replay.engine import (
     ReplayOutcome,
     ReplayRequest,

@@ -16,7 +16,7 @@ from typing import Any
 
 import openai
 
-from depsim_assets.calls import (
+from depsim_assets.models import (
     BUDGET_REACHED,
     CONTEXT_LENGTH_EXCEEDED,
     ERROR,

@@ -8,7 +8,6 @@ import httpx
 import openai
 import pytest
 
-from depsim_assets.calls import CallEngine, Limits, TokenCounter, approx_tokens
 from depsim_assets.judging import load_taxonomy
 from depsim_assets.judging.judge import (
     StructuredOutput,
@@ -18,6 +17,7 @@ from depsim_assets.judging.judge import (
     system_prompt,
 )
 from depsim_assets.judging.monitors import expected_output_tokens, fit_layout
+from depsim_assets.models import CallEngine, Limits, TokenCounter, approx_tokens
 from depsim_assets.sim.server import SimServer
 from depsim_tests.canned_endpoint import serve_canned
 

@@ -6,8 +6,8 @@ import asyncio
 import openai
 import pytest
 
-from depsim_assets.calls import CallEngine, Limits
 from depsim_assets.endpoints import async_client
+from depsim_assets.models import CallEngine, Limits
 from depsim_assets.replay.engine import ReplayRequest, replay_requests, sample_seed
 
 
@@ -78,8 +78,8 @@ def test_prompts_longer_than_the_context_are_rows_with_a_reason_not_a_failed_run
     the server's own context error, once, with the same reason."""
     import httpx
 
-    from depsim_assets.calls import TokenCounter
     from depsim_assets.endpoints import resolve_base_url
+    from depsim_assets.models import TokenCounter
     from depsim_assets.replay.engine import request_params
 
     base = resolve_base_url("sim")

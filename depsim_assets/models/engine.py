@@ -27,7 +27,6 @@ Every request ends with one :class:`CallResult` whose status is ``ok``, ``error`
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 import os
 import random
@@ -37,19 +36,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import httpx
 import openai
 from tqdm import tqdm
 
 from depsim_assets.endpoints import describe_error
+from depsim_assets.models.errors import CONTEXT_LENGTH_EXCEEDED, classify, retry_after_s
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 OK, ERROR, NOT_ATTEMPTED = "ok", "error", "not_attempted"
 BUDGET_REACHED = "NotAttempted: the run's budget was reached"
-# Reason prefix of a request that cannot fit the model's context window (kept on rows).
-CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
 @dataclass(frozen=True)
@@ -159,93 +156,6 @@ class AdaptiveLimit:
             elif success and self.value < self.cap:
                 self.value = min(float(self.cap), self.value + 1.0 / self.value)
             self._changed.notify(max(1, self.allowed - self.in_flight))
-
-
-# What servers say when a prompt does not fit: OpenAI/vLLM ("maximum context length"),
-# llama.cpp's llama-server ("exceed_context_size_error", "exceeds the available context
-# size"), llama-cpp-python ("Requested tokens (N) exceed context window of M"), Ollama and
-# gateways ("too long", "context length").
-_CONTEXT_MARKERS = (
-    "maximum context length", "context length", "context_length", "context window",
-    "context size", "exceed_context", "too long", "too many tokens",
-)
-# What a server says when it rejects a request field it does not support.
-_FIELD_REFUSAL_MARKERS = (
-    "response_format", "json_schema", "input should be", "unsupported", "not supported",
-    "extra inputs are not permitted", "unrecognized request argument",
-)
-
-
-def error_text(exc: BaseException) -> str:
-    """Everything a failed call said, lower-cased: its message and its response body."""
-    parts = [str(exc)]
-    body = getattr(exc, "body", None)
-    if body is not None:
-        parts.append(str(body))
-    return " ".join(parts).lower()
-
-
-def is_context_length_error(exc: BaseException) -> bool:
-    """A 4xx (or a 5xx that says so) because the prompt is longer than the context."""
-    if not isinstance(exc, openai.APIStatusError) or exc.status_code == 429:
-        return False
-    text = error_text(exc)
-    if exc.status_code >= 500 and "exceed" not in text:
-        return False
-    return any(marker in text for marker in _CONTEXT_MARKERS) or (
-        "exceed" in text and ("context" in text or "token" in text)
-    )
-
-
-def is_field_refusal(exc: BaseException) -> bool:
-    """A refusal of a request field (any status): the server will say the same every time."""
-    if not isinstance(exc, openai.APIStatusError) or exc.status_code in (408, 409, 429):
-        return False
-    text = error_text(exc)
-    return any(marker in text for marker in _FIELD_REFUSAL_MARKERS)
-
-
-def classify(exc: BaseException) -> tuple[str, bool]:
-    """(attempt outcome, retryable) of a failed attempt."""
-    if is_context_length_error(exc):
-        return CONTEXT_LENGTH_EXCEEDED, False
-    if is_field_refusal(exc):
-        return "refused_field", False
-    if isinstance(exc, openai.RateLimitError):
-        return "rate_limited", True
-    if isinstance(exc, openai.APITimeoutError | TimeoutError):
-        return "timeout", True
-    if isinstance(exc, openai.APIConnectionError | ConnectionError):
-        return "connection_error", True
-    if isinstance(exc, openai.APIStatusError):
-        if exc.status_code >= 500 or exc.status_code in (408, 409):
-            return "server_error", True
-        return "client_error", False
-    return "failed", False
-
-
-def retry_after_s(exc: BaseException) -> float | None:
-    """The wait a 429/503 asks for (``retry-after-ms``, ``Retry-After`` seconds or date)."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
 
 
 Progress = Callable[["CallEngine", bool], None]
@@ -415,10 +325,11 @@ class CallEngine:
         async def worker() -> None:
             for index in queue:
                 if self.budget.exhausted:
-                    results[index] = skipped(items[index])
+                    result = skipped(items[index])
                 else:
-                    results[index] = await work(items[index])
-                self.final[status(results[index])] += 1
+                    result = await work(items[index])
+                results[index] = result
+                self.final[status(result)] += 1
                 self._report()
 
         # More workers than the cap: a request waiting out its backoff holds no slot, and
@@ -427,66 +338,3 @@ class CallEngine:
         await asyncio.gather(*(worker() for _ in range(workers)))
         self._report(final=True)
         return results  # type: ignore[return-value]
-
-
-# Characters per token assumed when no tokenizer is at hand: English BPE averages about 4;
-# 3.5 errs on the side of "does not fit", which costs a split, not a failed call.
-CHARS_PER_TOKEN = 3.5
-
-
-def approx_tokens(text: str) -> int:
-    """A conservative tokenizer-free token estimate (about 3.5 characters per token)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
-class TokenCounter:
-    """Counts tokens with the endpoint's tokenizer where it exposes one (llama.cpp's
-    ``POST /tokenize`` on the server root), else estimates (:func:`approx_tokens`)."""
-
-    def __init__(self, base_url: str | None = None, *, timeout_s: float = 10.0):
-        root = (base_url or "").rstrip("/").removesuffix("/v1")
-        # llama.cpp's llama-server has POST /tokenize {"content"}; llama-cpp-python's server
-        # POST /extras/tokenize {"input"}; both answer {"tokens": [...]}.
-        self.urls = (
-            [(f"{root}/tokenize", "content"), (f"{root}/extras/tokenize", "input")]
-            if root.startswith("http") else []
-        )
-        self.url = self.urls[0][0] if self.urls else None
-        self.timeout_s = timeout_s
-        self.exact: bool | None = None if self.url else False
-        self._cache: dict[str, int] = {}
-
-    @property
-    def source(self) -> str:
-        """``tokenizer`` when counts come from the server, else ``estimate``."""
-        return "tokenizer" if self.exact else "estimate"
-
-    async def count(self, text: str, *, lower_bound: bool = False) -> int:
-        """Tokens in ``text``: the server's count, else an estimate that errs high (or, with
-        ``lower_bound``, one that errs low: for deciding a prompt is surely too long)."""
-        if text in self._cache and (self.exact or not lower_bound):
-            return self._cache[text]
-        n = None
-        if self.exact is not False and self.urls:
-            for url, field in list(self.urls):
-                try:
-                    async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                        response = await client.post(url, json={field: text})
-                    tokens = (response.json().get("tokens")
-                              if response.status_code == 200 else None)
-                    n = len(tokens) if isinstance(tokens, list) else None
-                except (httpx.HTTPError, ValueError, AttributeError):
-                    n = None
-                if n is not None:
-                    self.urls = [(url, field)]  # the route that answered is the one to use
-                    break
-            # The first answer decides for the run: a server without /tokenize is not asked
-            # again for every reply.
-            if self.exact is None:
-                self.exact = n is not None
-        if n is None:
-            # Few tokenizers average more than 6 characters a token on any text.
-            return math.ceil(len(text) / 6) if lower_bound else approx_tokens(text)
-        if len(text) > 2000:  # only the static prompts repeat; transcripts are counted once
-            self._cache[text] = n
-        return n

@@ -77,7 +77,7 @@ def store(conn: duckdb.DuckDBPyConnection, entries: Iterable[dict[str, Any]]) ->
     if not latest:
         return 0
     ensure_tables(conn)
-    frame = pd.DataFrame(list(latest.values()), columns=MODEL_CALLS.column_names)
+    frame = pd.DataFrame(list(latest.values()), columns=pd.Index(MODEL_CALLS.column_names))
     conn.register("_answers", frame)
     try:
         conn.execute("BEGIN TRANSACTION")

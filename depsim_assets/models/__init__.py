@@ -1,0 +1,61 @@
+"""The one model-call layer: every request to a model goes through here.
+
+request key -> response cache -> call engine (adaptive concurrency, rate buckets, retries,
+budget) -> write-through storage, online or through the Batch API. Stages ask it for answers
+and never talk to a client directly. Public API below; the submodules are its parts.
+"""
+
+from depsim_assets.models import cache
+from depsim_assets.models.cache import CacheWriter, lookup, request_key, store
+from depsim_assets.models.engine import (
+    BUDGET_REACHED,
+    ERROR,
+    NOT_ATTEMPTED,
+    OK,
+    AdaptiveLimit,
+    Budget,
+    CallEngine,
+    CallResult,
+    Limits,
+    Progress,
+    RateBucket,
+    progress_reporter,
+)
+from depsim_assets.models.errors import (
+    CONTEXT_LENGTH_EXCEEDED,
+    classify,
+    error_text,
+    is_context_length_error,
+    is_field_refusal,
+    retry_after_s,
+)
+from depsim_assets.models.tokens import CHARS_PER_TOKEN, TokenCounter, approx_tokens
+
+__all__ = [
+    "BUDGET_REACHED",
+    "CHARS_PER_TOKEN",
+    "CONTEXT_LENGTH_EXCEEDED",
+    "ERROR",
+    "NOT_ATTEMPTED",
+    "OK",
+    "AdaptiveLimit",
+    "Budget",
+    "CacheWriter",
+    "CallEngine",
+    "CallResult",
+    "Limits",
+    "Progress",
+    "RateBucket",
+    "TokenCounter",
+    "approx_tokens",
+    "cache",
+    "classify",
+    "error_text",
+    "is_context_length_error",
+    "is_field_refusal",
+    "lookup",
+    "progress_reporter",
+    "request_key",
+    "retry_after_s",
+    "store",
+]
