@@ -1,9 +1,18 @@
 """PII-free conversations made of real text nobody on this project wrote.
 
-The text comes from the files of the packages installed in the project's virtualenv (Python
-source, configs, docs, test data, record files full of hashes): chunks of 10-60 lines become
-user and assistant turns. It is deterministic (paths sorted, choices seeded) and measures how
-often the de-identifier plus the residue scan quarantine ordinary technical text.
+The text comes from the files of depsim's runtime dependencies as installed in the project's
+virtualenv (Python source, configs, docs, test data, record files full of hashes): chunks of
+10-60 lines become user and assistant turns. It is deterministic (paths sorted, choices seeded)
+and measures how often the de-identifier plus the residue scan quarantine ordinary technical
+text.
+
+Which packages: the installed distributions reachable from :data:`CORPUS_ROOTS` (depsim's
+runtime dependencies, named here once) through their declared requirements, each read through
+its installed file list (``RECORD``). Not "everything in site-packages": installing a dev tool
+must not change the corpus. pyright alone ships 5,400 text files (a quarter of site-packages
+then), among them typeshed's stub of braintree's test card numbers, 13 valid test cards that
+the de-identifier rightly replaced; and a new package shifts every seeded choice after it. The
+versions are the lockfile's (requirements.lock), so the corpus moves only when it does.
 
 What is left out, and why (the counts are in :attr:`RealCorpus.excluded`):
 
@@ -25,7 +34,7 @@ ports and long integers.
 
 from __future__ import annotations
 
-import os
+import importlib.metadata as metadata
 import random
 import re
 import sys
@@ -33,6 +42,9 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 EXTENSIONS = (".py", ".pyi", ".toml", ".cfg", ".ini", ".yaml", ".yml", ".json", ".txt", ".rst",
@@ -43,6 +55,15 @@ PEOPLE_FILES = re.compile(
     r"|credits|thanks)(?:[._-].*)?$"
 )
 MAX_FILE_BYTES = 1_000_000
+
+# depsim's runtime dependencies when the corpus was fixed (pyproject.toml, December 2026). A
+# dependency added later joins only when named here, so the measured rates stay comparable.
+CORPUS_ROOTS = (
+    "dagster", "dagster-webserver", "dagster-duckdb", "duckdb", "pandas", "pydantic",
+    "openai[aiohttp]", "scipy", "numpy", "PyYAML", "Faker", "fastjsonschema", "starlette",
+    "uvicorn", "matplotlib", "tqdm", "pyarrow", "orjson", "scikit-learn", "presidio-analyzer",
+    "phonenumbers", "python-stdnum", "zstandard",
+)  # fmt: skip
 
 # Each pattern marks a chunk that names a real person; the key is the reason counted.
 PERSONAL = {
@@ -78,24 +99,54 @@ class RealCorpus:
     excluded: dict[str, int] = field(default_factory=dict)
 
 
-def candidate_files(root: Path = SITE_PACKAGES) -> tuple[list[Path], dict[str, int]]:
-    """Text files under ``root`` usable as PII-free text, sorted; and exclusion counts."""
-    excluded = {"pii_by_design_package": 0, "people_file": 0}
-    files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel = Path(dirpath).relative_to(root)
-        top = rel.parts[0].lower() if rel.parts else ""
-        if any(top.startswith(p) for p in PII_BY_DESIGN):
-            excluded["pii_by_design_package"] += len(filenames)
+def corpus_distributions(roots: tuple[str, ...] = CORPUS_ROOTS) -> list[metadata.Distribution]:
+    """The installed distributions reachable from ``roots`` by their (non-optional, or
+    requested-extra) requirements for this interpreter, sorted by name."""
+    found: dict[str, tuple[metadata.Distribution, frozenset[str]]] = {}
+    todo = [Requirement(spec) for spec in roots]
+    while todo:
+        req = todo.pop()
+        key = canonicalize_name(req.name)
+        extras = frozenset(req.extras)
+        if key in found and extras <= found[key][1]:
             continue
-        for name in sorted(filenames):
-            if PEOPLE_FILES.match(name):
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            if req.name in roots or str(req) in roots:
+                raise RuntimeError(f"corpus package {req.name!r} is not installed") from None
+            continue  # an optional dependency of a dependency, not installed here
+        extras |= found[key][1] if key in found else frozenset()
+        found[key] = (dist, extras)
+        for spec in dist.requires or ():
+            dep = Requirement(spec)
+            envs = [{"extra": e} for e in sorted(extras)] or [{"extra": ""}]
+            if dep.marker is None or any(dep.marker.evaluate(env) for env in envs):
+                todo.append(dep)
+    return [found[key][0] for key in sorted(found)]
+
+
+def candidate_files(root: Path = SITE_PACKAGES) -> tuple[list[Path], dict[str, int]]:
+    """Text files of the corpus distributions under ``root`` usable as PII-free text, sorted;
+    and exclusion counts."""
+    excluded = {"pii_by_design_package": 0, "people_file": 0}
+    files: set[Path] = set()
+    root = root.resolve()
+    for dist in corpus_distributions():
+        for entry in dist.files or ():
+            path = Path(str(dist.locate_file(entry))).resolve()
+            if not path.is_relative_to(root):
+                continue  # console scripts under bin/, data files outside site-packages
+            rel = path.relative_to(root)
+            if any(rel.parts[0].lower().startswith(p) for p in PII_BY_DESIGN):
+                excluded["pii_by_design_package"] += 1
+                continue
+            if PEOPLE_FILES.match(path.name):
                 excluded["people_file"] += 1
                 continue
-            if name.endswith(EXTENSIONS) or name == "RECORD":
-                files.append(Path(dirpath) / name)
-    return files, excluded
+            if path.name.endswith(EXTENSIONS) or path.name == "RECORD":
+                files.add(path)
+    return sorted(files), excluded
 
 
 def _read_lines(path: Path) -> list[str] | None:
@@ -119,6 +170,7 @@ def personal_reason(chunk: str) -> str | None:
 
 def real_corpus(n: int = 2000, seed: int = 20261201, root: Path = SITE_PACKAGES) -> RealCorpus:
     """``n`` conversations of 2-4 turns, each turn a 10-60 line chunk of a real file."""
+    root = root.resolve()
     files, excluded = candidate_files(root)
     rng = random.Random(seed)
     excluded.update({reason: 0 for reason in PERSONAL})
