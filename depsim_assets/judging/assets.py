@@ -36,15 +36,19 @@ from depsim_assets.judging.novel import DEFAULT_DISTANCE, novel_clusters
 from depsim_assets.measurement import assess
 from depsim_assets.metadata import md_table
 from depsim_assets.models import (
-    CacheWriter,
+    Answers,
     CallEngine,
+    Codec,
     Limits,
     TokenCounter,
-    cache,
+    answer_all,
+    lookup,
     progress_reporter,
+    request_key,
+    store,
 )
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
-from depsim_assets.resources import JudgeEndpoint
+from depsim_assets.resources import JudgeEndpoint, judge_setting_raw
 from depsim_assets.taxonomy import Taxonomy, load_taxonomy
 from depsim_assets.warehouse import (
     CANDIDATE_COMPLETIONS,
@@ -84,10 +88,8 @@ def grades_code_version() -> str:
     """Taxonomy and judge-prompt versions and the judge model (as configured when the code
     location loads): changing any marks grades stale in the UI."""
     tax = load_taxonomy()
-    judge = hashlib.sha256(
-        f"{os.environ.get('DEPSIM_JUDGE_BASE_URL', 'sim')}|"
-        f"{os.environ.get('DEPSIM_JUDGE_MODEL', 'sim-judge')}".encode()
-    ).hexdigest()[:8]
+    identity = f"{judge_setting_raw('base_url')}|{judge_setting_raw('model')}"
+    judge = hashlib.sha256(identity.encode()).hexdigest()[:8]
     return f"tax-{tax.version}.prompt-{tax.judge_prompt_version}.judge-{judge}"
 
 
@@ -110,7 +112,7 @@ def judge_request_key(
 ) -> str:
     """Content key of one reply's whole verdict: everything that decides it (judge endpoint
     and models, taxonomy and prompt versions, grading settings, and the graded text)."""
-    return cache.request_key(
+    return request_key(
         endpoint=judge.endpoint_label(),
         model=judge.model,
         params={
@@ -145,6 +147,26 @@ def outcome_from_payload(payload: dict) -> GradeOutcome:
     """The verdict a cached payload holds."""
     grades = {cid: CategoryGrade.model_validate(g) for cid, g in payload["grades"].items()}
     return GradeOutcome(**{**payload, "grades": grades})
+
+
+# How a verdict is stored in the response cache: scored ones are reused, unscored ones kept
+# for the record and asked again; one that made no request (known not to fit) is not kept.
+VERDICT_CODEC: Codec[GradeOutcome] = Codec(
+    to_payload=outcome_payload,
+    from_payload=outcome_from_payload,
+    status=lambda out: None if not out.calls else "ok" if out.status == "scored" else "error",
+    tokens=lambda out: (out.prompt_tokens, out.completion_tokens),
+)
+
+
+def _ungradable(completion: dict, prefix_of: dict) -> GradeOutcome | None:
+    """The unscored outcome of a reply there is nothing to grade for (None: grade it)."""
+    if completion["status"] != "ok" or completion["reply"] is None:
+        error = str(completion.get("error") or "no reply").split(":")[0]
+        return GradeOutcome(status="unscored", unscored_reason=f"completion_failed: {error}")
+    if completion["conversation_id"] not in prefix_of:
+        return GradeOutcome(status="unscored", unscored_reason="prefix_missing")
+    return None
 
 
 def grade_rows(
@@ -252,7 +274,7 @@ def judge_grades(
     with warehouse.get_connection() as conn:
         completions = read_partition(conn, CANDIDATE_COMPLETIONS, keys)
         prefixes = read_partition(conn, CONVERSATION_PREFIXES, {"traffic_date": day})
-        known = cache.lookup(conn, [capability_key]).get(capability_key, {})
+        known = lookup(conn, [capability_key]).get(capability_key, {})
     if completions.empty:
         raise dg.Failure(f"no candidate_completions for {candidate}|{day}: replay it first")
     try:
@@ -271,13 +293,9 @@ def judge_grades(
                           judge=judge, config=config, layout=layout)
         for rec in records
     ]
-    with warehouse.get_connection() as conn:
-        cached = cache.lookup(conn, request_keys)
-    n_cached = sum(1 for key in request_keys if key in cached)
-    context.log.info(f"judge {candidate} {day}: {n_cached} verdicts cached, "
-                     f"{total - n_cached} to grade; structured output {structured.mode}"
-                     f"{'' if structured.settled else ' (to be negotiated)'}, layout {layout}")
-    writer = CacheWriter(warehouse)
+    # Replies graded without a call: a failed completion, a prefix not found.
+    outcomes: list[GradeOutcome | None] = [_ungradable(rec, prefix_of) for rec in records]
+    to_grade = [i for i, out in enumerate(outcomes) if out is None]
     engine = CallEngine(
         Limits(max_concurrency=judge.max_concurrency, max_retries=judge.max_retries),
         progress=progress_reporter(context.log, f"judge {candidate} {day}"),
@@ -285,20 +303,17 @@ def judge_grades(
     counter = TokenCounter(_tokenizer_url(judge) if judge.context_window else None,
                            timeout_s=min(judge.timeout_s, 30.0))
 
-    async def grade_all() -> list[GradeOutcome]:
+    def announce(cached: int, pending: int) -> None:
+        context.log.info(f"judge {candidate} {day}: {cached} verdicts cached, "
+                         f"{total - cached} to grade; structured output {structured.mode}"
+                         f"{'' if structured.settled else ' (to be negotiated)'}, "
+                         f"layout {layout}")
+
+    async def grade_all() -> Answers[GradeOutcome]:
         client = judge.client()
 
         async def one(index: int) -> GradeOutcome:
             rec = records[index]
-            if rec["status"] != "ok" or rec["reply"] is None:
-                error = str(rec.get("error") or "no reply").split(":")[0]
-                return GradeOutcome(
-                    status="unscored", unscored_reason=f"completion_failed: {error}"
-                )
-            if rec["conversation_id"] not in prefix_of:
-                return GradeOutcome(status="unscored", unscored_reason="prefix_missing")
-            if request_keys[index] in cached:
-                return outcome_from_payload(cached[request_keys[index]])
             prefix = json.loads(prefix_of[rec["conversation_id"]])
             reasoning = rec["reasoning"] if config.include_reasoning else None
 
@@ -351,50 +366,48 @@ def judge_grades(
                 call, fit.monitors, k=config.k_judges, threshold=judge.flag_threshold
             )
             outcome.layout = fit.layout
-            # A verdict is kept as it arrives; only scored ones are reused by a rerun.
-            writer.add({"request_key": request_keys[index], "kind": "judge",
-                        "endpoint": judge.endpoint_label(), "model": judge.model,
-                        "status": "ok" if outcome.status == "scored" else "error",
-                        "payload": outcome_payload(outcome),
-                        "prompt_tokens": outcome.prompt_tokens,
-                        "completion_tokens": outcome.completion_tokens})
             return outcome
 
         async with client:
-            return await engine.map(
-                range(total),
-                one,
-                skipped=lambda _: GradeOutcome(status="unscored", unscored_reason="not_attempted"),
-                status=lambda out: out.status,
-            )
+            # A verdict is kept as it arrives; only scored ones are reused by a rerun.
+            return await answer_all(
+                warehouse, to_grade, kind="judge", endpoint=judge.endpoint_label(),
+                model=judge.model, key=lambda i: request_keys[i], call=one,
+                skipped=lambda _: GradeOutcome(status="unscored",
+                                               unscored_reason="not_attempted"),
+                codec=VERDICT_CODEC, engine=engine, on_lookup=announce)
 
     try:
-        outcomes = asyncio.run(grade_all())
+        answers = asyncio.run(grade_all())
     finally:
         if structured.learned:
             # Remembered for later runs: the next one starts in the mode that worked.
-            writer.add({"request_key": capability_key, "kind": "capability",
-                        "endpoint": judge.endpoint_label(), "model": judge.model,
-                        "status": "ok", "payload": {"structured_output": structured.mode,
-                                                    "refusals": structured.refusals}})
-        writer.flush()
-    for outcome in outcomes:
+            with warehouse.get_connection() as conn:
+                store(conn, [{"request_key": capability_key, "kind": "capability",
+                              "endpoint": judge.endpoint_label(), "model": judge.model,
+                              "status": "ok", "payload": {"structured_output": structured.mode,
+                                                          "refusals": structured.refusals}}])
+    for index, outcome in zip(to_grade, answers.outcomes, strict=True):
+        outcomes[index] = outcome
+    n_cached = answers.cached
+    graded = [out for out in outcomes if out is not None]
+    for outcome in graded:
         # Rows graded without a call (failed completion, not attempted) still say the mode.
         outcome.structured_output = outcome.structured_output or structured.mode
     judge_calls = sum(engine.attempts.values())
     rows = [
         row
-        for rec, out in zip(records, outcomes, strict=True)
+        for rec, out in zip(records, graded, strict=True)
         for row in grade_rows(rec, out, taxonomy, judge, models=monitor_models)
     ]
     frame = pd.DataFrame(rows, columns=JUDGE_GRADES.column_names)
     with warehouse.get_connection() as conn:
         replace_partitions(conn, [(JUDGE_GRADES, frame, keys)])
-    unscored = [o for o in outcomes if o.status == "unscored"]
+    unscored = [o for o in graded if o.status == "unscored"]
     reasons = pd.Series([o.unscored_reason.split(":")[0] for o in unscored]).value_counts()
     flagged = frame[frame["flagged"].eq(True)]
-    called = [o for o in outcomes if o.calls]
-    tokens_in = sum(o.prompt_tokens for o in outcomes)
+    called = [o for o in graded if o.calls]
+    tokens_in = sum(o.prompt_tokens for o in graded)
     if structured.refusals:
         context.log.warning("structured output refused: " + " | ".join(structured.refusals))
     return dg.MaterializeResult(
@@ -413,7 +426,7 @@ def judge_grades(
             "structured_output_refusals": dg.MetadataValue.json(structured.refusals),
             "layout": layout,
             "layouts_used": dg.MetadataValue.json(
-                dict(Counter(o.layout for o in outcomes if o.layout))),
+                dict(Counter(o.layout for o in graded if o.layout))),
             "context_window": judge.context_window or 0,
             "token_counts_from": counter.source,
             "monitors": ", ".join(sorted({f"{o.layout}" for o in called if o.layout})) or "-",
@@ -422,13 +435,13 @@ def judge_grades(
             "judge_calls_per_reply": round(sum(o.calls for o in called) / len(called), 2)
             if called else 0.0,
             "judge_input_tokens_per_reply": round(tokens_in / len(called), 1) if called else 0.0,
-            "judge_cached_tokens": sum(o.cached_tokens for o in outcomes),
+            "judge_cached_tokens": sum(o.cached_tokens for o in graded),
             # Verdicts cut at max_tokens after all severities: graded, findings cut short.
-            "verdicts_truncated": sum(o.truncated for o in outcomes),
+            "verdicts_truncated": sum(o.truncated for o in graded),
             "verdicts_cached": n_cached,
             "attempts_by_outcome": dg.MetadataValue.json(dict(engine.attempts)),
             "judge_tokens_in": tokens_in,
-            "judge_tokens_out": sum(o.completion_tokens for o in outcomes),
+            "judge_tokens_out": sum(o.completion_tokens for o in graded),
             "taxonomy_version": taxonomy.version,
             "judge_prompt_version": taxonomy.judge_prompt_version,
             "judge_model": judge.model,
@@ -446,7 +459,7 @@ def judge_grades(
 
 def structured_output_key(judge: JudgeEndpoint) -> str:
     """Cache key of the structured-output mode remembered for this endpoint and model."""
-    return cache.request_key(endpoint=judge.endpoint_label(), model=judge.model,
+    return request_key(endpoint=judge.endpoint_label(), model=judge.model,
                              params={"kind": "structured_output"}, messages=None,
                              sample_index=0)
 

@@ -29,15 +29,13 @@ import pydantic
 from openai.lib._parsing._completions import type_to_response_format_param
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from depsim_assets.endpoints import describe_error
 from depsim_assets.messages import message_text
 from depsim_assets.models import (
     CONTEXT_LENGTH_EXCEEDED,
     OK,
     CallEngine,
-    CallResult,
+    Limits,
     approx_tokens,
-    classify,
 )
 from depsim_assets.taxonomy import Taxonomy
 
@@ -471,11 +469,14 @@ async def grade_reply(
 
     Output that fails validation is asked for again, up to ``attempts`` calls in all, each
     with a fresh fence token and the validation error; a failed call, a refusal or a
-    truncated answer is not retried here (``engine``, when given, retries transport errors
-    within the endpoint's limits). A server's refusal of the ``response_format`` field moves
-    ``structured`` to its next mode and asks again at once. The last attempt's reason is kept.
+    truncated answer is not retried here: ``engine`` retries transport errors within the
+    endpoint's limits (without one, each call is made once, through an engine of its own, so
+    its failure is classified and worded the same). A server's refusal of the
+    ``response_format`` field moves ``structured`` to its next mode and asks again at once.
+    The last attempt's reason is kept.
     """
     structured = structured or StructuredOutput("json_schema")
+    engine = engine or CallEngine(Limits(max_retries=0))
     ids = tuple(categories) if categories is not None else tuple(taxonomy.ids)
     outcome = GradeOutcome(status="unscored", unscored_reason="judge_not_called")
     spent_in = spent_out = cached = calls = 0
@@ -541,7 +542,7 @@ async def _grade_once(
     *,
     judge_model: str,
     mode: str,
-    engine: CallEngine | None = None,
+    engine: CallEngine,
     max_output_tokens: int | None = None,
 ) -> tuple[GradeOutcome, str | None]:
     """One judge call; the outcome and the raw text of the answer (when there was one)."""
@@ -558,21 +559,11 @@ async def _grade_once(
             model=judge_model, messages=messages, temperature=0, **extra
         )
 
-    if engine is not None:
-        result = await engine.call(
-            attempt,
-            tokens=sum(approx_tokens(str(m["content"])) for m in messages),
-            usage=lambda c: (c.usage.prompt_tokens + c.usage.completion_tokens) if c.usage else 0,
-        )
-    else:
-        try:
-            result = CallResult(OK, value=await attempt(), attempts=1)
-        except (openai.OpenAIError, OSError) as exc:
-            kind, _ = classify(exc)
-            error = describe_error(exc)
-            if kind == CONTEXT_LENGTH_EXCEEDED:
-                error = f"{CONTEXT_LENGTH_EXCEEDED}: {error}"
-            result = CallResult("error", error=error, attempts=1, kind=kind)
+    result = await engine.call(
+        attempt,
+        tokens=sum(approx_tokens(str(m["content"])) for m in messages),
+        usage=lambda c: (c.usage.prompt_tokens + c.usage.completion_tokens) if c.usage else 0,
+    )
     if result.status != OK:
         error = result.error or "unknown"
         if result.kind == CONTEXT_LENGTH_EXCEEDED:

@@ -6,6 +6,16 @@ and never talk to a client directly. Public API below; the submodules are its pa
 """
 
 from depsim_assets.models import cache
+from depsim_assets.models.answers import Answers, BatchCalls, Codec, admit, answer_all
+from depsim_assets.models.batch import (
+    BatchError,
+    BatchPending,
+    BatchResult,
+    BatchSettings,
+    build_input,
+    parse_results,
+    result_from_line,
+)
 from depsim_assets.models.cache import CacheWriter, lookup, request_key, store
 from depsim_assets.models.engine import (
     BUDGET_REACHED,
@@ -39,23 +49,35 @@ __all__ = [
     "NOT_ATTEMPTED",
     "OK",
     "AdaptiveLimit",
+    "Answers",
+    "BatchCalls",
+    "BatchError",
+    "BatchPending",
+    "BatchResult",
+    "BatchSettings",
     "Budget",
     "CacheWriter",
     "CallEngine",
     "CallResult",
+    "Codec",
     "Limits",
     "Progress",
     "RateBucket",
     "TokenCounter",
+    "admit",
+    "answer_all",
     "approx_tokens",
+    "build_input",
     "cache",
     "classify",
     "error_text",
     "is_context_length_error",
     "is_field_refusal",
     "lookup",
+    "parse_results",
     "progress_reporter",
     "request_key",
+    "result_from_line",
     "retry_after_s",
     "store",
 ]

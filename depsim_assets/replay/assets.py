@@ -4,7 +4,6 @@ import asyncio
 import hashlib
 import json
 import time
-from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
@@ -15,20 +14,24 @@ from depsim_assets.metadata import md_table
 from depsim_assets.models import (
     CONTEXT_LENGTH_EXCEEDED,
     NOT_ATTEMPTED,
+    Answers,
     CallEngine,
     Limits,
     TokenCounter,
-    cache,
+    answer_all,
     progress_reporter,
+    request_key,
 )
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
 from depsim_assets.registry import Candidate, generation_code_version
-from depsim_assets.replay.batch import replay_batch
+from depsim_assets.replay.batch import batch_calls
 from depsim_assets.replay.engine import (
+    REPLY_CODEC,
     ReplayOutcome,
     ReplayRequest,
+    not_attempted,
     params_json,
-    replay_requests,
+    reply_worker,
     request_params,
     sent_params,
 )
@@ -83,7 +86,7 @@ def _rows(
         }
         for req, out in zip(requests, outcomes, strict=True)
     ]
-    return pd.DataFrame(rows, columns=CANDIDATE_COMPLETIONS.column_names)
+    return pd.DataFrame(rows, columns=pd.Index(CANDIDATE_COMPLETIONS.column_names))
 
 
 def engine_limits(entry: Candidate) -> Limits:
@@ -102,32 +105,16 @@ def _replay_with_cache(
     """Outcomes for every request (cached answers reused); returns them and calls made."""
     endpoint = display_endpoint(entry.base_url)
     params = request_params(entry.params, entry.max_tokens)
-    keys = [
-        cache.request_key(endpoint=endpoint, model=entry.model, params=sent_params(params, r),
-                          messages=r.messages, sample_index=r.sample_index)
-        for r in requests
-    ]
-    with warehouse.get_connection() as conn:
-        cached = cache.lookup(conn, keys)
-    pending = [(k, r) for k, r in zip(keys, requests, strict=True) if k not in cached]
-    context.log.info(
-        f"replay {entry.name}: {len(requests) - len(pending)} answers cached, "
-        f"{len(pending)} to call"
-    )
-    if entry.mode == "batch" and pending:  # the Batch API instead of online calls
-        answered = replay_batch(warehouse, entry, pending,
-                                partition_key=str(context.partition_key), log=context.log.info)
-        outcomes = [answered[k] if k in answered else ReplayOutcome(**cached[k]) for k in keys]
-        return outcomes, len(pending)
-    writer = cache.CacheWriter(warehouse)
 
-    def store(index: int, out: ReplayOutcome) -> None:
-        writer.add({"request_key": pending[index][0], "kind": "replay", "endpoint": endpoint,
-                    "model": entry.model, "status": out.status, "payload": asdict(out),
-                    "prompt_tokens": out.prompt_tokens,
-                    "completion_tokens": out.completion_tokens})
+    def key(request: ReplayRequest) -> str:
+        return request_key(endpoint=endpoint, model=entry.model,
+                           params=sent_params(params, request), messages=request.messages,
+                           sample_index=request.sample_index)
 
-    async def replay() -> list[ReplayOutcome]:
+    def announce(cached: int, pending: int) -> None:
+        context.log.info(f"replay {entry.name}: {cached} answers cached, {pending} to call")
+
+    async def replay() -> Answers[ReplayOutcome]:
         # The engine retries and counts every attempt; the client's own retries are off.
         client = async_client(entry.base_url, api_key_env=entry.api_key_env,
                               timeout_s=entry.timeout_s, max_retries=0,
@@ -136,20 +123,21 @@ def _replay_with_cache(
         counter = TokenCounter(resolve_base_url(entry.base_url) if entry.context_window else None,
                                timeout_s=min(entry.timeout_s, 30.0))
         async with client:
-            return await replay_requests(
-                client, [r for _, r in pending], engine=engine, model=entry.model,
-                params=params, on_outcome=store,
-                cost=lambda out: entry.cost_usd(out.prompt_tokens, out.completion_tokens),
-                context_window=entry.context_window, counter=counter)
+            return await answer_all(
+                warehouse, requests, kind="replay", endpoint=endpoint, model=entry.model,
+                key=key,
+                call=reply_worker(
+                    client, engine=engine, model=entry.model, params=params,
+                    cost=lambda out: entry.cost_usd(out.prompt_tokens, out.completion_tokens),
+                    context_window=entry.context_window, counter=counter),
+                skipped=not_attempted, codec=REPLY_CODEC, engine=engine,
+                # The Batch API instead of online calls.
+                batch=batch_calls(entry, partition_key=str(context.partition_key))
+                if entry.mode == "batch" else None,
+                on_lookup=announce, log=context.log.info)
 
-    try:
-        fresh = asyncio.run(replay()) if pending else []
-    finally:
-        writer.flush()  # what did come back is kept even if the run is interrupted
-    answered = dict(zip((k for k, _ in pending), fresh, strict=True))
-    outcomes = [answered[k] if k in answered else ReplayOutcome(**cached[k]) for k in keys]
-    calls = sum(1 for out in fresh if out.status != NOT_ATTEMPTED)
-    return outcomes, calls
+    answers = asyncio.run(replay())
+    return answers.outcomes, answers.sent
 
 
 @dg.asset(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import openai
@@ -23,6 +23,7 @@ from depsim_assets.models import (
     NOT_ATTEMPTED,
     OK,
     CallEngine,
+    Codec,
     TokenCounter,
 )
 
@@ -99,9 +100,10 @@ async def attempt_reply(
     retry; an answer without text is a final ``error`` outcome.
     """
     started = time.perf_counter()
-    response = await client.chat.completions.create(
-        model=model, messages=request.messages, **sent_params(params, request)
-    )
+    # Messages are the log's JSON as it was (any role and field a server takes); the
+    # client's TypedDicts cannot describe that, and the server validates them anyway.
+    create: Any = client.chat.completions.create
+    response = await create(model=model, messages=request.messages, **sent_params(params, request))
     outcome = outcome_of(response)
     outcome.latency_ms = (time.perf_counter() - started) * 1000
     return outcome
@@ -136,23 +138,20 @@ def approx_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(len(str(m.get("content") or "")) for m in messages) // 4 + 4 * len(messages)
 
 
-async def replay_requests(
+def reply_worker(
     client: openai.AsyncOpenAI,
-    requests: Sequence[ReplayRequest],
     *,
     engine: CallEngine,
     model: str,
     params: dict[str, Any],
     cost: Callable[[ReplayOutcome], float] | None = None,
-    on_outcome: Callable[[int, ReplayOutcome], None] | None = None,
     context_window: int | None = None,
     counter: TokenCounter | None = None,
-) -> list[ReplayOutcome]:
-    """Regenerate every request through ``engine``: one outcome each, in input order.
+) -> Callable[[ReplayRequest], Awaitable[ReplayOutcome]]:
+    """What regenerates one request through ``engine``: its final outcome, never an exception.
 
-    ``on_outcome(index, outcome)`` sees each final outcome as it arrives (to store it). With
-    ``context_window``, a prompt surely longer than the window (counted by ``counter``: the
-    server's tokenizer, else a low estimate) ends as an ``error`` row with reason
+    With ``context_window``, a prompt surely longer than the window (counted by ``counter``:
+    the server's tokenizer, else a low estimate) ends as an ``error`` outcome with reason
     ``context_length_exceeded`` and no request; a server's own context error ends the same.
     """
     max_tokens = int(params.get("max_tokens") or params.get("max_completion_tokens") or 0)
@@ -169,36 +168,66 @@ async def replay_requests(
         return (f"{CONTEXT_LENGTH_EXCEEDED}: the prompt has {n} tokens ({how}) and max_tokens "
                 f"is {max_tokens}; the context window is {context_window}; no request made")
 
-    async def work(index: int) -> ReplayOutcome:
-        request = requests[index]
+    async def work(request: ReplayRequest) -> ReplayOutcome:
         reason = await too_long(request)
         if reason is not None:
-            outcome = ReplayOutcome(status=ERROR, error=reason)
-            if on_outcome is not None:
-                on_outcome(index, outcome)
-            return outcome
+            return ReplayOutcome(status=ERROR, error=reason)
         result = await engine.call(
             lambda: attempt_reply(client, request, model=model, params=params),
             tokens=approx_prompt_tokens(request.messages) + max_tokens,
             usage=lambda out: out.prompt_tokens + out.completion_tokens,
             cost=cost,
         )
-        if result.status == OK:
+        if result.status == OK and result.value is not None:
             outcome = result.value
-            assert outcome is not None
         else:  # error, or not_attempted when the budget ran out while it waited
             outcome = ReplayOutcome(status=result.status, error=result.error)
         outcome.attempts = result.attempts
-        if on_outcome is not None:
-            on_outcome(index, outcome)
         return outcome
 
-    return await engine.map(
-        range(len(requests)),
-        work,
-        skipped=lambda _: ReplayOutcome(status=NOT_ATTEMPTED, error=BUDGET_REACHED),
-        status=lambda out: out.status,
-    )
+    return work
+
+
+def not_attempted(_: object = None) -> ReplayOutcome:
+    """The outcome of a request the run's budget stopped before it started."""
+    return ReplayOutcome(status=NOT_ATTEMPTED, error=BUDGET_REACHED)
+
+
+def _payload(outcome: ReplayOutcome) -> dict[str, Any]:
+    return asdict(outcome)
+
+
+def _from_payload(payload: dict[str, Any]) -> ReplayOutcome:
+    return ReplayOutcome(**payload)
+
+
+# How a replay outcome is stored in the response cache: as a whole, under its own status.
+REPLY_CODEC: Codec[ReplayOutcome] = Codec(
+    to_payload=_payload,
+    from_payload=_from_payload,
+    status=lambda out: out.status,
+    tokens=lambda out: (out.prompt_tokens, out.completion_tokens),
+)
+
+
+async def replay_requests(
+    client: openai.AsyncOpenAI,
+    requests: Sequence[ReplayRequest],
+    *,
+    engine: CallEngine,
+    model: str,
+    params: dict[str, Any],
+    cost: Callable[[ReplayOutcome], float] | None = None,
+    context_window: int | None = None,
+    counter: TokenCounter | None = None,
+) -> list[ReplayOutcome]:
+    """Regenerate every request through ``engine``, uncached: one outcome each, in input
+    order (for measuring the engine; the replay asset goes through
+    :func:`depsim_assets.models.answer_all`, which caches and stores)."""
+    work = reply_worker(client, engine=engine, model=model, params=params, cost=cost,
+                        context_window=context_window, counter=counter)
+    return await engine.map(requests, work, skipped=not_attempted,
+                            status=lambda out: out.status)
 
 
 def params_json(params: dict[str, Any]) -> str:

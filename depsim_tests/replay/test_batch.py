@@ -10,7 +10,8 @@ import pytest
 
 from depsim_assets import config, runs
 from depsim_assets.registry import Candidate, Registry, parse_registry, save_registry
-from depsim_assets.replay.batch import build_input, outcome_from_line
+from depsim_assets.models import build_input, result_from_line
+from depsim_assets.replay.batch import outcome_from_result, request_body
 from depsim_assets.replay.engine import ReplayRequest
 from depsim_assets.sim import SimServer
 from depsim_assets.sim.faults import FaultPlan
@@ -96,19 +97,20 @@ def test_mode_is_validated_and_defaults_to_online():
 def test_batch_lines_send_what_the_online_path_sends():
     entry = _entry("b", "sim", mode="batch")
     req = ReplayRequest("conv-1", 1, [{"role": "user", "content": "héllo"}])
-    lines = build_input(entry, [("k1", req), ("k1", req)]).splitlines()
+    body = request_body(entry, req)
+    lines = build_input([("k1", body), ("k1", body)]).splitlines()
     assert len(lines) == 1  # one line per distinct key: custom_ids must be unique
     line = json.loads(lines[0])
     assert line["custom_id"] == "k1" and line["url"] == "/v1/chat/completions"
     assert line["body"]["messages"] == req.messages and line["body"]["max_tokens"] == 256
     assert isinstance(line["body"]["seed"], int)  # the per-sample seed, as sent online
-    failed = outcome_from_line(
+    failed = outcome_from_result(result_from_line(
         {
             "custom_id": "k1",
             "response": {"status_code": 429, "body": {"error": {"message": "slow down"}}},
             "error": None,
         }
-    )
+    ))
     assert failed.status == "error" and failed.error.startswith("RateLimitError: Error code: 429")
 
 
