@@ -320,10 +320,10 @@ def generation_fingerprint(candidates: list[Candidate]) -> str:
     Used as part of ``candidate_completions``' code version, so a changed registry shows as
     stale partitions in the UI. Retirement, prices and concurrency do not change a reply.
     """
-    settings = sorted(
-        ([c.name, c.base_url, c.model, c.params, c.samples] for c in candidates),
-        key=lambda entry: entry[0],
-    )
+    settings = [
+        [c.name, c.base_url, c.model, c.params, c.samples]
+        for c in sorted(candidates, key=lambda c: c.name)
+    ]
     raw = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(raw).hexdigest()[:12]
 

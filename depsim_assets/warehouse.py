@@ -13,7 +13,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,13 @@ class Table:
     def column_names(self) -> list[str]:
         """Column names in declaration order."""
         return [c.name for c in self.columns]
+
+    def frame(self, rows: Iterable[Mapping[str, object] | Sequence[object]] = ()) -> pd.DataFrame:
+        """``rows`` (mappings by column name, or sequences in column order) as a frame with
+        exactly this table's columns, in order; no rows gives an empty frame."""
+        # pd.Index rather than the list: pandas' own SequenceNotStr protocol declares
+        # list.index's start/stop as keyword arguments, so type checkers reject a plain list.
+        return pd.DataFrame(list(rows), columns=pd.Index(self.column_names))
 
     def ddl(self) -> str:
         """``CREATE TABLE IF NOT EXISTS`` for this table."""
@@ -497,7 +504,7 @@ def _where(keys: Mapping[str, str]) -> str:
 
 def replace_partitions(
     conn: duckdb.DuckDBPyConnection,
-    writes: list[tuple[Table, pd.DataFrame, Mapping[str, str]]],
+    writes: Sequence[tuple[Table, pd.DataFrame, Mapping[str, str]]],
 ) -> dict[str, int]:
     """Replace one partition in each of several tables, all in ONE transaction.
 
@@ -590,7 +597,7 @@ def _database_path(conn: duckdb.DuckDBPyConnection) -> str | None:
     return row[0] if row and row[0] else None
 
 
-def _what(writes: list[tuple[Table, pd.DataFrame, Mapping[str, str]]]) -> str:
+def _what(writes: Sequence[tuple[Table, pd.DataFrame, Mapping[str, str]]]) -> str:
     # "sampled_conversations, sampling_funnel for 2026-11-20": the tables and the partition.
     tables = ", ".join(dict.fromkeys(t.name for t, _, _ in writes))
     values = sorted({"|".join(keys.values()) for _, _, keys in writes if keys})
@@ -641,7 +648,7 @@ def open_connection(
     database: str,
     *,
     read_only: bool = False,
-    config: Mapping[str, object] | None = None,
+    config: Mapping[str, str | bool | int | float | list[str]] | None = None,
     timeout_s: float = LOCK_TIMEOUT_S,
     max_delay_s: float = 2.0,
 ) -> duckdb.DuckDBPyConnection:

@@ -245,22 +245,26 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         problem = check_chat(body)
         if problem is not None:
             return JSONResponse(problem[1], status_code=problem[0])
-        fault, delay = faults.decide(model, raw) if faults is not None else (None, 0.0)
-        if fault is not None:
-            stats.record_fault(fault)
-        if delay:
-            await asyncio.sleep(delay)
-        if fault == "429":
-            response = _error(429, "simulated rate limit", "rate_limit_exceeded", "rate_limit")
-            response.headers["Retry-After"] = f"{faults.for_model(model).retry_after:g}"
-            return response
-        if fault == "500":
-            return _error(500, "simulated server error", "server_error", "server_error")
-        if fault == "drop":
-            return _DroppedConnection()
-        if fault == "hang":
-            # Answer only after the client has given up, as a stuck upstream would.
-            await asyncio.sleep(faults.for_model(model).hang_s)
+        fault: str | None = None
+        if faults is not None:
+            fault, delay = faults.decide(model, raw)
+            if fault is not None:
+                stats.record_fault(fault)
+            if delay:
+                await asyncio.sleep(delay)
+            if fault == "429":
+                response = _error(
+                    429, "simulated rate limit", "rate_limit_exceeded", "rate_limit"
+                )
+                response.headers["Retry-After"] = f"{faults.for_model(model).retry_after:g}"
+                return response
+            if fault == "500":
+                return _error(500, "simulated server error", "server_error", "server_error")
+            if fault == "drop":
+                return _DroppedConnection()
+            if fault == "hang":
+                # Answer only after the client has given up, as a stuck upstream would.
+                await asyncio.sleep(faults.for_model(model).hang_s)
         status, payload = answer_chat(body, malformed=fault == "malformed")
         return JSONResponse(payload, status_code=status)
 
@@ -271,7 +275,9 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         # json_object with a schema (llama-cpp-python's form) or, with neither, from the
         # prompt; a text answer is wrapped in prose and a code fence, as small models do.
         response_format = body.get("response_format")
-        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if not isinstance(response_format, dict):
+            response_format = {}
+        kind = response_format.get("type")
         if kind == "json_schema":
             schema = (response_format.get("json_schema") or {}).get("schema")
         elif kind == "json_object" and isinstance(response_format.get("schema"), dict):

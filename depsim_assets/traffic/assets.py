@@ -5,7 +5,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
@@ -110,10 +109,10 @@ def sampled_conversations(
         stratify_by=config.stratify_by,
         max_residual_share=max_residual_share(config.max_residual_share),
     )
-    sampled = pd.DataFrame(result.sampled_rows, columns=SAMPLED_CONVERSATIONS.column_names)
-    quarantine = pd.DataFrame(result.quarantine_rows, columns=SAMPLING_QUARANTINE.column_names)
-    funnel = pd.DataFrame(result.funnel_rows, columns=SAMPLING_FUNNEL.column_names)
-    status = pd.DataFrame([result.status_row], columns=SAMPLING_STATUS.column_names)
+    sampled = SAMPLED_CONVERSATIONS.frame(result.sampled_rows)
+    quarantine = SAMPLING_QUARANTINE.frame(result.quarantine_rows)
+    funnel = SAMPLING_FUNNEL.frame(result.funnel_rows)
+    status = SAMPLING_STATUS.frame([result.status_row])
     keys = {"traffic_date": day}
     writes = [
         (SAMPLED_CONVERSATIONS, sampled, keys),
@@ -123,7 +122,7 @@ def sampled_conversations(
     ]
     if not result.passed:
         # Prefixes of an earlier sample of this day must not outlive its failed re-sample.
-        empty = pd.DataFrame(columns=CONVERSATION_PREFIXES.column_names)
+        empty = CONVERSATION_PREFIXES.frame()
         writes.append((CONVERSATION_PREFIXES, empty, keys))
     with warehouse.get_connection() as conn:
         # One transaction for all tables: a crash never leaves a sample without its funnel
@@ -202,7 +201,7 @@ def conversation_prefixes(
             raise dg.Failure(description=refusal)
         sampled = read_partition(conn, SAMPLED_CONVERSATIONS, keys)
         rows = prefix_rows_from_sampled(sampled.to_dict("records"))
-        prefixes = pd.DataFrame(rows, columns=CONVERSATION_PREFIXES.column_names)
+        prefixes = CONVERSATION_PREFIXES.frame(rows)
         replace_partitions(conn, [(CONVERSATION_PREFIXES, prefixes, keys)])
     if prefixes.empty:
         context.log.warning(f"no sampled conversations for {day}: run sampled_conversations")
@@ -279,8 +278,9 @@ def residual_pii_result(conn: duckdb.DuckDBPyConnection, day: str) -> dg.AssetCh
     quarantine = read_partition(conn, SAMPLING_QUARANTINE, keys)
     residual = quarantine[quarantine["reason"] == RESIDUAL_PII]
     where = [
-        {"source_file": r.source_file, "line_number": int(r.line_number), "where": r.detail}
-        for r in residual.head(10).itertuples()
+        {"source_file": r["source_file"], "line_number": int(r["line_number"]),
+         "where": r["detail"]}
+        for _, r in residual.head(10).iterrows()
     ]
     consistent = rows == int(status["kept"]) if status["passed"] else rows == 0
     return dg.AssetCheckResult(

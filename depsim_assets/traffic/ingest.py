@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import re
@@ -388,7 +389,7 @@ def _read_records(
     except logs.FileBroke as exc:
         raise UnreadableFile(f"{path}: {exc.why}", kind=exc.kind) from None
     with raw, fh:
-        head = fh.peek(4)[:4] if hasattr(fh, "peek") else b""
+        head = fh.peek(4)[:4] if isinstance(fh, io.BufferedReader) else b""
         if compression is None and (fmt == "parquet" or (fmt == "auto" and head == b"PAR1")):
             yield from _read_parquet(path)
             return
@@ -411,7 +412,7 @@ def _read_records(
             yield from _read_jsonl(fh, max_bytes)
 
 
-def _first_significant_byte(fh: IO[bytes], chunk_size: int = _READ_CHUNK) -> bytes:
+def _first_significant_byte(fh: io.BufferedIOBase, chunk_size: int = _READ_CHUNK) -> bytes:
     while True:
         chunk = fh.read(chunk_size)
         if not chunk:
@@ -425,7 +426,7 @@ def _decode(raw: bytes | str) -> Any:
     return logs.loads(raw)
 
 
-def _read_jsonl(fh: IO[bytes], max_bytes: int) -> Iterator[tuple[int, Any | RecordError]]:
+def _read_jsonl(fh: io.BufferedIOBase, max_bytes: int) -> Iterator[tuple[int, Any | RecordError]]:
     for line_number, raw in logs.read_lines(fh, max_bytes):
         if raw is None:
             yield line_number, RecordError(TOO_LARGE, f"record exceeds {max_bytes} bytes")
@@ -437,7 +438,7 @@ def _read_jsonl(fh: IO[bytes], max_bytes: int) -> Iterator[tuple[int, Any | Reco
 
 
 def _read_json_array(
-    fh: IO[bytes], path: Path, max_bytes: int
+    fh: io.BufferedIOBase, path: Path, max_bytes: int
 ) -> Iterator[tuple[int, Any | RecordError]]:
     """Elements of a top-level JSON array, decoded one at a time from a sliding buffer.
 
@@ -903,7 +904,9 @@ def _from_anthropic_messages(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _anthropic_media(block: dict[str, Any]) -> dict[str, Any]:
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    source = block.get("source")
+    if not isinstance(source, dict):
+        source = {}
     if source.get("type") == "url":
         ref = source.get("url", "")
     else:

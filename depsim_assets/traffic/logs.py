@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
 import zstandard
@@ -185,7 +185,7 @@ class LogFile:
     compression: str | None
 
 
-def log_compression(name: str) -> str | None | bool:
+def log_compression(name: str) -> str | None | Literal[False]:
     """``None`` (plain), ``"gzip"`` or ``"zstd"`` for a log file name; False for other names.
 
     Extensions are matched case-insensitively: ``DAY.JSONL`` is as much JSON Lines as
@@ -334,7 +334,9 @@ class FileBroke(Exception):
         self.why = why
 
 
-def open_log(path: Path, compression: str | None) -> tuple[IO[bytes], IO[bytes], int]:
+def open_log(
+    path: Path, compression: str | None
+) -> tuple[io.BufferedIOBase, io.BufferedReader, int]:
     """``(reader, raw file, size at open)`` of one log file, decompressing gzip and zstd.
 
     Opened without following a last-component symlink (``path`` is already resolved, so a
@@ -427,25 +429,36 @@ class _ZstdReader(io.RawIOBase):
 
 
 def _iter_file(
-    fh: IO[bytes], rel: str, max_line_bytes: int, progress: list[int] | None = None
+    fh: io.BufferedIOBase, rel: str, max_line_bytes: int, progress: list[int] | None = None
 ) -> Iterator[LogRecord | Rejected]:
     for line_number, raw in read_lines(fh, max_line_bytes):
         if progress is not None:
             progress[0] = line_number
-        if raw is None:
-            yield Rejected(rel, line_number, TOO_LARGE, f"line exceeds {max_line_bytes} bytes")
-            continue
-        try:
-            yield _parse_line(raw, rel, line_number)
-        except _IngestUnreadable as stub:
-            yield stub.entry
-        except _Reject as rej:
-            yield Rejected(
-                rej.source_file or rel, rej.line_number or line_number, rej.reason, rej.detail
-            )
+        yield parse_line(raw, rel, line_number, max_line_bytes)
 
 
-def read_lines(fh: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+def parse_line(
+    raw: bytes | None, rel: str, line_number: int, max_line_bytes: int
+) -> LogRecord | Rejected:
+    """One non-blank line of ``rel`` (None: longer than ``max_line_bytes``) as a LogRecord,
+    a Rejected, or an Unreadable (an ingest stub naming a file ingest could not read).
+
+    The one decision per line that every reader of the day shares, so the DuckDB sampling
+    path (:mod:`.fast_sample`) gives the lines it does not decide itself the same outcome.
+    """
+    if raw is None:
+        return Rejected(rel, line_number, TOO_LARGE, f"line exceeds {max_line_bytes} bytes")
+    try:
+        return _parse_line(raw, rel, line_number)
+    except _IngestUnreadable as stub:
+        return stub.entry
+    except _Reject as rej:
+        return Rejected(
+            rej.source_file or rel, rej.line_number or line_number, rej.reason, rej.detail
+        )
+
+
+def read_lines(fh: io.BufferedIOBase, max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
     """``(line number, bytes)`` of each non-blank line, read at most ``max_bytes`` at a time.
 
     A longer line is skipped to its end and given as ``None`` (its number still counts), so
@@ -467,7 +480,7 @@ def read_lines(fh: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes | Non
             yield line_number, raw
 
 
-def _skip_rest_of_line(fh: IO[bytes]) -> None:
+def _skip_rest_of_line(fh: io.BufferedIOBase) -> None:
     while True:
         chunk = fh.readline(_READ_CHUNK)
         if not chunk or chunk.endswith(b"\n"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any
 
 from depsim_assets.traffic import residue
 from depsim_assets.traffic.deid import DEID_VERSION, Deidentifier, hash_user
-from depsim_assets.traffic.eligibility import EligibilityConfig, ineligible_reason, metadata_text
+from depsim_assets.traffic.eligibility import EligibilityConfig, ineligible_reason
 from depsim_assets.traffic.logs import (
     DEFAULT_MAX_LINE_BYTES,
     LogRecord,
@@ -35,6 +36,12 @@ from depsim_assets.traffic.logs import (
     iter_log,
 )
 from depsim_assets.traffic.sample import Sampler
+from depsim_assets.traffic.selection import (
+    DUPLICATE_ID,
+    Selection,
+    quarantine_row,
+    stratum_of,
+)
 from depsim_assets.traffic.strip import canonical_json, prefix_hash, split_final_turn
 from depsim_assets.traffic.surrogates import surrogate_digests
 from depsim_assets.warehouse import (
@@ -45,9 +52,7 @@ from depsim_assets.warehouse import (
     SAMPLING_STATUS,
 )
 
-DUPLICATE_ID = "duplicate_id"
 RESIDUAL_PII = "residual_pii"
-NO_STRATUM = "(none)"
 DEFAULT_MAX_RESIDUAL_SHARE = 0.01
 
 
@@ -72,26 +77,12 @@ class SamplingResult:
     counts: dict[str, Any] = field(default_factory=dict)
     status_row: dict[str, Any] = field(default_factory=dict)
     residue_seconds: float = 0.0
+    engine: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         """Whether the day's sample may be used downstream."""
         return bool(self.status_row.get("passed"))
-
-
-def stratum_of(record: LogRecord, field_name: str | None) -> str | None:
-    """The stratum of a record under ``field_name`` (``source``, ``model`` or
-    ``metadata.<key>``); None when sampling is not stratified, ``(none)`` for a missing value.
-    """
-    if field_name is None:
-        return None
-    if field_name == "source":
-        return record.source
-    if field_name == "model":
-        return record.model
-    key = field_name.removeprefix("metadata.")
-    value = metadata_text((record.metadata or {}).get(key))
-    return NO_STRATUM if value is None else value
 
 
 def check_stratify_field(field_name: str | None) -> None:
@@ -127,6 +118,20 @@ def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
     return alloc
 
 
+ENGINES = ("duckdb", "python")
+ENGINE_ENV = "DEPSIM_SAMPLING_ENGINE"
+
+
+def sampling_engine(engine: str | None = None) -> str:
+    """The reader that decides the day's lines: ``engine``, else ``$DEPSIM_SAMPLING_ENGINE``,
+    else ``duckdb``. Both give the same rows; ``python`` is the reference the DuckDB path is
+    tested against."""
+    chosen = engine or os.environ.get(ENGINE_ENV) or "duckdb"
+    if chosen not in ENGINES:
+        raise ValueError(f"sampling engine must be one of {', '.join(ENGINES)}, got {chosen!r}")
+    return chosen
+
+
 def run_sampling(
     log_root: Path | str | None,
     date: str,
@@ -139,6 +144,8 @@ def run_sampling(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     stratify_by: str | None = None,
     max_residual_share: float = DEFAULT_MAX_RESIDUAL_SHARE,
+    engine: str | None = None,
+    workers: int | None = None,
 ) -> SamplingResult:
     """Sample ``n`` eligible conversations (or a ``fraction``) of one day, de-identified.
 
@@ -148,30 +155,84 @@ def run_sampling(
     applies within each stratum); each row's weight is its stratum's eligible count over its
     stratum's sample size. Each de-identified conversation is scanned for residual PII and
     quarantined on a hit; the day fails when more than ``max_residual_share`` of the sample is
-    quarantined so. Raises FileNotFoundError when the day has no log folder.
+    quarantined so. ``engine`` picks the reader (:func:`sampling_engine`: DuckDB unless told
+    otherwise; both give identical results), ``workers`` the de-identification processes
+    (:func:`deid_workers`). Raises FileNotFoundError when the day has no log folder.
     """
     check_stratify_field(stratify_by)
+    if (n is None) == (fraction is None):
+        raise ValueError("give exactly one of n and fraction")
+    if n is not None and n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if fraction is not None and not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     eligibility = eligibility or EligibilityConfig()
+    started = time.perf_counter()
+    if sampling_engine(engine) == "duckdb":
+        from depsim_assets.traffic.fast_sample import select_duckdb
+
+        selection = select_duckdb(
+            log_root,
+            date,
+            n=n,
+            fraction=fraction,
+            seed=seed,
+            eligibility=eligibility,
+            max_line_bytes=max_line_bytes,
+            stratify_by=stratify_by,
+        )
+    else:
+        selection = select_python(
+            log_root,
+            date,
+            n=n,
+            fraction=fraction,
+            seed=seed,
+            eligibility=eligibility,
+            max_line_bytes=max_line_bytes,
+            stratify_by=stratify_by,
+        )
+    selection.engine["select_s"] = round(time.perf_counter() - started, 3)
+    return finish_sampling(
+        selection,
+        date,
+        n=n,
+        seed=seed,
+        salt=salt,
+        stratify_by=stratify_by,
+        max_residual_share=max_residual_share,
+        workers=workers,
+    )
+
+
+def select_python(
+    log_root: Path | str | None,
+    date: str,
+    *,
+    n: int | None,
+    fraction: float | None,
+    seed: int,
+    eligibility: EligibilityConfig,
+    max_line_bytes: int,
+    stratify_by: str | None,
+) -> Selection:
+    """The read phase in Python: every line decoded and validated here (the reference)."""
     # One bottom-k sampler per stratum: the first k of a stratum's bottom-n are its bottom-k,
     # so proportional allocation after the single pass takes a prefix of each.
     samplers: dict[str | None, Sampler[LogRecord]] = {}
     seen_ids: set[bytes] = set()
-    quarantine_rows: list[dict[str, Any]] = []
-    quarantined: Counter[str] = Counter()
-    ineligible: Counter[str] = Counter()
-    unreadable: Counter[str] = Counter()
-    records_in = 0
+    sel = Selection(engine={"engine": "python"})
 
     for item in iter_log(log_root, date, max_line_bytes=max_line_bytes):
         if isinstance(item, Unreadable):
             # A file, not a record: named in the quarantine table, counted outside records_in.
-            quarantine_rows.append(_quarantine_row(date, item))
-            unreadable[item.kind] += 1
+            sel.quarantine_rows.append(_quarantine_row(date, item))
+            sel.unreadable[item.kind] += 1
             continue
-        records_in += 1
+        sel.records_in += 1
         if isinstance(item, Rejected):
-            quarantine_rows.append(_quarantine_row(date, item))
-            quarantined[item.reason] += 1
+            sel.quarantine_rows.append(_quarantine_row(date, item))
+            sel.quarantined[item.reason] += 1
             continue
         # A digest rather than the id keeps memory per record small on million-line days.
         digest = hashlib.blake2b(item.conversation_id.encode(), digest_size=8).digest()
@@ -179,13 +240,13 @@ def run_sampling(
             dup = Rejected(
                 item.source_file, item.line_number, DUPLICATE_ID, "conversation id seen earlier"
             )
-            quarantine_rows.append(_quarantine_row(date, dup))
-            quarantined[DUPLICATE_ID] += 1
+            sel.quarantine_rows.append(_quarantine_row(date, dup))
+            sel.quarantined[DUPLICATE_ID] += 1
             continue
         seen_ids.add(digest)
         reason = ineligible_reason(item, eligibility)
         if reason is not None:
-            ineligible[reason] += 1
+            sel.ineligible[reason] += 1
             continue
         stratum = stratum_of(item, stratify_by)
         sampler = samplers.get(stratum)
@@ -193,38 +254,50 @@ def run_sampling(
             sampler = samplers[stratum] = Sampler(seed=seed, n=n, fraction=fraction)
         sampler.offer(item.conversation_id, item)
 
-    sizes = {h: s.offered for h, s in samplers.items()}
-    results = {h: s.result() for h, s in samplers.items()}
+    sel.sizes = {h: s.offered for h, s in samplers.items()}
+    sel.samples = {h: s.result() for h, s in samplers.items()}
+    return sel
+
+
+def finish_sampling(
+    selection: Selection,
+    date: str,
+    *,
+    n: int | None,
+    seed: int,
+    salt: str,
+    stratify_by: str | None,
+    max_residual_share: float,
+    workers: int | None = None,
+) -> SamplingResult:
+    """Allocation, de-identification, the residue check, weights and counts of a selection."""
+    sizes = selection.sizes
+    results = selection.samples
     if n is not None and stratify_by is not None:
         alloc = allocate({str(h): size for h, size in sizes.items()}, n)
         results = {h: items[: alloc[str(h)]] for h, items in results.items()}
     eligible = sum(sizes.values())
-    deidentifier = Deidentifier(salt)
+    quarantine_rows = list(selection.quarantine_rows)
     pii_total: Counter[str] = Counter()
     residual_kinds: Counter[str] = Counter()
     residual_quarantined = 0
     residue_seconds = 0.0
     sampled_rows = []
-    for stratum in sorted(results, key=lambda h: "" if h is None else h):
+    order = sorted(results, key=lambda h: "" if h is None else h)
+    jobs = [(record, stratum) for stratum in order for record in results[stratum]]
+    done = iter(deidentify_all(jobs, date, salt, seed, workers=workers))
+    for stratum in order:
         kept = []
         for record in results[stratum]:
-            row, counts = _sampled_row(record, date, deidentifier, salt, seed, stratum)
-            started = time.perf_counter()
-            hits = residual_hits(row)
-            residue_seconds += time.perf_counter() - started
-            if hits:
+            row, counts, hit_kinds, hit_detail, seconds = next(done)
+            residue_seconds += seconds
+            if hit_kinds:
                 # The row is dropped here, before anything is written; only where and what.
                 residual_quarantined += 1
-                residual_kinds.update({h.kind for h in hits})
+                residual_kinds.update(set(hit_kinds))
                 quarantine_rows.append(
-                    _quarantine_row(
-                        date,
-                        Rejected(
-                            record.source_file,
-                            record.line_number,
-                            RESIDUAL_PII,
-                            residue.describe(hits),
-                        ),
+                    quarantine_row(
+                        date, record.source_file, record.line_number, RESIDUAL_PII, hit_detail
                     )
                 )
                 continue
@@ -238,14 +311,14 @@ def run_sampling(
     drawn = len(sampled_rows) + residual_quarantined
     counts = {
         "date": date,
-        "records_in": records_in,
-        "quarantined": sum(quarantined.values()),
-        "quarantine_reasons": dict(sorted(quarantined.items())),
-        "ineligible": dict(sorted(ineligible.items())),
+        "records_in": selection.records_in,
+        "quarantined": sum(selection.quarantined.values()),
+        "quarantine_reasons": dict(sorted(selection.quarantined.items())),
+        "ineligible": dict(sorted(selection.ineligible.items())),
         "eligible": eligible,
         "sampled": drawn,
         "pii_replaced": dict(sorted(pii_total.items())),
-        "unreadable_files": dict(sorted(unreadable.items())),
+        "unreadable_files": dict(sorted(selection.unreadable.items())),
         "residual_quarantined": residual_quarantined,
         "residual_pii": dict(sorted(residual_kinds.items())),
         "kept": len(sampled_rows),
@@ -266,7 +339,83 @@ def run_sampling(
         counts=counts,
         status_row=status,
         residue_seconds=residue_seconds,
+        engine=selection.engine,
     )
+
+
+DEID_WORKERS_ENV = "DEPSIM_DEID_WORKERS"
+# Below this many sampled conversations one process is faster: each worker process pays the
+# de-identifier's start-up (imports, recognizers, name lists: seconds) before its first row.
+PARALLEL_MIN = 4000
+_CHUNK_JOBS = 500
+
+Done = tuple[dict[str, Any], dict[str, int], list[str], str, float]
+
+
+def deid_workers(workers: int | None, jobs: int) -> int:
+    """How many processes de-identify ``jobs`` conversations: ``workers``, else
+    ``$DEPSIM_DEID_WORKERS``, else one per CPU (at most 4) once there are at least
+    :data:`PARALLEL_MIN` of them, and one below that."""
+    if workers is None and os.environ.get(DEID_WORKERS_ENV):
+        try:
+            workers = int(os.environ[DEID_WORKERS_ENV])
+        except ValueError:
+            raise ValueError(
+                f"{DEID_WORKERS_ENV} must be a whole number, got {os.environ[DEID_WORKERS_ENV]!r}"
+            ) from None
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4) if jobs >= PARALLEL_MIN else 1
+    if workers < 1:
+        raise ValueError(f"de-identification workers must be >= 1, got {workers}")
+    return min(workers, max(1, -(-jobs // _CHUNK_JOBS)))
+
+
+def deidentify_all(
+    jobs: list[tuple[LogRecord, str | None]],
+    date: str,
+    salt: str,
+    seed: int,
+    *,
+    workers: int | None = None,
+) -> list[Done]:
+    """``(row, pii counts, residual hit kinds, hit description, residue seconds)`` per
+    ``(record, stratum)``, in order, de-identified in ``deid_workers`` processes.
+
+    Rows do not depend on which process made them: surrogates are keyed by the salt and the
+    conversation alone, so the parallel result equals the serial one.
+    """
+    count = deid_workers(workers, len(jobs))
+    if count == 1:
+        return _deid_chunk((jobs, date, salt, seed))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [jobs[i : i + _CHUNK_JOBS] for i in range(0, len(jobs), _CHUNK_JOBS)]
+    # spawn, not fork: the parent holds DuckDB and Dagster threads, which fork does not copy.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
+        parts = pool.map(_deid_chunk, [(chunk, date, salt, seed) for chunk in chunks])
+        return [done for part in parts for done in part]
+
+
+_DEIDENTIFIERS: dict[str, Deidentifier] = {}
+
+
+def _deid_chunk(args: tuple[list[tuple[LogRecord, str | None]], str, str, int]) -> list[Done]:
+    jobs, date, salt, seed = args
+    deidentifier = _DEIDENTIFIERS.get(salt)
+    if deidentifier is None:
+        _DEIDENTIFIERS.clear()
+        deidentifier = _DEIDENTIFIERS[salt] = Deidentifier(salt)
+    out: list[Done] = []
+    for record, stratum in jobs:
+        row, counts = _sampled_row(record, date, deidentifier, salt, seed, stratum)
+        started = time.perf_counter()
+        hits = residual_hits(row)
+        seconds = time.perf_counter() - started
+        kinds = sorted({h.kind for h in hits})
+        out.append((row, counts, kinds, residue.describe(hits) if hits else "", seconds))
+    return out
 
 
 def residual_hits(row: dict[str, Any]) -> list[residue.Hit]:
@@ -401,13 +550,7 @@ def _sampled_row(
 
 
 def _quarantine_row(date: str, rej: Rejected) -> dict[str, Any]:
-    return {
-        "traffic_date": date,
-        "source_file": rej.source_file,
-        "line_number": rej.line_number,
-        "reason": rej.reason,
-        "detail": rej.detail,
-    }
+    return quarantine_row(date, rej.source_file, rej.line_number, rej.reason, rej.detail)
 
 
 def _check_columns(rows: list[dict[str, Any]], columns: list[str]) -> None:
