@@ -1,5 +1,6 @@
 """Batch mode: the OpenAI Batch API path gives the online path's rows, resumes, keeps failures."""
 
+import asyncio
 import json
 import time
 import urllib.request
@@ -9,10 +10,24 @@ import duckdb
 import pytest
 
 from depsim_assets import config, runs
+from depsim_assets.models import (
+    BUDGET_REACHED,
+    Budget,
+    CallEngine,
+    Limits,
+    answer_all,
+    build_input,
+    result_from_line,
+)
 from depsim_assets.registry import Candidate, Registry, parse_registry, save_registry
-from depsim_assets.models import build_input, result_from_line
-from depsim_assets.replay.batch import outcome_from_result, request_body
-from depsim_assets.replay.engine import ReplayRequest
+from depsim_assets.replay.batch import (
+    batch_calls,
+    estimate_usd,
+    outcome_from_result,
+    request_body,
+)
+from depsim_assets.replay.engine import REPLY_CODEC, ReplayRequest, not_attempted
+from depsim_assets.resources import Warehouse
 from depsim_assets.sim import SimServer
 from depsim_assets.sim.faults import FaultPlan
 from depsim_demo.synth import write_demo_log
@@ -192,3 +207,74 @@ def test_failed_and_missing_lines_become_error_rows(depsim_home, instance, monke
         _replay(instance, "flaky")
         ledger = _batches()
         assert ledger["n_requests"].tolist() == [SAMPLE * 2, len(errors)]
+
+
+def test_batch_requests_beyond_the_budget_are_not_attempted_and_actual_cost_is_charged(tmp_path):
+    """The Batch API path under a budget: requests are taken in order while the spend plus
+    their estimated cost fits, the rest are not_attempted outcomes (not dropped, not cached),
+    and what the collected replies really cost is charged to the run's budget."""
+    # $1 per generated token: a reply capped at 256 tokens is estimated at $256.
+    entry = _entry("priced", "", mode="batch", price_out_per_mtok=1_000_000.0)
+    requests = [
+        ReplayRequest(f"conv-{i}", 0, [{"role": "user", "content": f"Question {i}: what now?"}])
+        for i in range(10)
+    ]
+    warehouse = Warehouse(database=str(tmp_path / "warehouse.duckdb"))
+
+    def run(server: SimServer, budget: Budget):
+        e = entry.model_copy(update={"base_url": server.base_url})
+        engine = CallEngine(Limits(), budget=budget)
+
+        async def never(_request):  # batch mode: no online call may be made
+            raise AssertionError("online call in batch mode")
+
+        return asyncio.run(answer_all(
+            warehouse, requests, kind="replay", endpoint=server.base_url, model=e.model,
+            key=lambda r: f"{r.conversation_id}|{r.sample_index}", call=never,
+            skipped=not_attempted, codec=REPLY_CODEC, engine=engine,
+            batch=batch_calls(e, partition_key="test")))
+
+    with SimServer(faults=FaultPlan(batch_delay_s=0.1)) as server:
+        # $100 already spent by earlier steps of the run: $1,000 left admits 3 x $256.
+        budget = Budget(max_usd=1100.0, spent_usd=100.0)
+        assert estimate_usd(entry, requests[0]) == 256.0
+        answers = run(server, budget)
+        statuses = [out.status for out in answers.outcomes]
+        assert statuses == ["ok"] * 3 + ["not_attempted"] * 7
+        assert answers.sent == 3 and answers.not_attempted == 7 and answers.cached == 0
+        assert all(out.error == BUDGET_REACHED for out in answers.outcomes[3:])
+        assert _stats(server)["batches"]["lines"] == 3  # only what the budget admits is sent
+        actual = sum(out.completion_tokens for out in answers.outcomes[:3]) * 1.0
+        assert 0 < actual <= 3 * 256
+        assert budget.spent_usd == pytest.approx(100.0 + actual)  # charged after collection
+
+        # Another step with budget left: the 3 answers are cache hits (free), only the 7
+        # not attempted are asked for, and a budget that fits them all sends them all.
+        again = run(server, Budget(max_usd=10_000.0))
+        assert again.cached == 3 and again.sent == 7 and again.not_attempted == 0
+        assert [out.status for out in again.outcomes] == ["ok"] * 10
+        assert again.outcomes[:3] == answers.outcomes[:3]
+        assert _stats(server)["batches"]["lines"] == 10
+
+
+@pytest.mark.e2e
+def test_a_run_budget_limits_a_batch_replay(depsim_home, instance, monkeypatch):
+    """Through Dagster: DEPSIM_RUN_BUDGET_USD stops a batch replay at the estimate; the rest
+    are rows with status not_attempted, and the spend stays within the budget."""
+    monkeypatch.setenv("DEPSIM_RUN_BUDGET_USD", str(256 * 50))  # 50 replies at the estimate
+    # Rows left not_attempted fail the error-share check by design; here they are the point.
+    monkeypatch.setenv("DEPSIM_MAX_ERROR_SHARE", "1")
+    with SimServer(faults=FaultPlan(batch_delay_s=0.2)) as server:
+        entry = _entry("capped", server.base_url, mode="batch", price_out_per_mtok=1_000_000.0)
+        _setup(instance, [entry])
+        meta = _replay(instance, "capped")
+        rows = _rows("capped")
+        assert len(rows) == SAMPLE * 2  # every request has a row
+        assert (rows["status"] == "ok").sum() == 50
+        skipped = rows[rows["status"] == "not_attempted"]
+        assert len(skipped) == SAMPLE * 2 - 50 and skipped["reply"].isna().all()
+        assert (skipped["error"] == BUDGET_REACHED).all()
+        assert meta["not_attempted"].value == SAMPLE * 2 - 50
+        assert meta["calls_made"].value == 50
+        assert 0 < meta["cost_usd"].value <= 256 * 50
+        assert _stats(server)["batches"]["lines"] == 50
