@@ -1,0 +1,117 @@
+"""``depsim demo``: a synthetic production log, the sim candidates, the whole graph, the
+comparison; one command from a fresh clone.
+
+The only command that uses ``depsim_demo`` (the demo's data, kept out of the product).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from depsim_assets import config
+from depsim_assets.cli.compare import (
+    comparison_report,
+    print_comparison,
+    write_html_report,
+    write_reports,
+)
+from depsim_assets.cli.comparison import comparison_frame
+from depsim_assets.cli.instance import get_instance
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the log if absent, register the sim candidates, materialize everything."""
+    from tqdm import tqdm
+
+    from depsim_assets import runs
+    from depsim_demo import registry as demo
+    from depsim_demo.synth import write_demo_log
+
+    if not os.environ.get(config.SALT_ENV):
+        # The demo's synthetic log only: a fixed, public salt keeps it reproducible. Every
+        # other way to sample refuses to run without a secret one.
+        os.environ[config.SALT_ENV] = config.DEMO_SALT
+    dates = demo.demo_dates(args.end_date, args.days)
+    deploy_day = demo.deployment_date(dates)
+    root = config.log_root()
+    missing = [d for d in [*dates, deploy_day] if not (root / d).exists()]
+    if missing:
+        say = sys.stderr if args.json else sys.stdout
+        print(f"writing synthetic production log for {', '.join(missing)} under {root}", file=say)
+        write_demo_log(
+            root,
+            missing,
+            per_day=args.per_day,
+            seed=args.seed,
+            production_model_by_date={deploy_day: demo.DEPLOYED_CANDIDATE},
+        )
+    registry = demo.register_sim_candidates(deployed_on={demo.DEPLOYED_CANDIDATE: [deploy_day]})
+    instance = get_instance()
+    runs.ensure_candidate_partitions(instance, registry.names())
+    plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size, log_level="ERROR")
+    # The deployment day needs only its traffic and the realised (production) rates.
+    plan[-1:-1] = [
+        run
+        for run in runs.plan_graph(
+            [deploy_day], [], sample_size=args.sample_size, log_level="ERROR"
+        )
+        if run.partition_key is not None
+    ]
+    if not args.no_progress and sys.stderr.isatty():
+        # Within each run, the call engine draws a bar of its requests under this one.
+        os.environ["DEPSIM_PROGRESS_BAR"] = "1"
+    with tqdm(
+        total=len(plan), desc="materializing", unit="run", file=sys.stderr, disable=args.no_progress
+    ) as bar:
+
+        def advance(run: runs.PlannedRun) -> None:
+            bar.set_postfix_str(run.label)
+            bar.update(1)
+
+        runs.execute(plan, instance, on_run=advance)
+    # What the last run materialized, read once for both reports.
+    computed = comparison_frame(baseline=None, alpha=0.1)
+    report = comparison_report(baseline=None, alpha=0.1, computed=computed)
+    write_reports(report)
+    html_report = write_html_report(baseline=None, alpha=0.1, computed=computed)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_comparison(report)
+        print()
+        print(f"warehouse: {config.warehouse_path()}")
+        print(f"report:    {config.reports_dir() / 'comparison.md'}")
+        print(f"           {html_report}  (one self-contained HTML file: tables and plots)")
+        print(
+            f"UI:        depsim ui   (or: DAGSTER_HOME={config.dagster_home()} "
+            "dagster dev -w workspace.yaml)"
+        )
+    return 0
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    """``depsim demo``."""
+    from depsim_demo import registry as demo
+
+    p = sub.add_parser("demo", help="build a synthetic log, register sim candidates, run it all")
+    p.add_argument("--days", type=int, default=demo.DEMO_DAYS, help="days of traffic")
+    p.add_argument("--end-date", default=demo.DEMO_END_DATE, help="last day (YYYY-MM-DD)")
+    p.add_argument(
+        "--per-day",
+        type=int,
+        default=demo.DEMO_PER_DAY,
+        help="conversations written to the log per day",
+    )
+    p.add_argument(
+        "--sample-size",
+        type=int,
+        default=demo.DEMO_SAMPLE_SIZE,
+        help="conversations sampled per day",
+    )
+    p.add_argument("--seed", type=int, default=demo.DEMO_SEED, help="seed of the synthetic log")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_demo)
