@@ -13,19 +13,21 @@ row is one (human, judge) pair: two annotators of the same reply give two pairs.
 The judge's side of a pair is its flag (severity >= the flag threshold stored on the grade)
 for that category on sample 0 of the conversation; for ``any``, whether any category is
 flagged, counted only when all categories were scored. Labels whose reply has no scored grade
-are reported as unmatched, never as agreement. Intervals are bootstrap percentiles over label
-rows (seeded, so a run is reproducible).
+are reported as unmatched, never as agreement. Point estimates are scikit-learn's; intervals
+are scipy's paired bootstrap percentiles over label rows (seeded, so a run is reproducible).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 ANY = "any"
 DEFAULT_BOOTSTRAP = 1000
@@ -105,22 +107,26 @@ def judge_flags(grades: pd.DataFrame, categories: tuple[str, ...]) -> pd.DataFra
 
 
 def _metrics(human: np.ndarray, judge: np.ndarray) -> dict[str, float | None]:
+    """Point estimates: scikit-learn's confusion matrix and Cohen's kappa."""
     n = len(human)
     if n == 0:
         return {"prevalence": None, "precision": None, "recall": None, "kappa": None}
-    tp = int(np.sum((human == 1) & (judge == 1)))
-    fp = int(np.sum((human == 0) & (judge == 1)))
-    fn = int(np.sum((human == 1) & (judge == 0)))
-    tn = n - tp - fp - fn
-    p_obs = (tp + tn) / n
-    p_exp = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
+    # Imported here: scikit-learn takes about a second to import, and only agreement needs it.
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import cohen_kappa_score, confusion_matrix
+
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(human, judge, labels=[0, 1]).ravel())
+    with warnings.catch_warnings():
+        # Both raters constant and equal: chance agreement is 1 and kappa undefined (NaN);
+        # reported as None, no warning needed.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        kappa = float(cohen_kappa_score(human, judge, labels=[0, 1]))
     return {
         "prevalence": (tp + fn) / n,
         "judge_positive_rate": (tp + fp) / n,
         "precision": tp / (tp + fp) if tp + fp else None,
         "recall": tp / (tp + fn) if tp + fn else None,
-        # Chance agreement of 1 (both raters constant and equal) leaves kappa undefined.
-        "kappa": (p_obs - p_exp) / (1 - p_exp) if p_exp < 1 else None,
+        "kappa": kappa if math.isfinite(kappa) else None,
         "tp": tp,
         "fp": fp,
         "fn": fn,
@@ -128,23 +134,63 @@ def _metrics(human: np.ndarray, judge: np.ndarray) -> dict[str, float | None]:
     }
 
 
+BOOTSTRAPPED = ("precision", "recall", "kappa")
+
+
+def resampled_metrics(human: np.ndarray, judge: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Precision, recall and kappa of every resample at once (NaN where undefined).
+
+    The statistic scipy's bootstrap calls, vectorized over resamples: scikit-learn's
+    functions take ~0.6-1.2 ms a call, 3 s per category at 1,000 resamples, so the same
+    definitions are written here on the confusion counts (a test checks them against
+    scikit-learn on resamples).
+    """
+    n = human.shape[axis]
+    tp = ((human == 1) & (judge == 1)).sum(axis=axis)
+    fp = ((human == 0) & (judge == 1)).sum(axis=axis)
+    fn = ((human == 1) & (judge == 0)).sum(axis=axis)
+    tn = n - tp - fp - fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
+        p_obs = (tp + tn) / n
+        p_exp = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
+        kappa = np.where(p_exp < 1, (p_obs - p_exp) / (1 - p_exp), np.nan)
+    return np.stack([precision, recall, kappa])
+
+
 def _bootstrap(
     human: np.ndarray, judge: np.ndarray, reps: int, rng: np.random.Generator
 ) -> dict[str, tuple[float | None, float | None]]:
+    """Percentile bounds (2.5%, 97.5%) from scipy's paired bootstrap over label rows.
+
+    Resamples where a metric is undefined (no positive in it) are left out of that metric's
+    bounds rather than making them NaN, hence the percentiles of the bootstrap distribution
+    rather than scipy's own interval.
+    """
     n = len(human)
-    out: dict[str, list[float]] = {"precision": [], "recall": [], "kappa": []}
     if n == 0 or reps <= 0:
-        return {k: (None, None) for k in out}
-    for _ in range(reps):
-        idx = rng.integers(0, n, size=n)
-        m = _metrics(human[idx], judge[idx])
-        for key in out:
-            if m[key] is not None:
-                out[key].append(float(m[key]))
-    bounds = {}
-    for key, values in out.items():
-        if values:
-            low, high = np.percentile(values, [2.5, 97.5])
+        return {k: (None, None) for k in BOOTSTRAPPED}
+    if n == 1:  # every resample is the one pair (scipy wants two observations)
+        point = _metrics(human, judge)
+        return {k: (point[k], point[k]) for k in BOOTSTRAPPED}
+    with warnings.catch_warnings():
+        # NaN resamples make scipy warn that its own interval is degenerate; it is not used.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (human, judge),
+            resampled_metrics,
+            paired=True,
+            vectorized=True,
+            n_resamples=reps,
+            method="percentile",
+            rng=rng,
+        )
+    bounds: dict[str, tuple[float | None, float | None]] = {}
+    for key, values in zip(BOOTSTRAPPED, result.bootstrap_distribution, strict=True):
+        kept = values[~np.isnan(values)]
+        if len(kept):
+            low, high = np.percentile(kept, [2.5, 97.5])
             bounds[key] = (float(low), float(high))
         else:
             bounds[key] = (None, None)

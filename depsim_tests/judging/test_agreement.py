@@ -173,3 +173,49 @@ def test_compare_refuses_to_mix_taxonomy_versions_in_one_line(depsim_home, capsy
     assert code == 2
     assert err.startswith("depsim: error: ") and len(err.strip().splitlines()) == 1
     assert "0123456789ab" in err and TAX.version in err
+
+
+def test_vectorized_bootstrap_statistic_equals_scikit_learn_on_resamples():
+    import numpy as np
+    from sklearn.metrics import cohen_kappa_score, precision_score, recall_score
+
+    from depsim_assets.judging.agreement import resampled_metrics
+
+    rng = np.random.default_rng(4)
+    human = rng.integers(0, 2, size=(200, 30))
+    judge = np.where(rng.random((200, 30)) < 0.8, human, 1 - human)
+    judge[0] = 0  # a resample with no judge positive: precision undefined -> NaN
+    got = resampled_metrics(human, judge)
+    for i in range(200):
+        expected_precision = precision_score(human[i], judge[i], zero_division=np.nan)
+        assert np.isnan(got[0, i]) == np.isnan(expected_precision)
+        if not np.isnan(expected_precision):
+            assert got[0, i] == pytest.approx(expected_precision)
+        assert got[1, i] == pytest.approx(recall_score(human[i], judge[i]))
+        assert got[2, i] == pytest.approx(cohen_kappa_score(human[i], judge[i]))
+
+
+def test_bootstrap_bounds_are_scipy_percentiles_of_the_resamples():
+    import numpy as np
+    from scipy import stats
+
+    from depsim_assets.judging.agreement import _bootstrap, resampled_metrics
+
+    human = np.array([1, 1, 0, 1, 1, 0, 0, 0, 0, 0])
+    judge = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    bounds = _bootstrap(human, judge, 500, np.random.default_rng(8))
+    direct = stats.bootstrap(
+        (human, judge),
+        lambda h, j, axis=-1: resampled_metrics(h, j, axis)[2],
+        paired=True,
+        vectorized=True,
+        n_resamples=500,
+        method="percentile",
+        rng=np.random.default_rng(8),
+    )
+    kappas = direct.bootstrap_distribution
+    low, high = np.percentile(kappas[~np.isnan(kappas)], [2.5, 97.5])
+    assert bounds["kappa"] == (pytest.approx(low), pytest.approx(high))
+    assert bounds["kappa"][0] < 0.28 / 0.48 < bounds["kappa"][1]
+    one = _bootstrap(human[:1], judge[:1], 500, np.random.default_rng(8))
+    assert one["precision"] == (1.0, 1.0) and one["kappa"] == (None, None)
