@@ -161,3 +161,19 @@ def test_symmetric_error_and_smoothing():
     assert symmetric_error(2.0, 1.0) == symmetric_error(1.0, 2.0) == 2.0
     assert math.isnan(symmetric_error(0.0, 1.0))
     assert smoothed_rate(0, 99) == pytest.approx(0.005)
+
+
+def test_katz_interval_is_scipys_where_scipy_applies_and_scipy_cannot_take_the_correction():
+    from scipy.stats.contingency import relative_risk
+
+    for x, n, bx, bn in ((30, 1000, 10, 1000), (7, 120, 19, 300), (250, 600, 1, 5)):
+        ours = rate_ratio(x, n, bx, bn)
+        theirs = relative_risk(x, n, bx, bn)
+        ci = theirs.confidence_interval(0.95)
+        assert ours == pytest.approx((theirs.relative_risk, ci.low, ci.high), rel=1e-9)
+    # Why the hand-written formula stays: a zero count gives scipy no finite interval, and the
+    # 0.5 correction (or an effective, clustered count) is not an integer scipy accepts.
+    zero = relative_risk(5, 100, 0, 100).confidence_interval(0.95)
+    assert math.isinf(zero.high) and all(math.isfinite(v) for v in rate_ratio(5, 100, 0, 100))
+    with pytest.raises(TypeError):
+        relative_risk(5.5, 101, 0.5, 101)  # type: ignore[arg-type]
