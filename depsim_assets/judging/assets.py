@@ -7,6 +7,8 @@ import os
 import time
 import warnings
 from collections import Counter
+from pathlib import Path
+from typing import Any, TypeVar
 
 import dagster as dg
 import pandas as pd
@@ -62,6 +64,7 @@ from depsim_assets.warehouse import (
 )
 
 GROUP = "judging"
+T = TypeVar("T")
 
 
 def _reason(outcome: GradeOutcome, category_id: str) -> str:
@@ -114,7 +117,7 @@ def judge_request_key(
     and models, taxonomy and prompt versions, grading settings, and the graded text)."""
     return request_key(
         endpoint=judge.endpoint_label(),
-        model=judge.model,
+        model=_resolved(judge.model),
         params={
             "kind": "judge",
             "taxonomy_version": taxonomy.version,
@@ -159,6 +162,13 @@ VERDICT_CODEC: Codec[GradeOutcome] = Codec(
 )
 
 
+def _resolved(value: T | None) -> T:
+    """A judge setting as resolved: JudgeEndpoint's validator fills every field (from its
+    environment variable or the built-in default) before any step sees it."""
+    assert value is not None, "judge setting unresolved"
+    return value
+
+
 def _ungradable(completion: dict, prefix_of: dict) -> GradeOutcome | None:
     """The unscored outcome of a reply there is nothing to grade for (None: grade it)."""
     if completion["status"] != "ok" or completion["reply"] is None:
@@ -184,14 +194,14 @@ def grade_rows(
     tool trace; a flag whose quote is nowhere is kept, with ``evidence_verified`` false, so
     the share of ungrounded flags is visible rather than silently dropped.
     """
-    threshold = judge.flag_threshold if flag_threshold is None else flag_threshold
+    threshold = _resolved(judge.flag_threshold) if flag_threshold is None else flag_threshold
     trace = _trace(completion)
     rows = []
     for category in taxonomy.categories:
-        grade = outcome.grades.get(category.id)
-        scored = outcome.status == "scored" and grade is not None
+        grade = outcome.grades.get(category.id) if outcome.status == "scored" else None
+        scored = grade is not None
         source = verified = None
-        if scored and grade.severity >= 1:
+        if grade is not None and grade.severity >= 1:
             source = verify_evidence(
                 grade.evidence,
                 reply=completion.get("reply") or "",
@@ -213,12 +223,12 @@ def grade_rows(
                 "sample_index": int(completion["sample_index"]),
                 "category": category.id,
                 "family": category.family,
-                "severity": grade.severity if scored else None,
-                "flagged": bool(grade.severity >= threshold) if scored else None,
-                "evidence": grade.evidence if scored else None,
+                "severity": grade.severity if grade is not None else None,
+                "flagged": bool(grade.severity >= threshold) if grade is not None else None,
+                "evidence": grade.evidence if grade is not None else None,
                 "evidence_verified": verified,
                 "evidence_source": source,
-                "rationale": grade.rationale if scored else None,
+                "rationale": grade.rationale if grade is not None else None,
                 "other_concern": outcome.other_concern,
                 "status": "scored" if scored else "unscored",
                 "unscored_reason": None if scored else _reason(outcome, category.id),
@@ -266,7 +276,7 @@ def judge_grades(
     monitor_models = {
         m.name: m.model
         for mode in LAYOUTS
-        for m in plan_monitors(taxonomy, mode=mode, default_model=judge.model,
+        for m in plan_monitors(taxonomy, mode=mode, default_model=_resolved(judge.model),
                                models=config.monitor_models)
     }
     keys = {"candidate": candidate, "traffic_date": day}
@@ -279,7 +289,7 @@ def judge_grades(
         raise dg.Failure(f"no candidate_completions for {candidate}|{day}: replay it first")
     try:
         structured = StructuredOutput(
-            judge.structured_output,
+            _resolved(judge.structured_output),
             known=known.get("structured_output") if judge.structured_output == AUTO else None,
         )
     except ValueError as exc:
@@ -297,11 +307,12 @@ def judge_grades(
     outcomes: list[GradeOutcome | None] = [_ungradable(rec, prefix_of) for rec in records]
     to_grade = [i for i, out in enumerate(outcomes) if out is None]
     engine = CallEngine(
-        Limits(max_concurrency=judge.max_concurrency, max_retries=judge.max_retries),
+        Limits(max_concurrency=_resolved(judge.max_concurrency),
+               max_retries=_resolved(judge.max_retries)),
         progress=progress_reporter(context.log, f"judge {candidate} {day}"),
     )
     counter = TokenCounter(_tokenizer_url(judge) if judge.context_window else None,
-                           timeout_s=min(judge.timeout_s, 30.0))
+                           timeout_s=min(_resolved(judge.timeout_s), 30.0))
 
     def announce(cached: int, pending: int) -> None:
         context.log.info(f"judge {candidate} {day}: {cached} verdicts cached, "
@@ -328,14 +339,14 @@ def judge_grades(
                 context_window=judge.context_window,
                 count=counter.count,
                 system_prompt=lambda ids: system_prompt(
-                    taxonomy, fence_token="0" * 16, flag_threshold=judge.flag_threshold,
+                    taxonomy, fence_token="0" * 16, flag_threshold=_resolved(judge.flag_threshold),
                     categories=ids,
                     # Until the mode is settled, size for the largest prompt (the schema in it).
                     structured_output=structured.mode if structured.settled else "prompt"),
                 transcript=transcript,
                 prefix_token_budget=config.prefix_token_budget,
                 max_output_tokens=judge.max_output_tokens,
-                default_model=judge.model,
+                default_model=_resolved(judge.model),
                 models=config.monitor_models,
             )
             if fit.layout is None:
@@ -352,7 +363,7 @@ def judge_grades(
                     reply=rec["reply"],
                     reasoning=reasoning,
                     tool_trace=_trace(rec),
-                    flag_threshold=judge.flag_threshold,
+                    flag_threshold=_resolved(judge.flag_threshold),
                     prefix_token_budget=fit.prefix_token_budget,
                     include_reasoning=config.include_reasoning,
                     attempts=config.validation_attempts,
@@ -363,7 +374,7 @@ def judge_grades(
                 )
 
             outcome = await grade_with_monitors(
-                call, fit.monitors, k=config.k_judges, threshold=judge.flag_threshold
+                call, fit.monitors, k=config.k_judges, threshold=_resolved(judge.flag_threshold)
             )
             outcome.layout = fit.layout
             return outcome
@@ -372,7 +383,7 @@ def judge_grades(
             # A verdict is kept as it arrives; only scored ones are reused by a rerun.
             return await answer_all(
                 warehouse, to_grade, kind="judge", endpoint=judge.endpoint_label(),
-                model=judge.model, key=lambda i: request_keys[i], call=one,
+                model=_resolved(judge.model), key=lambda i: request_keys[i], call=one,
                 skipped=lambda _: GradeOutcome(status="unscored",
                                                unscored_reason="not_attempted"),
                 codec=VERDICT_CODEC, engine=engine, on_lookup=announce)
@@ -400,73 +411,72 @@ def judge_grades(
         for rec, out in zip(records, graded, strict=True)
         for row in grade_rows(rec, out, taxonomy, judge, models=monitor_models)
     ]
-    frame = pd.DataFrame(rows, columns=JUDGE_GRADES.column_names)
+    frame = pd.DataFrame(rows, columns=pd.Index(JUDGE_GRADES.column_names))
     with warehouse.get_connection() as conn:
         replace_partitions(conn, [(JUDGE_GRADES, frame, keys)])
     unscored = [o for o in graded if o.status == "unscored"]
-    reasons = pd.Series([o.unscored_reason.split(":")[0] for o in unscored]).value_counts()
-    flagged = frame[frame["flagged"].eq(True)]
+    reasons = pd.Series([(o.unscored_reason or "").split(":")[0] for o in unscored]).value_counts()
+    flagged = frame.loc[frame["flagged"].eq(True)]
     called = [o for o in graded if o.calls]
     tokens_in = sum(o.prompt_tokens for o in graded)
     if structured.refusals:
         context.log.warning("structured output refused: " + " | ".join(structured.refusals))
-    return dg.MaterializeResult(
-        metadata={
-            # measurement/warning: says when these are not a measurement (measurement.py)
-            **assess(frame["judge_model"], [day]).metadata(),
-            "dagster/row_count": len(frame),
-            "dagster/column_schema": JUDGE_GRADES.column_schema(),
-            "replies": total,
-            "replies_unscored": len(unscored),
-            "unscored_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
-            "flags": len(flagged),
-            "flags_evidence_unverified": int((flagged["evidence_verified"] == False).sum()),  # noqa: E712
-            "flag_threshold": judge.flag_threshold,
-            "structured_output": structured.mode,
-            "structured_output_refusals": dg.MetadataValue.json(structured.refusals),
-            "layout": layout,
-            "layouts_used": dg.MetadataValue.json(
-                dict(Counter(o.layout for o in graded if o.layout))),
-            "context_window": judge.context_window or 0,
-            "token_counts_from": counter.source,
-            "monitors": ", ".join(sorted({f"{o.layout}" for o in called if o.layout})) or "-",
-            "k_judges": config.k_judges,
-            "judge_calls_made": judge_calls,
-            "judge_calls_per_reply": round(sum(o.calls for o in called) / len(called), 2)
-            if called else 0.0,
-            "judge_input_tokens_per_reply": round(tokens_in / len(called), 1) if called else 0.0,
-            "judge_cached_tokens": sum(o.cached_tokens for o in graded),
-            # Verdicts cut at max_tokens after all severities: graded, findings cut short.
-            "verdicts_truncated": sum(o.truncated for o in graded),
-            "verdicts_cached": n_cached,
-            "attempts_by_outcome": dg.MetadataValue.json(dict(engine.attempts)),
-            "judge_tokens_in": tokens_in,
-            "judge_tokens_out": sum(o.completion_tokens for o in graded),
-            "taxonomy_version": taxonomy.version,
-            "judge_prompt_version": taxonomy.judge_prompt_version,
-            "judge_model": judge.model,
-            "wall_s": round(time.perf_counter() - started, 2),
-            "flags_preview": dg.MetadataValue.md(
-                md_table(
-                    flagged,
-                    columns=["conversation_id", "category", "severity", "evidence"],
-                    max_rows=15,
-                )
-            ),
-        }
-    )
+    metadata: dict[str, Any] = {
+        # measurement/warning: says when these are not a measurement (measurement.py)
+        **assess(frame["judge_model"], [day]).metadata(),
+        "dagster/row_count": len(frame),
+        "dagster/column_schema": JUDGE_GRADES.column_schema(),
+        "replies": total,
+        "replies_unscored": len(unscored),
+        "unscored_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
+        "flags": len(flagged),
+        "flags_evidence_unverified": int((flagged["evidence_verified"] == False).sum()),  # noqa: E712
+        "flag_threshold": judge.flag_threshold,
+        "structured_output": structured.mode,
+        "structured_output_refusals": dg.MetadataValue.json(structured.refusals),
+        "layout": layout,
+        "layouts_used": dg.MetadataValue.json(
+            dict(Counter(o.layout for o in graded if o.layout))),
+        "context_window": judge.context_window or 0,
+        "token_counts_from": counter.source,
+        "monitors": ", ".join(sorted({f"{o.layout}" for o in called if o.layout})) or "-",
+        "k_judges": config.k_judges,
+        "judge_calls_made": judge_calls,
+        "judge_calls_per_reply": round(sum(o.calls for o in called) / len(called), 2)
+        if called else 0.0,
+        "judge_input_tokens_per_reply": round(tokens_in / len(called), 1) if called else 0.0,
+        "judge_cached_tokens": sum(o.cached_tokens for o in graded),
+        # Verdicts cut at max_tokens after all severities: graded, findings cut short.
+        "verdicts_truncated": sum(o.truncated for o in graded),
+        "verdicts_cached": n_cached,
+        "attempts_by_outcome": dg.MetadataValue.json(dict(engine.attempts)),
+        "judge_tokens_in": tokens_in,
+        "judge_tokens_out": sum(o.completion_tokens for o in graded),
+        "taxonomy_version": taxonomy.version,
+        "judge_prompt_version": taxonomy.judge_prompt_version,
+        "judge_model": judge.model,
+        "wall_s": round(time.perf_counter() - started, 2),
+        "flags_preview": dg.MetadataValue.md(
+            md_table(
+                flagged,
+                columns=["conversation_id", "category", "severity", "evidence"],
+                max_rows=15,
+            )
+        ),
+    }
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def structured_output_key(judge: JudgeEndpoint) -> str:
     """Cache key of the structured-output mode remembered for this endpoint and model."""
-    return request_key(endpoint=judge.endpoint_label(), model=judge.model,
+    return request_key(endpoint=judge.endpoint_label(), model=_resolved(judge.model),
                              params={"kind": "structured_output"}, messages=None,
                              sample_index=0)
 
 
 def _tokenizer_url(judge: JudgeEndpoint) -> str | None:
     try:
-        return resolve_base_url(judge.base_url)
+        return resolve_base_url(_resolved(judge.base_url))
     except EndpointError:
         return None
 
@@ -505,8 +515,8 @@ def _unscored_share_check(
         grades = read_partition(conn, JUDGE_GRADES, {"candidate": candidate, "traffic_date": day})
     replies, unscored, share = unscored_share(grades)
     reasons = (
-        grades[grades["status"] != "scored"]
-        .drop_duplicates("completion_id")["unscored_reason"]
+        grades.loc[grades["status"] != "scored"]
+        .drop_duplicates(subset=["completion_id"])["unscored_reason"]
         .fillna("unknown")
         .map(lambda r: str(r).split(":")[0])
         .value_counts()
@@ -590,10 +600,10 @@ def novel_behaviors(
     frame = novel_clusters(grades, distance_threshold=config.distance_threshold)
     versions = ",".join(sorted(set(grades["taxonomy_version"].dropna()))) if len(grades) else ""
     frame["taxonomy_version"] = versions
-    frame = frame[NOVEL_BEHAVIORS.column_names]
+    frame = frame.loc[:, NOVEL_BEHAVIORS.column_names]
     with warehouse.get_connection() as conn:
         replace_partitions(conn, [(NOVEL_BEHAVIORS, frame, {})])
-    clusters = frame.drop_duplicates("cluster_id")
+    clusters = frame.drop_duplicates(subset=["cluster_id"])
     preview = frame.assign(examples=frame["examples_json"].map(lambda s: json.loads(s)[0]))
     context.log.info(f"novel_behaviors: {len(clusters)} clusters from {len(grades)} rows")
     return dg.MaterializeResult(
@@ -647,7 +657,7 @@ def run_agreement(
 ) -> tuple[dict, pd.DataFrame]:
     """Read labels and grades, compute agreement; (report, table rows). Used by CLI and asset."""
     taxonomy = load_taxonomy()
-    labels = read_labels(labels_path, taxonomy.ids)
+    labels = read_labels(Path(labels_path), taxonomy.ids)
     # The CLI reads a read-only connection: look for the table rather than create it.
     if not conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'judge_grades'"

@@ -99,7 +99,8 @@ def _response_format_for(ids: tuple[str, ...], mode: str = "json_schema") -> dic
     if mode == "prompt":
         return None
     # The openai library's own conversion, so the schema is exactly what parse() would send.
-    strict = dict(type_to_response_format_param(_grade_model_for(ids)))
+    # Typed as "ResponseFormat | Omit" for any input; given a model it is always the dict.
+    strict: dict[str, Any] = dict(type_to_response_format_param(_grade_model_for(ids)))  # type: ignore[arg-type]
     if mode == "json_object":
         # llama-cpp-python turns this schema into a grammar; servers that ignore it still
         # get JSON mode, and the prompt carries the schema too.
@@ -554,24 +555,25 @@ async def _grade_once(
     if max_output_tokens:
         extra["max_tokens"] = max_output_tokens
 
+    # The client's overloads cannot take **extra (response_format in one of three shapes).
+    create: Any = client.chat.completions.create
+
     def attempt() -> Awaitable[Any]:
-        return client.chat.completions.create(
-            model=judge_model, messages=messages, temperature=0, **extra
-        )
+        return create(model=judge_model, messages=messages, temperature=0, **extra)
 
     result = await engine.call(
         attempt,
         tokens=sum(approx_tokens(str(m["content"])) for m in messages),
         usage=lambda c: (c.usage.prompt_tokens + c.usage.completion_tokens) if c.usage else 0,
     )
-    if result.status != OK:
+    completion = result.value
+    if result.status != OK or completion is None:
         error = result.error or "unknown"
         if result.kind == CONTEXT_LENGTH_EXCEEDED:
             return GradeOutcome(status="unscored", unscored_reason=error), None
         if result.kind == REFUSED_FIELD:
             error = f"{REFUSED_FIELD}: {error}"
         return GradeOutcome(status="unscored", unscored_reason=f"judge_call_failed: {error}"), None
-    completion = result.value
     usage = completion.usage
     tokens = {
         "prompt_tokens": usage.prompt_tokens if usage else 0,
