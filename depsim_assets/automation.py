@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,25 +44,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dagster as dg
 from dagster._core.execution.backfill import BulkActionStatus  # not re-exported publicly
 
-from depsim_assets.estimates.assets import (
-    behavior_rates,
-    candidate_comparison,
-    forecast_validation,
-)
-from depsim_assets.judging.assets import judge_grades, novel_behaviors
 from depsim_assets.partitions import (
+    CANDIDATE_ASSETS,
     CANDIDATE_DIM,
+    COMPARISON_ASSETS,
     PRODUCTION,
     START_DATE,
+    TRAFFIC_ASSETS,
     candidate,
     candidate_by_date,
     multi_key,
     traffic_date,
 )
 from depsim_assets.registry import Registry, generation_fingerprint
-from depsim_assets.replay.assets import candidate_completions
 from depsim_assets.resources import CandidateRegistry, TrafficSource
-from depsim_assets.traffic.assets import conversation_prefixes, sampled_conversations
 from depsim_assets.traffic.logs import day_folder
 
 CRON_ENV = "DEPSIM_SCHEDULE_CRON"
@@ -73,8 +69,10 @@ DEFAULT_TZ = "UTC"
 DEFAULT_DAYS = 7
 
 SOURCE_TAG = "depsim/source"  # who launched a run; the CLI sets "cli"
-PREFIXES = conversation_prefixes.key
-RATES = behavior_rates.key  # the last asset of a candidate-day run: its presence means done
+# Asset keys by name: automation spans the stages and imports none of their assets.
+PREFIXES = dg.AssetKey("conversation_prefixes")  # a day is sampled and cut
+REPLAY = dg.AssetKey("candidate_completions")  # the first asset of a candidate-day run
+RATES = dg.AssetKey("behavior_rates")  # the last of a candidate-day run: present means done
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -84,20 +82,20 @@ IN_FLIGHT = [
 
 traffic_day_job = dg.define_asset_job(
     "traffic_day",
-    selection=dg.AssetSelection.assets(sampled_conversations, conversation_prefixes),
+    selection=dg.AssetSelection.assets(*TRAFFIC_ASSETS),
     partitions_def=traffic_date,
     description="Sample, de-identify and cut prefixes for one day of traffic.",
 )
 candidate_day_job = dg.define_asset_job(
     "candidate_day",
-    selection=dg.AssetSelection.assets(candidate_completions, judge_grades, behavior_rates),
+    selection=dg.AssetSelection.assets(*CANDIDATE_ASSETS),
     partitions_def=candidate_by_date,
     description="Replay, grade and rate one candidate on one day (key candidate|YYYY-MM-DD).",
 )
 
 comparison_job = dg.define_asset_job(
     "comparison",
-    selection=dg.AssetSelection.assets(candidate_comparison, forecast_validation, novel_behaviors),
+    selection=dg.AssetSelection.assets(*COMPARISON_ASSETS),
     description="Compare every candidate with the baseline over all graded days.",
 )
 
@@ -194,14 +192,14 @@ def _candidate_request(name: str, day: str, run_key: str, source: str) -> dg.Run
 
 
 # ------------------------------------------------------------------------------------ sensors
-def missing_partitions(registered: list[str], existing: list[str]) -> list[str]:
+def missing_partitions(registered: Sequence[str], existing: Sequence[str]) -> list[str]:
     """Candidate partitions to add: every registered name and ``production`` not yet known."""
     wanted = [PRODUCTION, *registered]
     known = set(existing)
     return [name for name in wanted if name not in known]
 
 
-def retired_partitions(registered: list[str], existing: list[str]) -> list[str]:
+def retired_partitions(registered: Sequence[str], existing: Sequence[str]) -> list[str]:
     """Candidate partitions to delete: known but no longer active (``production`` stays)."""
     wanted = {PRODUCTION, *registered}
     return [name for name in existing if name not in wanted]
@@ -294,7 +292,7 @@ def _downstream_planned(instance: dg.DagsterInstance, run_id: str, cache: dict[s
         if not planned and backfill_id:
             backfill = instance.get_backfill(backfill_id)
             selection = (backfill.asset_selection if backfill is not None else None) or []
-            planned = candidate_completions.key in selection
+            planned = REPLAY in selection
         cache[run_id] = planned
     return cache[run_id]
 

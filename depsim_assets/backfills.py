@@ -27,8 +27,7 @@ from dagster._core.execution.backfill import (
     PartitionBackfill,
 )
 
-from depsim_assets.partitions import PRODUCTION, multi_key
-from depsim_assets.runs import CANDIDATE_ASSETS, TRAFFIC_ASSETS
+from depsim_assets.partitions import CANDIDATE_ASSETS, PRODUCTION, TRAFFIC_ASSETS, multi_key
 
 # A daemon that has not reported for this long is taken as not running.
 DAEMON_STALE_S = 60.0

@@ -1,4 +1,9 @@
-"""The Dagster code location: assets, resources and sensors on the embedded defaults.
+"""The Dagster code location: every stage's definitions, merged, on the embedded defaults.
+
+Each stage folder declares its own assets and checks in ``<stage>/definitions.py``; this
+module merges them (``STAGES``, one line per stage) and adds what spans stages: the resources,
+the executor, and the jobs, schedule and sensors of :mod:`depsim_assets.automation`. Which
+assets run together is named once, in :data:`depsim_assets.partitions.RUN_GROUPS`.
 
 Paths come from the depsim home folder (``$DEPSIM_HOME``, default ``./.depsim``); the judge
 from the ``DEPSIM_JUDGE_*`` variables (``resources.JUDGE_ENV``: endpoint, model, key variable,
@@ -9,25 +14,17 @@ simulator's ``sim-judge``).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import dagster as dg
 
 from depsim_assets import config
 from depsim_assets.automation import automation_definitions
-from depsim_assets.checks import CHECKS
 from depsim_assets.config import env_float, log_root, registry_path, warehouse_path
-from depsim_assets.estimates.assets import (
-    behavior_rates,
-    candidate_comparison,
-    forecast_validation,
-)
-from depsim_assets.judging.assets import (
-    judge_agreement,
-    judge_grades,
-    judge_grades_unscored_share,
-    novel_behaviors,
-)
-from depsim_assets.replay.assets import candidate_completions
+from depsim_assets.estimates import definitions as estimates
+from depsim_assets.judging import definitions as judging
+from depsim_assets.partitions import RUN_GROUPS
+from depsim_assets.replay import definitions as replay
 from depsim_assets.resources import (
     CandidateRegistry,
     JudgeEndpoint,
@@ -35,35 +32,54 @@ from depsim_assets.resources import (
     TrafficSource,
     Warehouse,
 )
-from depsim_assets.traffic.assets import (
-    conversation_prefixes,
-    no_residual_pii,
-    sampled_conversations,
-)
+from depsim_assets.traffic import definitions as traffic
 from depsim_assets.warehouse import LOCK_TIMEOUT_S
 
-ASSETS = [
-    sampled_conversations,
-    conversation_prefixes,
-    candidate_completions,
-    judge_grades,
-    behavior_rates,
-    candidate_comparison,
-    forecast_validation,
-    novel_behaviors,
-    judge_agreement,
-    # An asset check: listed with the assets so `dg.materialize(ASSETS, selection=...)` runs
-    # it with the judge_grades partition it checks.
-    judge_grades_unscored_share,
-    # Residual-PII check of sampled_conversations, run with each traffic partition.
-    no_residual_pii,
-    # Sample size, completeness, error share, version and comparison coverage (checks.py).
-    *CHECKS,
-]
+# Every stage, in flow order. A new stage is a folder with a definitions.py and a line here.
+STAGES: tuple[dg.Definitions, ...] = (traffic.defs, replay.defs, judging.defs, estimates.defs)
+
+
+
+def _definitions(stage: dg.Definitions) -> list[dg.AssetsDefinition]:
+    """A stage's assets and asset checks, as ``dg.materialize`` takes them."""
+    items: list[dg.AssetsDefinition] = []
+    for item in (*(stage.assets or ()), *(stage.asset_checks or ())):
+        if not isinstance(item, dg.AssetsDefinition):
+            raise TypeError(f"a stage lists {item!r}: only assets and asset checks belong there")
+        items.append(item)
+    return items
+
+
+# Every asset and asset check of every stage. Checks are listed with the assets so that
+# `dg.materialize(ASSETS, selection=...)` runs each with the partition of the asset it checks.
+ASSETS = [item for stage in STAGES for item in _definitions(stage)]
+
+# Assets the code location shows only when a setting is present: without it they can only
+# fail, and they would make "Materialize all" fail on a fresh home folder.
+SHOWN_WHEN_SET = {dg.AssetKey("judge_agreement"): "DEPSIM_JUDGE_LABELS"}
 
 STEPS_ENV = "DEPSIM_MAX_CONCURRENT_STEPS"
 
 DEMO_SALT = config.DEMO_SALT  # `depsim demo` sets it explicitly; nothing else defaults to it
+
+
+def check_run_groups(assets: Iterable[object]) -> None:
+    """Refuse to load when a run group (``partitions.RUN_GROUPS``) names an asset no stage
+    declares, or one not on the group's partitions: a renamed asset would otherwise surface
+    as a failed run or an empty job much later."""
+    partitions: dict[dg.AssetKey, dg.PartitionsDefinition | None] = {}
+    for item in assets:
+        if isinstance(item, dg.AssetsDefinition):
+            partitions.update(dict.fromkeys(item.keys, item.partitions_def))
+    for group, (names, expected) in RUN_GROUPS.items():
+        for name in names:
+            key = dg.AssetKey(name)
+            if key not in partitions:
+                raise ValueError(f"run group {group!r} names {name!r}, which no stage declares")
+            if partitions[key] != expected:
+                raise ValueError(
+                    f"run group {group!r}: {name!r} is not partitioned like the rest of the group"
+                )
 
 
 def build_resources() -> dict[str, object]:
@@ -89,26 +105,43 @@ def build_resources() -> dict[str, object]:
     }
 
 
-def build_definitions() -> dg.Definitions:
-    """The whole code location.
+def _shown(stage: dg.Definitions, hidden: set[dg.AssetKey]) -> dg.Definitions:
+    """``stage`` without the assets in ``hidden`` (the stage itself when it has none)."""
 
-    ``judge_agreement`` is shown only when a labels file is configured
-    (``DEPSIM_JUDGE_LABELS``): without one it can only fail, and it would make
-    "Materialize all" fail on a fresh home folder.
+    def keep(item: object) -> bool:
+        return not (isinstance(item, dg.AssetsDefinition) and hidden & set(item.keys))
+
+    assets = list(stage.assets or ())
+    if all(keep(a) for a in assets):
+        return stage
+    return dg.Definitions(
+        assets=[a for a in assets if keep(a)],
+        asset_checks=stage.asset_checks,
+        jobs=stage.jobs,
+        schedules=stage.schedules,
+        sensors=stage.sensors,
+    )
+
+
+def build_definitions() -> dg.Definitions:
+    """The whole code location: the stages' definitions merged with the resources, the
+    executor and automation (settings read from the environment now).
+
+    An asset of :data:`SHOWN_WHEN_SET` is shown only when its setting is present
+    (``judge_agreement``: a labels file, ``DEPSIM_JUDGE_LABELS``).
     """
-    assets = [
-        a for a in ASSETS if a is not judge_agreement or os.environ.get("DEPSIM_JUDGE_LABELS")
-    ]
+    check_run_groups(ASSETS)
+    hidden = {key for key, env in SHOWN_WHEN_SET.items() if not os.environ.get(env)}
     # The daily schedule, the registry and new-day sensors, and the jobs they launch.
     jobs, schedules, sensors = automation_definitions()
-    return dg.Definitions(
-        assets=assets,
+    top = dg.Definitions(
         resources=build_resources(),
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
         executor=build_executor(),
     )
+    return dg.Definitions.merge(*(_shown(stage, hidden) for stage in STAGES), top)
 
 
 def build_executor() -> dg.ExecutorDefinition:

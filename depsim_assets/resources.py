@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -20,6 +20,8 @@ from depsim_assets.endpoints import SIM, EndpointError, async_client, display_en
 from depsim_assets.models import Budget
 from depsim_assets.registry import ENV_NAME_PATTERN, Registry, load_registry
 from depsim_assets.warehouse import LOCK_TIMEOUT_S, open_connection
+
+T = TypeVar("T")
 
 
 class Warehouse(DuckDBResource):
@@ -114,7 +116,8 @@ def _number(kind: type, low: float, high: float = math.inf) -> Callable[[object,
         if isinstance(raw, bool):
             raise EndpointError(f"{where}={raw!r} is not a number")
         try:
-            value = kind(raw) if kind is float else int(str(raw).strip())
+            text = str(raw).strip()
+            value = float(text) if kind is float else int(text)
         except ValueError:
             noun = "a number" if kind is float else "a whole number"
             raise EndpointError(f"{where}={raw!r} is not {noun}") from None
@@ -157,6 +160,15 @@ JUDGE_ENV: dict[str, tuple[str, Callable[[object, str], Any], Any]] = {
 }
 
 
+def judge_setting_raw(field: str) -> Any:
+    """One judge setting as the environment names it (its ``DEPSIM_JUDGE_*`` variable, else
+    the built-in default of :data:`JUDGE_ENV`), unchecked: for labels computed when the code
+    location loads, such as the grades' code version, where a bad value must fail with its
+    own message when the judge is built, not here."""
+    env, _, default = JUDGE_ENV[field]
+    return os.environ.get(env, "").strip() or default
+
+
 def judge_settings_from_env(given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every judge setting: ``given`` where set (not None), else its ``DEPSIM_JUDGE_*``
     variable, else the built-in default; each value checked, an invalid one refused by name
@@ -171,6 +183,13 @@ def judge_settings_from_env(given: Mapping[str, Any] | None = None) -> dict[str,
         raw = os.environ.get(env, "").strip()
         out[field] = parse(raw, env) if raw else default
     return out
+
+
+def _resolved(value: T | None, field: str) -> T:
+    """A setting the validator always fills (from its variable, else its default)."""
+    if value is None:  # only when the validator was bypassed, e.g. by model_construct
+        raise EndpointError(f"judge {field} is not set")
+    return value
 
 
 class JudgeEndpoint(dg.ConfigurableResource):
@@ -246,16 +265,16 @@ class JudgeEndpoint(dg.ConfigurableResource):
     def client(self) -> openai.AsyncOpenAI:
         """A fresh async client (one per run: clients bind to the event loop that uses them)."""
         return async_client(
-            self.base_url,
+            _resolved(self.base_url, "base_url"),
             api_key_env=self.api_key_env,
-            timeout_s=self.timeout_s,
+            timeout_s=_resolved(self.timeout_s, "timeout_s"),
             max_retries=0,  # the call engine retries (judge.max_retries), counting each attempt
-            max_connections=self.max_concurrency,
+            max_connections=_resolved(self.max_concurrency, "max_concurrency"),
         )
 
     def endpoint_label(self) -> str:
         """The endpoint as stored on grade rows (no credentials)."""
-        return display_endpoint(self.base_url)
+        return display_endpoint(_resolved(self.base_url, "base_url"))
 
 
 class RunBudget(dg.ConfigurableResource):
@@ -277,6 +296,7 @@ class RunBudget(dg.ConfigurableResource):
             ):
                 materialization = record.asset_materialization
                 value = materialization.metadata.get("cost_usd") if materialization else None
-                if value is not None:
-                    spent += float(value.value)
+                number = value.value if value is not None else None
+                if isinstance(number, int | float):
+                    spent += float(number)
         return Budget(self.max_usd, spent_usd=spent)

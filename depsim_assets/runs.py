@@ -9,11 +9,26 @@ from typing import Any
 import dagster as dg
 
 from depsim_assets.definitions import ASSETS, build_resources
-from depsim_assets.partitions import CANDIDATE_DIM, PRODUCTION, multi_key
+from depsim_assets.partitions import (
+    CANDIDATE_ASSETS,
+    CANDIDATE_DIM,
+    COMPARISON_ASSETS,
+    PRODUCTION,
+    TRAFFIC_ASSETS,
+    multi_key,
+)
 
-TRAFFIC_ASSETS = ("sampled_conversations", "conversation_prefixes")
-CANDIDATE_ASSETS = ("candidate_completions", "judge_grades", "behavior_rates")
-COMPARISON_ASSETS = ("candidate_comparison", "forecast_validation", "novel_behaviors")
+# The run groups are named once, in partitions.RUN_GROUPS; re-exported for the CLI.
+__all__ = [
+    "CANDIDATE_ASSETS",
+    "COMPARISON_ASSETS",
+    "TRAFFIC_ASSETS",
+    "PlannedRun",
+    "RunFailed",
+    "ensure_candidate_partitions",
+    "execute",
+    "plan_graph",
+]
 
 
 class RunFailed(RuntimeError):

@@ -3,7 +3,7 @@
 
 One small day (80 logged, 40 sampled) is built once through the simulator over real HTTP;
 each test breaks one thing, asserts on the run's check evaluations and materializations, and
-puts the partition back.
+puts the partition back. Those are e2e; the checks' logic is tested without Dagster too.
 """
 
 import dagster as dg
@@ -11,14 +11,18 @@ import duckdb
 import pandas as pd
 import pytest
 
-from depsim_assets import checks, config, runs
+from depsim_assets import config, runs
 from depsim_assets.definitions import ASSETS, build_resources
+from depsim_assets.estimates import checks as estimates_checks
 from depsim_assets.judging import assets as judging_assets
+from depsim_assets.judging import checks as judging_checks
 from depsim_assets.partitions import candidate_by_date, multi_key, traffic_date
 from depsim_assets.registry import Candidate, Registry, load_registry, save_registry
 from depsim_assets.replay import assets as replay_assets
+from depsim_assets.replay import checks as replay_checks
 from depsim_assets.sim import SimServer
 from depsim_assets.sim.faults import FaultPlan
+from depsim_assets.traffic import checks as traffic_checks
 from depsim_assets.traffic import deid as deid_module
 from depsim_assets.warehouse import (
     CONVERSATION_PREFIXES,
@@ -29,12 +33,11 @@ from depsim_assets.warehouse import (
 from depsim_demo.synth import write_demo_log
 from depsim_tests.canned_endpoint import serve_canned
 
-pytestmark = pytest.mark.e2e
 
 DAY = "2026-11-02"
 SAMPLE, PER_DAY, SEED = 40, 80, 4
 BASE, CAND = "sim-production", "sim-candidate-regressed"
-CANDIDATE_ASSETS = ["candidate_completions", "judge_grades", "behavior_rates"]
+CANDIDATE_ASSETS = list(runs.CANDIDATE_ASSETS)
 ALL_CHECKS = {
     "no_residual_pii",
     "sampled_conversations_min_size",
@@ -116,6 +119,7 @@ def graph(tmp_path_factory):
         yield {"instance": instance, "mp": mp, "results": results}
 
 
+@pytest.mark.e2e
 def test_every_check_passes_on_a_healthy_graph(graph):
     assert all(r.success for r in graph["results"])
     seen: dict[str, list] = {}
@@ -134,12 +138,15 @@ def test_every_check_passes_on_a_healthy_graph(graph):
     assert coverage.metadata["pairs"].value == 2 and coverage.metadata["gaps"].value == 0
 
 
+@pytest.mark.e2e
 def test_too_small_a_sample_fails_and_stops_prefixes(graph):
     instance, mp = graph["instance"], graph["mp"]
     small = _traffic(instance, sample=10)
     mp.setenv("DEPSIM_MIN_SAMPLE", "10")
     try:  # the same 10 rows, checked again under a lower minimum
-        allowed = _check_only(instance, checks.sampled_conversations_min_size, DAY, traffic_date)
+        allowed = _check_only(
+            instance, traffic_checks.sampled_conversations_min_size, DAY, traffic_date
+        )
     finally:
         mp.delenv("DEPSIM_MIN_SAMPLE")
     check = _evaluations(small)["sampled_conversations_min_size"]
@@ -151,12 +158,14 @@ def test_too_small_a_sample_fails_and_stops_prefixes(graph):
     assert _evaluations(allowed)["sampled_conversations_min_size"].passed
 
 
+@pytest.mark.e2e
 def test_the_cli_names_the_check_that_stopped_it(graph):
     (traffic,) = [r for r in runs.plan_graph([DAY], [], sample_size=10) if r.partition_key == DAY]
     with pytest.raises(runs.RunFailed, match="sampled_conversations: sampled_conversations_min"):
         runs.execute([traffic], graph["instance"])
 
 
+@pytest.mark.e2e
 def test_residual_pii_blocks_prefixes(graph, monkeypatch):
     def identity(self, messages, conversation_id, *, surrogates=None):
         return messages, {}
@@ -188,6 +197,7 @@ def _reading_prefixes(monkeypatch, change):
     monkeypatch.setattr(replay_assets, "read_partition", read)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("change", "problem", "count"),
     [
@@ -210,6 +220,7 @@ def test_incomplete_completions_fail_and_stop_grading(graph, monkeypatch, change
     assert restored.success and _evaluations(restored)["candidate_completions_complete"].passed
 
 
+@pytest.mark.e2e
 def test_completeness_follows_the_registry_samples(graph):
     # someone raised samples to 3: the partition replayed with 2 is now incomplete
     registry = load_registry(config.registry_path())
@@ -218,7 +229,7 @@ def test_completeness_follows_the_registry_samples(graph):
     try:
         result = _check_only(
             graph["instance"],
-            checks.candidate_completions_complete,
+            replay_checks.candidate_completions_complete,
             str(multi_key(CAND, DAY)),
             candidate_by_date,
         )
@@ -229,6 +240,7 @@ def test_completeness_follows_the_registry_samples(graph):
     assert _materialized(result) == set()
 
 
+@pytest.mark.e2e
 def test_error_share_over_the_threshold_fails_and_stops_grading(graph):
     instance, mp = graph["instance"], graph["mp"]
     registry = load_registry(config.registry_path())
@@ -258,6 +270,7 @@ def test_error_share_over_the_threshold_fails_and_stops_grading(graph):
     assert _evaluations(tolerated)["candidate_completions_error_share"].passed
 
 
+@pytest.mark.e2e
 def test_unscored_share_over_the_threshold_stops_rates(graph):
     instance, mp = graph["instance"], graph["mp"]
     server, url = serve_canned({"content": "Looks fine to me!"})
@@ -275,6 +288,7 @@ def test_unscored_share_over_the_threshold_stops_rates(graph):
     assert restored.success and _evaluations(restored)["judge_grades_unscored_share"].passed
 
 
+@pytest.mark.e2e
 def test_mixed_versions_fail_and_stop_rates(graph, monkeypatch):
     real = judging_assets.grade_rows
     planted = []
@@ -298,6 +312,7 @@ def test_mixed_versions_fail_and_stop_rates(graph, monkeypatch):
     assert restored.success and _evaluations(restored)["judge_grades_single_version"].passed
 
 
+@pytest.mark.e2e
 def test_missing_baseline_rows_fail_the_comparison_coverage(graph):
     keys = {"candidate": BASE, "traffic_date": DAY}
     with duckdb.connect(str(config.warehouse_path())) as conn:
@@ -309,7 +324,7 @@ def test_missing_baseline_rows_fail_the_comparison_coverage(graph):
     finally:
         with duckdb.connect(str(config.warehouse_path())) as conn:
             replace_partition(conn, JUDGE_GRADES, saved, keys)
-    restored = _check_only(graph["instance"], checks.candidate_comparison_coverage)
+    restored = _check_only(graph["instance"], estimates_checks.candidate_comparison_coverage)
     check = _evaluations(broken)["candidate_comparison_coverage"]
     assert not check.passed and not broken.success
     assert check.metadata["gaps"].value == 2  # production and the candidate, on DAY
@@ -329,9 +344,9 @@ def test_check_logic_without_dagster():
             "flag_threshold": [2, 2, 3],
         }
     )
-    assert not checks.version_result(grades).passed  # a threshold mix is a mix too
-    assert checks.version_result(grades.iloc[:2]).passed
-    report = checks.completeness(
+    assert not judging_checks.version_result(grades).passed  # a threshold mix is a mix too
+    assert judging_checks.version_result(grades.iloc[:2]).passed
+    report = replay_checks.completeness(
         {"a", "b"},
         pd.DataFrame({"conversation_id": ["a", "a", "b", "c"], "sample_index": [0, 1, 0, 0]}),
         samples=1,
@@ -344,7 +359,7 @@ def test_check_logic_without_dagster():
             "conversation_id": ["x", "y", "x", "z", "q"],
         }
     )
-    table = checks.coverage_table(graded, BASE, skip_production_dates={"d9"})
+    table = estimates_checks.coverage_table(graded, BASE, skip_production_dates={"d9"})
     # d1 matches; d3 has no baseline at all; the baseline-only d2 is not a gap; d9 skipped
     assert table[["traffic_date", "covered"]].values.tolist() == [["d1", True], ["d3", False]]
 
@@ -360,6 +375,7 @@ def test_a_bad_threshold_env_is_an_error_naming_it(monkeypatch):
     assert config.env_threshold("DEPSIM_MAX_ERROR_SHARE", 0.05) == 0.05
 
 
+@pytest.mark.e2e
 def test_rates_and_comparison_carry_tables_and_plots(graph):
     events = {}
     for result in graph["results"]:

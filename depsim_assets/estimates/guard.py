@@ -5,8 +5,10 @@ A blocking check stops what is downstream of it in the run where it fails, but t
 it judged are already in the warehouse, and ``depsim compare`` reads grade rows. So the
 comparison looks again, for every candidate x day partition it pools (and the baseline's):
 
-- the latest evaluation of every blocking check of that partition, and of its day's traffic,
-  as recorded on the Dagster instance (the same evaluations the UI shows);
+- the latest evaluation of every partitioned blocking check of that partition, and of its
+  day's traffic, as recorded on the Dagster instance (the same evaluations the UI shows).
+  Which checks those are is read from the definitions the caller passes (the code location,
+  or the run's repository), never imported from the stages that declare them;
 - the grade rows themselves: no graded reply at all, or a share of unscored replies above
   ``$DEPSIM_MAX_UNSCORED_SHARE`` (default 0.05, the unscored-share check's own threshold),
   which holds even when the instance that ran the checks is not at hand.
@@ -67,10 +69,9 @@ def compared_partitions(comparison: pd.DataFrame) -> list[Pair]:
     pairs: set[Pair] = set()
     if comparison.empty:
         return []
-    for name, base, dates in (
-        comparison[["candidate", "baseline", "dates"]]
-        .drop_duplicates(["candidate", "dates"])
-        .itertuples(index=False)
+    pooled = comparison.drop_duplicates(subset=("candidate", "dates"))
+    for name, base, dates in zip(
+        pooled["candidate"], pooled["baseline"], pooled["dates"], strict=True
     ):
         for day in str(dates).split(","):
             if day:
@@ -92,7 +93,7 @@ def partition_summary(conn, pairs: Collection[Pair]) -> pd.DataFrame:
         "judge_models",
     ]
     if not pairs:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=pd.Index(columns))
     names = sorted({c for c, _ in pairs})
     days = sorted({d for _, d in pairs})
     frame = conn.execute(
@@ -143,22 +144,34 @@ def grade_issues(summary: pd.DataFrame, max_unscored_share: float) -> dict[Pair,
     return out
 
 
-def _blocking_checks() -> list[tuple[dg.AssetCheckKey, bool]]:
-    """(check key, partitioned by candidate x day) of every partitioned blocking check;
-    False means partitioned by day (the traffic checks)."""
-    # Imported here: the checks module imports this stage's assets.
-    from depsim_assets.checks import CHECKS
-    from depsim_assets.judging.assets import judge_grades_unscored_share
-    from depsim_assets.traffic.assets import no_residual_pii
+@dataclass(frozen=True)
+class BlockingCheck:
+    """A partitioned blocking check, by key: by candidate x day, or by day (the traffic
+    checks, whose evaluation speaks for every candidate of that day)."""
 
-    out = []
-    for definition in (*CHECKS, judge_grades_unscored_share, no_residual_pii):
-        partitions = definition.partitions_def
-        if partitions is None:
-            continue
-        by_candidate = isinstance(partitions, dg.MultiPartitionsDefinition)
-        out.extend((spec.key, by_candidate) for spec in definition.check_specs if spec.blocking)
-    return out
+    key: dg.AssetCheckKey
+    by_candidate: bool
+
+
+def blocking_checks(definitions: dg.Definitions | dg.RepositoryDefinition) -> list[BlockingCheck]:
+    """Every partitioned blocking check of ``definitions`` (the code location's, or the
+    repository a run executes in: ``context.repository_def``), in the order the stages
+    declare them (the flow's: traffic first), which is the order of a refusal's reasons.
+
+    Read from the definitions rather than imported, so this stage knows no other stage's
+    checks by name, and a check added to any stage is guarded without a line here.
+    """
+    repo = (
+        definitions.get_repository_def() if isinstance(definitions, dg.Definitions) else definitions
+    )
+    found: list[BlockingCheck] = []
+    for key, checks_def in repo.asset_checks_defs_by_key.items():
+        partitions = checks_def.partitions_def
+        blocking = any(spec.key == key and spec.blocking for spec in checks_def.check_specs)
+        if partitions is not None and blocking:
+            by_candidate = isinstance(partitions, dg.MultiPartitionsDefinition)
+            found.append(BlockingCheck(key, by_candidate))
+    return found
 
 
 def latest_evaluations(
@@ -186,12 +199,15 @@ def latest_evaluations(
     return found
 
 
-def check_issues(instance: dg.DagsterInstance, pairs: Iterable[Pair]) -> dict[Pair, list[str]]:
-    """Reasons from the instance: each blocking check whose latest evaluation on the pair's
+def check_issues(
+    instance: dg.DagsterInstance, checks: Iterable[BlockingCheck], pairs: Iterable[Pair]
+) -> dict[Pair, list[str]]:
+    """Reasons from the instance: each of ``checks`` whose latest evaluation on the pair's
     partition (or its day, for the traffic checks) failed at ERROR severity."""
     pairs = sorted(set(pairs))
     out: dict[Pair, list[str]] = {}
-    for key, by_candidate in _blocking_checks():
+    for check in checks:
+        key, by_candidate = check.key, check.by_candidate
         if by_candidate:
             wanted: dict[str, list[Pair]] = {str(multi_key(c, d)): [(c, d)] for c, d in pairs}
         else:
@@ -247,10 +263,15 @@ def guard_comparison(
     conn,
     *,
     instance: dg.DagsterInstance | None = None,
+    definitions: dg.Definitions | dg.RepositoryDefinition | None = None,
     max_unscored_share: float | None = None,
 ) -> Guard:
-    """Look at every partition ``comparison`` pooled: the instance's latest blocking-check
-    evaluations (when ``instance`` is given) and the grade rows in ``conn``."""
+    """Look at every partition ``comparison`` pooled: the latest evaluations on ``instance``
+    (when given) of the blocking checks of ``definitions`` (then required), and the grade rows
+    in ``conn``."""
+    if instance is not None and definitions is None:
+        # A guard that silently looked at no check would pass what the checks failed.
+        raise ValueError("guard_comparison: instance= needs definitions= (whose checks to read)")
     pairs = compared_partitions(comparison)
     limit = max_unscored_share
     if limit is None:
@@ -258,8 +279,8 @@ def guard_comparison(
     summary = partition_summary(conn, pairs)
     reasons: dict[Pair, list[str]] = {}
     sources: list[Mapping[Pair, list[str]]] = [grade_issues(summary, limit)]
-    if instance is not None:
-        sources.insert(0, check_issues(instance, pairs))
+    if instance is not None and definitions is not None:
+        sources.insert(0, check_issues(instance, blocking_checks(definitions), pairs))
     for found in sources:
         for pair, texts in found.items():
             reasons.setdefault(pair, []).extend(texts)

@@ -17,14 +17,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from depsim_assets import cli, config, runs
-from depsim_assets.definitions import ASSETS, build_resources
+from depsim_assets.definitions import ASSETS, build_resources, defs
 from depsim_assets.endpoints import display_endpoint
-from depsim_assets.estimates.guard import guard_comparison
+from depsim_assets.estimates.guard import BlockingCheck, blocking_checks, guard_comparison
 from depsim_assets.measurement import SIM_JUDGE_WARNING, assess
-from depsim_assets.partitions import multi_key
+from depsim_assets.partitions import candidate_by_date, multi_key, partitioned_asset_check
 from depsim_assets.registry import Candidate, Registry, save_registry
 from depsim_assets.sim import SimServer
 from depsim_assets.sim.faults import FaultPlan
@@ -290,3 +291,44 @@ def test_wording_by_judge_and_traffic(tmp_path):
     mixed = assess(["gpt-judge"], ["2026-11-01"], tmp_path)
     assert not mixed.measurement and mixed.traffic == "mixed"
     assert "mix a demo with real conversations" in mixed.warning
+
+
+def _check(asset: str, name: str) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(dg.AssetKey(asset), name)
+
+
+def test_the_blocking_checks_are_read_from_the_definitions():
+    """Every partitioned blocking check of the code location, whichever stage declares it;
+    the unpartitioned comparison check is not a partition's (it has none)."""
+    found = blocking_checks(defs)
+    assert found == blocking_checks(defs.get_repository_def())
+    assert found == [  # in flow order: a refusal names the earliest failure first
+        BlockingCheck(_check("sampled_conversations", "no_residual_pii"), False),
+        BlockingCheck(_check("sampled_conversations", "sampled_conversations_min_size"), False),
+        BlockingCheck(_check("candidate_completions", "candidate_completions_complete"), True),
+        BlockingCheck(_check("candidate_completions", "candidate_completions_error_share"), True),
+        BlockingCheck(_check("judge_grades", "judge_grades_unscored_share"), True),
+        BlockingCheck(_check("judge_grades", "judge_grades_single_version"), True),
+    ]
+
+
+def test_a_new_blocking_check_is_guarded_without_a_line_in_the_guard():
+    def _passes(context) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    new = partitioned_asset_check(
+        asset="behavior_rates", name="rates_new", partitions_def=candidate_by_date, blocking=True
+    )(_passes)
+    quiet = partitioned_asset_check(
+        asset="behavior_rates", name="rates_quiet", partitions_def=candidate_by_date
+    )(_passes)
+    grown = dg.Definitions.merge(defs, dg.Definitions(asset_checks=[new, quiet]))
+    keys = {c.key for c in blocking_checks(grown)}
+    assert _check("behavior_rates", "rates_new") in keys
+    assert _check("behavior_rates", "rates_quiet") not in keys  # not blocking: not a refusal
+
+
+def test_an_instance_without_definitions_is_refused(instance):
+    """Which checks to read must be said: a guard that read none would pass a failed one."""
+    with duckdb.connect() as conn, pytest.raises(ValueError, match="needs definitions="):
+        guard_comparison(pd.DataFrame(), conn, instance=instance)
