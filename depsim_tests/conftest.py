@@ -1,7 +1,148 @@
-"""Shared fixtures: every test gets its own depsim home folder under tmp_path."""
+"""Shared fixtures (every test gets its own depsim home folder under tmp_path) and the tiers.
+
+Two tiers (docs/testing.md): ``pytest -m "not slow"`` is the inner loop, the whole suite runs
+in CI. A test is ``slow`` when it runs a Dagster materialization, a browser, a process of
+depsim's own (the CLI, ``dagster``, a Python child that imports depsim) or a llama server:
+``e2e``, ``browser`` and ``real_model`` tests are slow by their marker, other tests by
+``@pytest.mark.slow`` or by :data:`SLOW` below. The fast tier enforces it: a test outside the
+slow tier that starts one of those fails, naming what it started, instead of quietly making
+the inner loop slower.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from typing import Any
 
 import dagster as dg
 import pytest
+
+# Marked slow by their marker alone.
+SLOW_MARKERS = ("e2e", "browser", "real_model")
+
+# Tests marked slow here rather than in their files (files other people are changing as the
+# tiers are drawn): node-id prefix -> why. A prefix that matches nothing in a collected file
+# is an error, so a renamed test cannot silently fall back into the fast tier's budget.
+SLOW: dict[str, str] = {}
+
+_current: dict[str, Any] = {"item": None, "started": []}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark the slow tier (see the module docstring)."""
+    modules = {}
+    for item in items:
+        slow = any(item.get_closest_marker(m) for m in SLOW_MARKERS)
+        path = item.nodeid.split("::")[0]
+        modules.setdefault(path, getattr(item, "module", None))
+        for prefix in SLOW:
+            if item.nodeid == prefix or item.nodeid.startswith((prefix + "::", prefix + "[")):
+                slow = True
+        if slow and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+    stale = []
+    for prefix in SLOW:
+        path, _, name = prefix.partition("::")
+        module = modules.get(path)
+        if module is not None and name and not hasattr(module, name.split("::")[0]):
+            stale.append(prefix)
+    if stale:
+        raise pytest.UsageError(
+            "depsim_tests/conftest.py SLOW names tests that no longer exist: " + ", ".join(stale)
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    # Fixtures of any scope are set up inside the first test that needs them, so a module
+    # fixture that materializes is charged to that test.
+    _current["item"], _current["started"] = item, []
+    try:
+        return (yield)
+    finally:
+        _current["item"] = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    started = _current["started"] if _current["item"] is item else []
+    if started and report.when in ("setup", "call") and not report.failed:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} is in the fast tier but started {', '.join(dict.fromkeys(started))};"
+            " mark it @pytest.mark.slow (or e2e), see docs/testing.md"
+        )
+        _current["started"] = []
+    return report
+
+
+def _note(what: str) -> None:
+    item = _current["item"]
+    if item is not None and not item.get_closest_marker("slow"):
+        _current["started"].append(what)
+
+
+# What only the slow tier may start: depsim's and Dagster's processes, servers and browsers.
+_SLOW_PROGRAMS = ("depsim", "dagster", "llama", "chromium")
+_SLOW_MODULES = ("depsim_assets", "depsim_demo", "dagster", "dagster_webserver")
+_IMPORTS_DEPSIM = re.compile(r"\b(?:import|from)\s+(?:depsim_assets|depsim_demo|dagster)\b")
+
+
+def slow_command(args: Any) -> bool:
+    """Whether a subprocess command line starts a process of depsim's own (see _SLOW_*)."""
+    words = shlex.split(args) if isinstance(args, str) else [str(w) for w in args]
+    names = [os.path.basename(w) for w in words]
+    if not names:
+        return False
+    if names[0].startswith(_SLOW_PROGRAMS) or any(n.startswith("llama") for n in names):
+        return True
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag == "-m" and value.split(".")[0] in _SLOW_MODULES:
+            return True
+        if flag == "-c" and _IMPORTS_DEPSIM.search(value):
+            return True
+    return False
+
+
+def _watch_popen() -> None:
+    original = subprocess.Popen.__init__
+
+    def init(self, args, *a, **kw):
+        if slow_command(args):
+            shown = args if isinstance(args, str) else " ".join(str(w) for w in args)
+            _note(f"a process of depsim's own ({shown[:60]}...)")
+        original(self, args, *a, **kw)
+
+    subprocess.Popen.__init__ = init  # type: ignore[method-assign]
+
+
+def _watch_dagster_runs() -> None:
+    from dagster._core.definitions.job_definition import JobDefinition
+
+    original = JobDefinition.execute_in_process
+
+    def execute_in_process(self, *a, **kw):
+        _note("a Dagster run (" + self.name + ")")
+        return original(self, *a, **kw)
+
+    JobDefinition.execute_in_process = execute_in_process  # type: ignore[method-assign]
+    original_job = dg.execute_job
+
+    def execute_job(*a, **kw):
+        _note("a Dagster run (execute_job)")
+        return original_job(*a, **kw)
+
+    dg.execute_job = execute_job
+
+
+def pytest_configure(config):
+    _watch_popen()
+    _watch_dagster_runs()
 
 # Sampling refuses to run without a secret salt (config.check_deid_salt); the tests use this
 # one, never the demo's, so a test that samples exercises the real rule. Tests of the refusal
