@@ -28,12 +28,16 @@ from depsim_assets.cli.instance import prepare_dagster_home
 STOP_GRACE_S = 90.0
 SWEEP_GRACE_S = 10.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SUPERSEDED = "Function `dev_command` is superseded"  # a warning of dagster dev, not for users
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start ``dagster dev`` on this home folder's instance; Ctrl-C stops it (exit 0)."""
     home = prepare_dagster_home()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # depsim chose the command, so Dagster's advice to type another one is not for the user.
+    quiet = f"ignore:{SUPERSEDED}"
+    env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), quiet) if w)
     workspace = config.PROJECT_ROOT / "workspace.yaml"
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace)]
     cmd += ["-h", args.host, "-p", str(args.port)]
