@@ -155,6 +155,7 @@ def test_a_bad_override_is_refused_by_field(clean_env):
         JudgeEndpoint(structured_output="xml")
 
 
+@pytest.mark.slow  # starts a Dagster run
 def test_dagster_replaces_constructor_values_at_launch():
     """Why the env lookup sits in the resource itself: Dagster's own behaviour on 1.13, shown
     on a plain resource (if a release starts merging, this fails and the reason is gone)."""

@@ -6,10 +6,12 @@ requests and, for each request, makes attempts until one succeeds or it gives up
 - **Concurrency** is adaptive (AIMD): the in-flight limit starts at the configured cap, is
   halved on a 429 (at most once per window, so one burst of 429s counts once) and grows by
   one per window of successes, never above the cap nor below one.
-- **Rate limits**: optional requests-per-minute and tokens-per-minute buckets; tokens are
-  estimated before the call and corrected from the reported usage after it.
-- **Retries**: 429, 5xx, timeouts and dropped connections are retried up to ``max_retries``
-  times with jittered exponential backoff; a 429's ``Retry-After`` is a floor on the wait.
+- **Rate limits**: optional requests-per-minute (``aiolimiter``) and tokens-per-minute
+  buckets; tokens are estimated before the call and corrected from the reported usage after
+  it (aiolimiter cannot give back an over-estimate, hence :class:`RateBucket`).
+- **Retries** (``tenacity``): 429, 5xx, timeouts and dropped connections are retried up to
+  ``max_retries`` times with jittered exponential backoff; a 429's ``Retry-After`` is a
+  floor on the wait.
   Other 4xx are final at once, and so are two errors some servers send as 5xx: a refusal
   of a request field (llama-cpp-python answers an unsupported ``response_format`` with
   HTTP 500) and a prompt longer than the model's context. Retrying either only repeats the
@@ -36,7 +38,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import aiolimiter
 import openai
+import tenacity
 from tqdm import tqdm
 
 from depsim_assets.endpoints import describe_error
@@ -158,6 +162,27 @@ class AdaptiveLimit:
             self._changed.notify(max(1, self.allowed - self.in_flight))
 
 
+# What a failed attempt raises that the engine classifies (see errors.classify); anything
+# else is a bug in the caller's attempt and propagates.
+_TRANSIENT = (TimeoutError, openai.OpenAIError, OSError)
+
+
+class _NotStarted(Exception):
+    """The budget was reached before a request's first attempt."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _TRANSIENT) and classify(exc)[1]
+
+
+def _request_limiter(per_minute: float) -> aiolimiter.AsyncLimiter:
+    """A requests-per-minute limiter: ``per_minute / 60`` a second, bursting one second's
+    worth (at least one request), like :class:`RateBucket`."""
+    rate = per_minute / 60.0
+    capacity = max(rate, 1.0)
+    return aiolimiter.AsyncLimiter(capacity, capacity / rate)
+
+
 Progress = Callable[["CallEngine", bool], None]
 
 
@@ -207,7 +232,7 @@ class CallEngine:
         self.started = time.monotonic()
         self._window_s = 1.0
         self.limit: AdaptiveLimit | None = None
-        self._rpm: RateBucket | None = None
+        self._rpm: aiolimiter.AsyncLimiter | None = None
         self._tpm: RateBucket | None = None
 
     @property
@@ -241,13 +266,53 @@ class CallEngine:
         wait = self.rng.uniform(ceiling / 2, ceiling)  # jitter keeps retries from syncing up
         return max(wait, floor or 0.0)
 
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """tenacity's wait: jittered exponential backoff, a 429/503's Retry-After its floor."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        floor = None
+        if exc is not None and classify(exc)[0] in ("rate_limited", "server_error"):
+            floor = retry_after_s(exc)
+        return self._backoff(state.attempt_number, floor)
+
     def _ensure_started(self) -> AdaptiveLimit:
         # Built lazily: asyncio primitives belong to the loop that first uses them.
         if self.limit is None:
             self.limit = AdaptiveLimit(self.limits.max_concurrency)
-            self._rpm = RateBucket(self.limits.rpm) if self.limits.rpm else None
+            self._rpm = _request_limiter(self.limits.rpm) if self.limits.rpm else None
             self._tpm = RateBucket(self.limits.tpm) if self.limits.tpm else None
         return self.limit
+
+    async def _attempt(
+        self, attempt: Callable[[], Awaitable[R]], *, tokens: float, first: bool
+    ) -> R:
+        """One attempt within the endpoint's limits; raises what it raised, counted."""
+        limit = self._ensure_started()
+        if self._rpm is not None:
+            await self._rpm.acquire(1)
+        if self._tpm is not None:
+            await self._tpm.take(tokens)
+        await limit.acquire()
+        if first and self.budget.exhausted:
+            # Reached while this request waited for a slot: it is not started at all.
+            await limit.release(success=False, throttled=False, window_s=self._window_s)
+            raise _NotStarted
+        sent = time.monotonic()
+        try:
+            value = await attempt()
+        except _TRANSIENT as exc:
+            kind = classify(exc)[0]
+            self.attempts[kind] += 1
+            await limit.release(
+                success=False, throttled=kind == "rate_limited", window_s=self._window_s
+            )
+            raise
+        # A window is about one round trip (mean latency of recent attempts), and at
+        # least a second: endpoints count their limits per second or minute.
+        took = time.monotonic() - sent
+        self._window_s = max(1.0, 0.9 * self._window_s + 0.1 * took)
+        self.attempts[OK] += 1
+        await limit.release(success=True, throttled=False, window_s=self._window_s)
+        return value
 
     async def call(
         self,
@@ -263,48 +328,35 @@ class CallEngine:
         ``tokens`` estimates its size for the tokens-per-minute bucket and ``usage(result)``
         reports what it really used; ``cost(result)`` is charged to the budget.
         """
-        limit = self._ensure_started()
-        limits = self.limits
+        # One per call: a tenacity controller keeps the state of the attempts it runs.
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.limits.max_retries + 1),
+            retry=tenacity.retry_if_exception(_retryable),
+            wait=self._wait,
+            reraise=True,
+        )
         tried = 0
-        while True:
-            if self._rpm is not None:
-                await self._rpm.take(1)
-            if self._tpm is not None:
-                await self._tpm.take(tokens)
-            await limit.acquire()
-            if tried == 0 and self.budget.exhausted:
-                # Reached while this request waited for a slot: it is not started at all.
-                await limit.release(success=False, throttled=False, window_s=self._window_s)
-                return CallResult(NOT_ATTEMPTED, error=BUDGET_REACHED)
-            tried += 1
-            sent = time.monotonic()
-            try:
-                value = await attempt()
-            except (TimeoutError, openai.OpenAIError, OSError) as exc:
-                kind, retryable = classify(exc)
-                self.attempts[kind] += 1
-                await limit.release(
-                    success=False, throttled=kind == "rate_limited", window_s=self._window_s
-                )
-                if not retryable or tried > limits.max_retries:
-                    error = describe_error(exc)
-                    if kind == CONTEXT_LENGTH_EXCEEDED:
-                        error = f"{CONTEXT_LENGTH_EXCEEDED}: {error}"
-                    return CallResult(ERROR, error=error, attempts=tried, kind=kind)
-                floor = retry_after_s(exc) if kind in ("rate_limited", "server_error") else None
-                await asyncio.sleep(self._backoff(tried, floor))
-                continue
-            # A window is about one round trip (mean latency of recent attempts), and at
-            # least a second: endpoints count their limits per second or minute.
-            took = time.monotonic() - sent
-            self._window_s = max(1.0, 0.9 * self._window_s + 0.1 * took)
-            self.attempts[OK] += 1
-            await limit.release(success=True, throttled=False, window_s=self._window_s)
-            if self._tpm is not None and usage is not None:
-                self._tpm.adjust(usage(value) - tokens)
-            if cost is not None:
-                self.budget.charge(cost(value))
-            return CallResult(OK, value=value, attempts=tried)
+        answered: list[R] = []
+        try:
+            async for trial in retrying:
+                with trial:
+                    tried = trial.retry_state.attempt_number
+                    answered.append(
+                        await self._attempt(attempt, tokens=tokens, first=tried == 1))
+        except _NotStarted:
+            return CallResult(NOT_ATTEMPTED, error=BUDGET_REACHED)
+        except _TRANSIENT as exc:  # final: not retryable, or retries ran out
+            kind = classify(exc)[0]
+            error = describe_error(exc)
+            if kind == CONTEXT_LENGTH_EXCEEDED:
+                error = f"{CONTEXT_LENGTH_EXCEEDED}: {error}"
+            return CallResult(ERROR, error=error, attempts=tried, kind=kind)
+        value = answered[-1]
+        if self._tpm is not None and usage is not None:
+            self._tpm.adjust(usage(value) - tokens)
+        if cost is not None:
+            self.budget.charge(cost(value))
+        return CallResult(OK, value=value, attempts=tried)
 
     async def map(
         self,
