@@ -1,18 +1,21 @@
 """``depsim``: the command line. Every command has ``--help``; scripts read ``--json``.
 
-A thin layer: each command family lives in its own module (``demo``, ``compare``, ``plan``,
+A thin layer: each command family lives in its own module (``compare``, ``plan``,
 ``candidates``, ``judge``, ``traffic``, ``backfill``, ``ui``) and calls the stages, the runs
 module and the Dagster instance (``instance``); this module wires their parsers together and
-turns what a user can fix into one line on stderr.
+turns what a user can fix into one line on stderr. Commands of other installed packages are
+added through the ``depsim.commands`` entry point group: that is how ``depsim demo`` (package
+``depsim_demo``) joins without the product importing its demo data.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from depsim_assets.cli import backfill, candidates, compare, demo, judge, plan, traffic, ui
+from depsim_assets.cli import backfill, candidates, compare, judge, plan, traffic, ui
 from depsim_assets.cli.common import EXPECTED_ERRORS, fail, fail_env, os_error_text
 
 # The names tests and scripts reached before the CLI was a package.
@@ -31,9 +34,10 @@ __all__ = [
     "main",
 ]
 
-# In the order `depsim --help` lists them.
+PLUGIN_GROUP = "depsim.commands"
+
+# In the order `depsim --help` lists them, after the registered ones (`demo`).
 COMMANDS = (
-    demo.add_demo,
     compare.add_compare,
     plan.add_plan,
     compare.add_report,
@@ -56,9 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
         "(default ./.depsim).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in COMMANDS:
+    for add in (*registered_commands(), *COMMANDS):
         add(sub)
     return parser
+
+
+def registered_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """The parser builders other packages register in the ``depsim.commands`` group."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda p: p.name):
+        try:
+            found.append(point.load())
+        except Exception as exc:  # noqa: BLE001 - one broken package must not stop the rest
+            print(
+                f"depsim: warning: command {point.name!r} not loaded "
+                f"({type(exc).__name__}: {exc}); reinstall depsim (scripts/bootstrap.sh)",
+                file=sys.stderr,
+            )
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

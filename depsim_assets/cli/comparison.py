@@ -45,9 +45,9 @@ def comparison_frame(
     failed a blocking check or is mostly unscored, unless ``allow_failed`` (then the guard's
     warnings go into every output)."""
     from depsim_assets import warehouse
-    from depsim_assets.definitions import defs
+    from depsim_assets.definitions import ASSETS
     from depsim_assets.estimates.compute import check_window
-    from depsim_assets.estimates.guard import guard_comparison
+    from depsim_assets.estimates.guard import blocking_checks, guard_comparison
     from depsim_assets.registry import load_registry
 
     if not 0 < alpha < 1:
@@ -89,7 +89,7 @@ def comparison_frame(
         instance = recorded_instance()
         frame = _computed(base, settings, candidates, date_from, date_to, registry)
     with warehouse.connection(str(path), read_only=True) as conn:
-        guard = guard_comparison(frame, conn, instance=instance, definitions=defs)
+        guard = guard_comparison(frame, conn, instance=instance, checks=blocking_checks(ASSETS))
     if guard.issues and not allow_failed:
         raise ValueError(guard.refusal())
     return base, frame, guard

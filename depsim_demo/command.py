@@ -1,7 +1,9 @@
 """``depsim demo``: a synthetic production log, the sim candidates, the whole graph, the
 comparison; one command from a fresh clone.
 
-The only command that uses ``depsim_demo`` (the demo's data, kept out of the product).
+The demo adds its command to the ``depsim`` CLI through the ``depsim.commands`` entry point
+(pyproject.toml), so the product never imports its demo data: the CLI loads whatever
+commands are registered there.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
-    """``depsim demo``."""
+    """``depsim demo`` (the ``depsim.commands`` entry point ``demo``)."""
     from depsim_demo import registry as demo
 
     p = sub.add_parser("demo", help="build a synthetic log, register sim candidates, run it all")
