@@ -22,6 +22,7 @@ from depsim_assets import config
 from depsim_assets.automation import automation_definitions
 from depsim_assets.config import env_float, log_root, registry_path, warehouse_path
 from depsim_assets.estimates import definitions as estimates
+from depsim_assets.estimates.guard import blocking_checks
 from depsim_assets.judging import definitions as judging
 from depsim_assets.partitions import RUN_GROUPS
 from depsim_assets.replay import definitions as replay
@@ -102,6 +103,9 @@ def build_resources() -> dict[str, object]:
         # again when a run overrides part of the judge's config, so the two cannot disagree.
         "judge": JudgeEndpoint(),
         "budget": RunBudget(max_usd=env_float("DEPSIM_RUN_BUDGET_USD", low=0.0)),
+        # Which checks a comparison must look at, from every stage's definitions: the
+        # comparison's stage reads them here instead of importing the stages that declare them.
+        "blocking_checks": blocking_checks(ASSETS),
     }
 
 

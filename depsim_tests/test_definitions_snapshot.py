@@ -1,8 +1,9 @@
 """The code location's shape, against a committed snapshot (no Dagster run: fast tier).
 
 What a user or the daemon sees of the definitions: every asset (group, kinds, owners, tags,
-partitions, upstream keys), every asset check (its asset, blocking, partitions), the jobs and
-what they select, the schedules, the sensors, the resource keys and the executor. A change to
+partitions, upstream keys, resources), every asset check (its asset, blocking, partitions,
+resources), the jobs and what they select, the schedules, the sensors, the resource keys and
+the executor. A change to
 any of them fails this test with a unified diff; when the change is meant, accept it with
 
     DEPSIM_UPDATE_SNAPSHOT=1 .venv/bin/python -m pytest depsim_tests/test_definitions_snapshot.py
@@ -86,6 +87,7 @@ def _check_name(key: dg.AssetCheckKey) -> str:
 def describe(defs: dg.Definitions) -> dict[str, Any]:
     """The shape of ``defs`` as plain JSON-ready data, sorted so it diffs line by line."""
     graph = defs.resolve_asset_graph()
+    repo = defs.get_repository_def()
     assets = {
         node.key.to_user_string(): {
             "group": node.group_name,
@@ -94,16 +96,17 @@ def describe(defs: dg.Definitions) -> dict[str, Any]:
             "tags": dict(sorted(node.tags.items())),
             "partitions": _partitions(node.partitions_def),
             "deps": _keys(node.parent_keys),
+            "resources": sorted(repo.assets_defs_by_key[node.key].required_resource_keys),
         }
         for node in graph.asset_nodes
     }
-    repo = defs.get_repository_def()
     checks = {
         _check_name(key): {
             "asset": key.asset_key.to_user_string(),
             "blocking": spec.blocking,
             "partitions": _partitions(checks_def.partitions_def),
             "additional_deps": _keys(dep.asset_key for dep in spec.additional_deps),
+            "resources": sorted(checks_def.required_resource_keys),
         }
         for key, checks_def in repo.asset_checks_defs_by_key.items()
         for spec in checks_def.check_specs

@@ -7,8 +7,9 @@ comparison looks again, for every candidate x day partition it pools (and the ba
 
 - the latest evaluation of every partitioned blocking check of that partition, and of its
   day's traffic, as recorded on the Dagster instance (the same evaluations the UI shows).
-  Which checks those are is read from the definitions the caller passes (the code location,
-  or the run's repository), never imported from the stages that declare them;
+  Which checks those are is read from the definitions (:func:`blocking_checks`; assets get
+  them as the ``blocking_checks`` resource), never imported from the stages that declare
+  them;
 - the grade rows themselves: no graded reply at all, or a share of unscored replies above
   ``$DEPSIM_MAX_UNSCORED_SHARE`` (default 0.05, the unscored-share check's own threshold),
   which holds even when the instance that ran the checks is not at hand.
@@ -16,7 +17,7 @@ comparison looks again, for every candidate x day partition it pools (and the ba
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -153,25 +154,32 @@ class BlockingCheck:
     by_candidate: bool
 
 
-def blocking_checks(definitions: dg.Definitions | dg.RepositoryDefinition) -> list[BlockingCheck]:
-    """Every partitioned blocking check of ``definitions`` (the code location's, or the
-    repository a run executes in: ``context.repository_def``), in the order the stages
+def blocking_checks(
+    definitions: dg.Definitions | dg.RepositoryDefinition | Iterable[dg.AssetsDefinition],
+) -> list[BlockingCheck]:
+    """Every partitioned blocking check of ``definitions`` (the code location, a repository,
+    or a list of assets and checks such as ``definitions.ASSETS``), in the order the stages
     declare them (the flow's: traffic first), which is the order of a refusal's reasons.
 
     Read from the definitions rather than imported, so this stage knows no other stage's
     checks by name, and a check added to any stage is guarded without a line here.
     """
-    repo = (
-        definitions.get_repository_def() if isinstance(definitions, dg.Definitions) else definitions
-    )
-    found: list[BlockingCheck] = []
-    for key, checks_def in repo.asset_checks_defs_by_key.items():
+    if isinstance(definitions, dg.Definitions):
+        definitions = definitions.get_repository_def()
+    if isinstance(definitions, dg.RepositoryDefinition):
+        items = list(definitions.asset_checks_defs_by_key.values())
+    else:
+        items = [d for d in definitions if isinstance(d, dg.AssetChecksDefinition)]
+    found: dict[dg.AssetCheckKey, BlockingCheck] = {}
+    for checks_def in items:
         partitions = checks_def.partitions_def
-        blocking = any(spec.key == key and spec.blocking for spec in checks_def.check_specs)
-        if partitions is not None and blocking:
-            by_candidate = isinstance(partitions, dg.MultiPartitionsDefinition)
-            found.append(BlockingCheck(key, by_candidate))
-    return found
+        if partitions is None:
+            continue
+        by_candidate = isinstance(partitions, dg.MultiPartitionsDefinition)
+        for spec in checks_def.check_specs:
+            if spec.blocking:
+                found.setdefault(spec.key, BlockingCheck(spec.key, by_candidate))
+    return list(found.values())
 
 
 def latest_evaluations(
@@ -263,15 +271,15 @@ def guard_comparison(
     conn,
     *,
     instance: dg.DagsterInstance | None = None,
-    definitions: dg.Definitions | dg.RepositoryDefinition | None = None,
+    checks: Sequence[BlockingCheck] | None = None,
     max_unscored_share: float | None = None,
 ) -> Guard:
     """Look at every partition ``comparison`` pooled: the latest evaluations on ``instance``
-    (when given) of the blocking checks of ``definitions`` (then required), and the grade rows
-    in ``conn``."""
-    if instance is not None and definitions is None:
+    (when given) of ``checks`` (then required: :func:`blocking_checks` of the definitions, or
+    the code location's ``blocking_checks`` resource), and the grade rows in ``conn``."""
+    if instance is not None and checks is None:
         # A guard that silently looked at no check would pass what the checks failed.
-        raise ValueError("guard_comparison: instance= needs definitions= (whose checks to read)")
+        raise ValueError("guard_comparison: instance= needs checks= (blocking_checks(defs))")
     pairs = compared_partitions(comparison)
     limit = max_unscored_share
     if limit is None:
@@ -279,8 +287,8 @@ def guard_comparison(
     summary = partition_summary(conn, pairs)
     reasons: dict[Pair, list[str]] = {}
     sources: list[Mapping[Pair, list[str]]] = [grade_issues(summary, limit)]
-    if instance is not None and definitions is not None:
-        sources.insert(0, check_issues(instance, blocking_checks(definitions), pairs))
+    if instance is not None and checks is not None:
+        sources.insert(0, check_issues(instance, checks, pairs))
     for found in sources:
         for pair, texts in found.items():
             reasons.setdefault(pair, []).extend(texts)

@@ -297,11 +297,13 @@ def _check(asset: str, name: str) -> dg.AssetCheckKey:
     return dg.AssetCheckKey(dg.AssetKey(asset), name)
 
 
-def test_the_blocking_checks_are_read_from_the_definitions():
+def test_the_blocking_checks_are_read_from_the_definitions(depsim_home):
     """Every partitioned blocking check of the code location, whichever stage declares it;
     the unpartitioned comparison check is not a partition's (it has none)."""
     found = blocking_checks(defs)
-    assert found == blocking_checks(defs.get_repository_def())
+    assert found == blocking_checks(defs.get_repository_def()) == blocking_checks(ASSETS)
+    # what the comparison asset is handed: the code location's blocking_checks resource
+    assert build_resources()["blocking_checks"] == found
     assert found == [  # in flow order: a refusal names the earliest failure first
         BlockingCheck(_check("sampled_conversations", "no_residual_pii"), False),
         BlockingCheck(_check("sampled_conversations", "sampled_conversations_min_size"), False),
@@ -330,5 +332,5 @@ def test_a_new_blocking_check_is_guarded_without_a_line_in_the_guard():
 
 def test_an_instance_without_definitions_is_refused(instance):
     """Which checks to read must be said: a guard that read none would pass a failed one."""
-    with duckdb.connect() as conn, pytest.raises(ValueError, match="needs definitions="):
+    with duckdb.connect() as conn, pytest.raises(ValueError, match="needs checks="):
         guard_comparison(pd.DataFrame(), conn, instance=instance)
