@@ -44,10 +44,10 @@ from depsim_assets.models import (
     Limits,
     TokenCounter,
     answer_all,
-    lookup,
     progress_reporter,
+    recall,
+    remember,
     request_key,
-    store,
 )
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
 from depsim_assets.resources import JudgeEndpoint, judge_setting_raw
@@ -284,9 +284,9 @@ def judge_grades(
     with warehouse.get_connection() as conn:
         completions = read_partition(conn, CANDIDATE_COMPLETIONS, keys)
         prefixes = read_partition(conn, CONVERSATION_PREFIXES, {"traffic_date": day})
-        known = lookup(conn, [capability_key]).get(capability_key, {})
     if completions.empty:
         raise dg.Failure(f"no candidate_completions for {candidate}|{day}: replay it first")
+    known = recall(warehouse, capability_key)
     try:
         structured = StructuredOutput(
             _resolved(judge.structured_output),
@@ -393,11 +393,10 @@ def judge_grades(
     finally:
         if structured.learned:
             # Remembered for later runs: the next one starts in the mode that worked.
-            with warehouse.get_connection() as conn:
-                store(conn, [{"request_key": capability_key, "kind": "capability",
-                              "endpoint": judge.endpoint_label(), "model": judge.model,
-                              "status": "ok", "payload": {"structured_output": structured.mode,
-                                                          "refusals": structured.refusals}}])
+            remember(warehouse, capability_key, kind="capability",
+                     endpoint=judge.endpoint_label(), model=_resolved(judge.model),
+                     payload={"structured_output": structured.mode,
+                              "refusals": structured.refusals})
     for index, outcome in zip(to_grade, answers.outcomes, strict=True):
         outcomes[index] = outcome
     n_cached = answers.cached

@@ -16,7 +16,7 @@ from depsim_assets.models.batch import (
     parse_results,
     result_from_line,
 )
-from depsim_assets.models.cache import CacheWriter, lookup, request_key, store
+from depsim_assets.models.cache import CacheWriter, lookup, recall, remember, request_key, store
 from depsim_assets.models.engine import (
     BUDGET_REACHED,
     ERROR,
@@ -76,6 +76,8 @@ __all__ = [
     "lookup",
     "parse_results",
     "progress_reporter",
+    "recall",
+    "remember",
     "request_key",
     "result_from_line",
     "retry_after_s",

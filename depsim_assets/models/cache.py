@@ -110,3 +110,20 @@ class CacheWriter:
                 store(conn, self.buffer)
             self.buffer = []
         self.last = time.monotonic()
+
+
+def recall(warehouse: DuckDBResource, key: str) -> dict[str, Any]:
+    """A fact remembered about an endpoint under ``key`` (empty when none): not an answer to
+    a request, but what a run learned, e.g. the structured-output mode a server takes."""
+    with warehouse.get_connection() as conn:
+        return lookup(conn, [key]).get(key, {})
+
+
+def remember(
+    warehouse: DuckDBResource, key: str, *, kind: str, endpoint: str, model: str,
+    payload: dict[str, Any],
+) -> None:
+    """Keep a fact about an endpoint for later runs (read back by :func:`recall`)."""
+    with warehouse.get_connection() as conn:
+        store(conn, [{"request_key": key, "kind": kind, "endpoint": endpoint, "model": model,
+                      "status": "ok", "payload": payload}])
