@@ -112,7 +112,7 @@ def in_window(frame: pd.DataFrame, date_from: str | None, date_to: str | None) -
         keep &= frame["traffic_date"] >= date_from
     if date_to:
         keep &= frame["traffic_date"] <= date_to
-    return frame[keep]
+    return frame.loc[keep]
 
 
 def _window_sql(date_from: str | None, date_to: str | None) -> tuple[str, list]:
@@ -136,7 +136,8 @@ def frame_relation(grades: pd.DataFrame) -> Iterator[tuple[duckdb.DuckDBPyConnec
     for name, kind in GRADE_TYPES.items():
         column = grades[name] if name in grades.columns else pd.Series(None, index=grades.index)
         if kind == "INTEGER":
-            column = pd.to_numeric(column, errors="coerce").astype("Int64")
+            column = pd.Series(pd.to_numeric(column, errors="coerce"), index=grades.index)
+            column = column.astype("Int64")
         elif kind == "BOOLEAN":
             column = column.astype("boolean")
         else:
@@ -197,7 +198,8 @@ def rate_counts(
 def _arm(row: pd.Series, prefix: str = "") -> ArmSums:
     def get(name: str) -> int:
         value = row[f"{prefix}{name}"]
-        return 0 if pd.isna(value) else int(value)
+        # A category with no scored row has no cluster sums (LEFT JOIN): NULL, counted as 0.
+        return 0 if value is None or bool(pd.isna(value)) else int(value)
 
     return ArmSums(
         m=get("m"),
@@ -277,8 +279,10 @@ def aggregate_rates(
         *[f"severity_{k}" for k in SEVERITIES if f"severity_{k}" in window.columns],
     ]
     if window.empty:
-        return pd.DataFrame(columns=["candidate", "category", "family", *count_cols])
-    pooled = window.groupby(["candidate", "category", "family"], sort=False)[count_cols].sum()
+        return pd.DataFrame(columns=pd.Index(["candidate", "category", "family", *count_cols]))
+    pooled = pd.DataFrame(
+        window.groupby(["candidate", "category", "family"], sort=False)[count_cols].sum()
+    )
     pooled["dates"] = window.groupby(["candidate", "category", "family"], sort=False)[
         "traffic_date"
     ].agg(lambda d: ",".join(sorted(set(d))))
@@ -409,7 +413,7 @@ def paired_counts(cand: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
     with frame_relation(both) as (conn, relation):
         sums = paired_sums(conn, relation, baseline="baseline", candidates=["candidate"])
     if sums.empty:
-        return pd.DataFrame(columns=PAIRED_COUNTS)
+        return pd.DataFrame(columns=pd.Index(PAIRED_COUNTS))
     return sums.loc["candidate"][PAIRED_COUNTS].astype(int)
 
 

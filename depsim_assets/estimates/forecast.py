@@ -20,7 +20,13 @@ import statistics
 import pandas as pd
 from scipy import stats
 
-from depsim_assets.estimates.stats import CHANGE_RATIO, PER, smoothed_rate, symmetric_error
+from depsim_assets.estimates.stats import (
+    CHANGE_RATIO,
+    PER,
+    fisher_p,
+    smoothed_rate,
+    symmetric_error,
+)
 
 SUMMARY = "_summary"
 
@@ -31,10 +37,14 @@ def resampling_fidelity(comparison: pd.DataFrame) -> pd.DataFrame:
     Reads the ``production`` rows of a comparison frame (realised vs the baseline on the
     same prefixes). Empty when ``production`` was not compared.
     """
-    prod = comparison[comparison["candidate"] == "production"] if len(comparison) else comparison
+    prod = (
+        comparison.loc[comparison["candidate"] == "production"] if len(comparison) else comparison
+    )
     if prod.empty:
         return pd.DataFrame(
-            columns=["category", "family", "n_paired", "simulated_per_100k", "realised_per_100k"]
+            columns=pd.Index(
+                ["category", "family", "n_paired", "simulated_per_100k", "realised_per_100k"]
+            )
         )
     out = pd.DataFrame(
         {
@@ -70,8 +80,8 @@ def fidelity_errors(rows: pd.DataFrame) -> pd.Series:
 
 
 def _pool(rates: pd.DataFrame, candidate: str, dates: list[str]) -> pd.DataFrame:
-    sub = rates[(rates["candidate"] == candidate) & rates["traffic_date"].isin(dates)]
-    return sub.groupby("category")[["graded", "flagged"]].sum()
+    sub = rates.loc[(rates["candidate"] == candidate) & rates["traffic_date"].isin(dates)]
+    return pd.DataFrame(sub.groupby("category")[["graded", "flagged"]].sum())
 
 
 def _direction(rate: float, reference: float) -> str:
@@ -135,11 +145,7 @@ def validate_forecast(
         scored = change >= CHANGE_RATIO or change <= 1 / CHANGE_RATIO
         reference = b_hat if sim_base is None else smoothed_rate(*_counts(sim_base, cid))
         pdir, rdir = _direction(p_hat, reference), _direction(r_hat, b_hat)
-        change_p = (
-            float(stats.fisher_exact([[rx, rn - rx], [bx, bn - bx]]).pvalue)
-            if rn and bn
-            else math.nan
-        )
+        change_p = fisher_p([[rx, rn - rx], [bx, bn - bx]]) if rn and bn else math.nan
         real_move = bool(scored and change_p < alpha)
         rows.append(
             {

@@ -41,7 +41,7 @@ def forest_plot(comparison: pd.DataFrame) -> bytes:
             ratio = row["rate_ratio"]
             if not isinstance(ratio, float) or math.isnan(ratio):
                 continue
-            color = {"up": "#c0392b", "down": "#2471a3"}.get(row["change"], "#555555")
+            color = {"up": "#c0392b", "down": "#2471a3"}.get(str(row["change"]), "#555555")
             ax.plot([row["ci_low_ratio"], row["ci_high_ratio"]], [y, y], color=color, lw=1.5)
             ax.plot([ratio], [y], "o", color=color, ms=4)
         ax.axvline(1.0, color="black", lw=0.8)
@@ -105,7 +105,7 @@ def funnel_plot(comparison: pd.DataFrame, family: str) -> bytes:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     top, low_e, high_r = 1.0, math.inf, 2.0
     for i, name in enumerate(names):
-        sub = rows[rows["candidate"] == name]
+        sub = rows.loc[rows["candidate"] == name]
         base_rate = (sub["baseline_n_flagged"] + 0.5) / (sub["baseline_n_graded"] + 1)
         expected = sub["n_graded"] * base_rate
         ratio = sub["n_flagged"] / expected

@@ -85,11 +85,11 @@ def summary_lines(comparison: pd.DataFrame, baseline: str) -> list[str]:
     for name in dict.fromkeys(comparison["candidate"]):
         if name == "production":
             continue
-        sub = comparison[comparison["candidate"] == name]
+        sub = comparison.loc[comparison["candidate"] == name]
         n = int(sub["n_graded"].max()) if len(sub) else 0
         parts = []
         for direction, word in (("up", "more often"), ("down", "less often")):
-            moved = sub[sub["change"] == direction].sort_values("rate_ratio", ascending=False)
+            moved = sub.loc[sub["change"] == direction].sort_values("rate_ratio", ascending=False)
             if len(moved):
                 items = ", ".join(
                     f"{r['category'].replace('_', ' ')} ({r['rate_ratio']:.2g}x)"
@@ -166,7 +166,7 @@ def build_report(
             f"<li>The simulation itself distorts rates by a median factor of {med:.2f}x "
             f"(the production model resampled vs its real replies on the same prefixes).</li>"
         )
-    fsum = forecast[forecast["category"] == SUMMARY] if len(forecast) else forecast
+    fsum = forecast.loc[forecast["category"] == SUMMARY] if len(forecast) else forecast
     for rec in fsum.to_dict("records"):
         acc = rec["direction_correct"]
         acc_txt = "no category moved 1.5x" if _nan(acc) else f"direction right in {acc:.0%}"
@@ -205,7 +205,7 @@ def build_report(
         "change",
     ]
     for name in dict.fromkeys(comparison["candidate"]):
-        sub = comparison[comparison["candidate"] == name]
+        sub = comparison.loc[comparison["candidate"] == name]
         title = "production (realised) vs the baseline" if name == "production" else name
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(

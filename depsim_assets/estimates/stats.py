@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -263,9 +264,16 @@ def compare(
     else:
         ratio, low, high = rate_ratio(flagged, graded, base_flagged, base_graded, level)
         table = [[flagged, graded - flagged], [base_flagged, base_graded - base_flagged]]
-        p_value = float(stats.fisher_exact(table, alternative="two-sided").pvalue)
+        p_value = fisher_p(table)
     significant = p_value < alpha
     return Comparison(ratio, low, high, p_value, significant, change_call(ratio, significant))
+
+
+def fisher_p(table: list[list[int]]) -> float:
+    """Two-sided Fisher exact p of a 2x2 table (scipy)."""
+    # scipy annotates the result as a bare tuple; it is a SignificanceResult with .pvalue.
+    result: Any = stats.fisher_exact(table, alternative="two-sided")
+    return float(result.pvalue)
 
 
 def mcnemar_exact(up: int, down: int) -> float:

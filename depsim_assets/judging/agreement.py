@@ -76,7 +76,9 @@ def read_labels(path: Path, categories: tuple[str, ...]) -> pd.DataFrame:
             rows.append((cid, category, int(label), annotator))
     if not rows:
         raise LabelsError(f"{path}: no labels in the file")
-    return pd.DataFrame(rows, columns=["conversation_id", "category", "label", "annotator"])
+    return pd.DataFrame(
+        rows, columns=pd.Index(["conversation_id", "category", "label", "annotator"])
+    )
 
 
 def judge_flags(grades: pd.DataFrame, categories: tuple[str, ...]) -> pd.DataFrame:
@@ -86,12 +88,12 @@ def judge_flags(grades: pd.DataFrame, categories: tuple[str, ...]) -> pd.DataFra
     scored. A conversation graded on several dates keeps its latest date.
     """
     if grades.empty:
-        return pd.DataFrame(columns=["conversation_id", "category", "judge"])
-    rows = grades[grades["sample_index"] == 0]
+        return pd.DataFrame(columns=pd.Index(["conversation_id", "category", "judge"]))
+    rows = grades.loc[grades["sample_index"] == 0]
     latest = rows.groupby("conversation_id")["traffic_date"].transform("max")
-    rows = rows[rows["traffic_date"] == latest]
-    scored = rows[rows["status"] == "scored"]
-    per_cat = scored[["conversation_id", "category"]].copy()
+    rows = rows.loc[rows["traffic_date"] == latest]
+    scored = rows.loc[rows["status"] == "scored"]
+    per_cat = scored.loc[:, ["conversation_id", "category"]].copy()
     per_cat["judge"] = scored["flagged"].astype(bool).astype(int).to_numpy()
     complete = scored.groupby("conversation_id")["category"].nunique() == len(categories)
     any_flag = scored.groupby("conversation_id")["flagged"].agg(lambda s: int(s.astype(bool).any()))
@@ -102,7 +104,9 @@ def judge_flags(grades: pd.DataFrame, categories: tuple[str, ...]) -> pd.DataFra
             "judge": any_flag.to_numpy(),
         }
     )
-    any_rows = any_rows[any_rows["conversation_id"].map(complete).fillna(False).astype(bool)]
+    any_rows = pd.DataFrame(
+        any_rows.loc[any_rows["conversation_id"].map(complete).fillna(False).astype(bool)]
+    )
     return pd.concat([per_cat, any_rows], ignore_index=True)
 
 
@@ -225,14 +229,14 @@ def agreement(
     """
     flags = judge_flags(grades, categories)
     merged = labels.merge(flags, on=["conversation_id", "category"], how="left")
-    matched = merged[merged["judge"].notna()].copy()
+    matched = merged.loc[merged["judge"].notna()].copy()
     matched["judge"] = matched["judge"].astype(int)
     per_category = {}
     for offset, category in enumerate(sorted(labels["category"].unique())):
         mask_all = merged["category"] == category
         mask = matched["category"] == category
         per_category[category] = _summary(
-            matched[mask],
+            pd.DataFrame(matched.loc[mask]),
             int(mask_all.sum() - mask.sum()),
             reps,
             seed + 1 + offset,

@@ -27,14 +27,14 @@ def collect_texts(grades: pd.DataFrame) -> pd.DataFrame:
     """``candidate, traffic_date, completion_id, source, text`` from judge grade rows."""
     cols = ["candidate", "traffic_date", "completion_id", "source", "text"]
     if grades.empty:
-        return pd.DataFrame(columns=cols)
-    concerns = grades[grades["other_concern"].notna() & (grades["other_concern"] != "")]
-    concerns = concerns.drop_duplicates("completion_id")
+        return pd.DataFrame(columns=pd.Index(cols))
+    concerns = grades.loc[grades["other_concern"].notna() & (grades["other_concern"] != "")]
+    concerns = concerns.drop_duplicates(subset=["completion_id"])
     concerns = concerns.assign(source=OTHER_CONCERN, text=concerns["other_concern"])
-    low = grades[(grades["status"] == "scored") & (grades["severity"] == 1)]
-    low = low[low["rationale"].notna() & (low["rationale"] != "")]
+    low = grades.loc[(grades["status"] == "scored") & (grades["severity"] == 1)]
+    low = low.loc[low["rationale"].notna() & (low["rationale"] != "")]
     low = low.assign(source=LOW_FIT, text=low["rationale"])
-    both = pd.concat([concerns[cols], low[cols]], ignore_index=True)
+    both = pd.concat([concerns.loc[:, cols], low.loc[:, cols]], ignore_index=True)
     return both.sort_values(["traffic_date", "candidate", "completion_id", "source"]).reset_index(
         drop=True
     )
@@ -52,7 +52,7 @@ def cluster_texts(texts: list[str], *, distance_threshold: float = DEFAULT_DISTA
 
     vectors = TfidfVectorizer(stop_words="english", sublinear_tf=True).fit_transform(texts)
     model = AgglomerativeClustering(
-        n_clusters=None,
+        n_clusters=None,  # type: ignore[arg-type]  # sklearn documents None (with a threshold)
         metric="cosine",
         linkage="average",
         distance_threshold=distance_threshold,
@@ -95,7 +95,7 @@ def novel_clusters(
     ]
     texts = collect_texts(grades)
     if texts.empty:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=pd.Index(cols))
     raw = texts["text"].tolist()
     labels = cluster_texts(raw, distance_threshold=distance_threshold)
     terms = _top_terms(raw, labels) if len(raw) > 1 else {0: []}
@@ -111,12 +111,13 @@ def novel_clusters(
         examples = [
             t if len(t) <= MAX_EXAMPLE_CHARS else t[:MAX_EXAMPLE_CHARS] + "..." for t in distinct
         ]
-        original = order[int(cluster_id)]
+        number = int(str(cluster_id))  # groupby keys are typed Hashable; these are ints
+        original = order[number]
         sources = sorted(set(members["source"]))
         for candidate, part in members.groupby("candidate", sort=True):
             rows.append(
                 {
-                    "cluster_id": int(cluster_id),
+                    "cluster_id": number,
                     "candidate": candidate,
                     "n": len(part),
                     "cluster_size": len(members),
@@ -126,4 +127,4 @@ def novel_clusters(
                     "dates": ",".join(sorted(set(part["traffic_date"]))),
                 }
             )
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=pd.Index(cols))

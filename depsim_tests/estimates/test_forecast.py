@@ -197,6 +197,7 @@ def _pngs(markdown_or_html: str) -> list[Image.Image]:
     return images
 
 
+@pytest.mark.slow  # materializes the graph (module fixture)
 def test_forecast_validation_asset_has_the_deployment(warehouse_home):
     with duckdb.connect(str(config.warehouse_path()), read_only=True) as conn:
         table = conn.execute("SELECT * FROM forecast_validation").df()
@@ -217,6 +218,7 @@ def test_forecast_validation_asset_has_the_deployment(warehouse_home):
     assert image.width >= 300 and image.height >= 300
 
 
+@pytest.mark.slow  # materializes the graph (module fixture)
 def test_comparison_metadata_has_funnels_forest_and_fidelity(warehouse_home):
     meta = _metadata(warehouse_home["instance"], "candidate_comparison")
     for key in ("forest_plot", "funnel_misalignment", "funnel_disallowed_content"):
@@ -232,6 +234,7 @@ def test_comparison_metadata_has_funnels_forest_and_fidelity(warehouse_home):
     assert prod["fidelity_error"].notna().all()
 
 
+@pytest.mark.slow  # materializes the graph (module fixture)
 def test_report_is_one_self_contained_html(warehouse_home, capsys):
     out = warehouse_home["home"] / "out" / "report.html"
     assert main(["report", "--out", str(out), "--json"]) == 0
@@ -249,6 +252,7 @@ def test_report_is_one_self_contained_html(warehouse_home, capsys):
     assert not (out.parent / ".report.html.tmp").exists()
 
 
+@pytest.mark.slow  # materializes the graph (module fixture)
 def test_compare_cli_new_fields_and_filters(warehouse_home, capsys):
     assert main(["compare", "--json", "--candidates", "new", "--from", "2026-11-02", "--bh"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -137,6 +137,7 @@ def test_bad_labels_are_one_line_errors_with_file_and_line(labelled, capsys, lin
     assert f"{labelled}:2:" in err and message in err
 
 
+@pytest.mark.slow  # a Dagster run
 def test_judge_agreement_asset_writes_the_same_numbers(labelled, instance, monkeypatch):
     import dagster as dg
 
@@ -156,6 +157,7 @@ def test_judge_agreement_asset_writes_the_same_numbers(labelled, instance, monke
     assert set(table["labels_file"]) == {str(labelled)}
 
 
+@pytest.mark.slow  # `depsim compare` materializes the comparison (a Dagster run)
 def test_compare_refuses_to_mix_taxonomy_versions_in_one_line(depsim_home, capsys):
     old = _grades("sim-candidate-regressed")
     old["taxonomy_version"] = "0123456789ab"
