@@ -60,6 +60,10 @@ from depsim_assets.sim.process import SimProcess
 MODEL = "sim-production"
 CANDIDATE, DAY = "bench", "2026-11-01"
 DEFAULT_INSPECT_VENV = Path("~/.cache/depsim/bench-venv-inspect")
+# Retries of a failed request, the same for every system (the openai client's default): a
+# keep-alive connection the server closed as the client reused it is retried, not a lost
+# answer, for all of them alike.
+RETRIES = 2
 # Longest a single run may take before it is reported as failed (minutes of real work at
 # the defaults; far past anything a working system needs).
 RUN_TIMEOUT_S = 1800
@@ -189,7 +193,7 @@ def _seed_home(home: Path, base_url: str, n: int, concurrency: int) -> None:
     home.mkdir(parents=True)
     save_registry(Registry(baseline=CANDIDATE, candidates=[Candidate(
         name=CANDIDATE, base_url=base_url, model=MODEL, max_concurrency=concurrency,
-        max_retries=0)]), home / "candidates.yaml")
+        max_retries=RETRIES)]), home / "candidates.yaml")
     prefixes = [json.dumps([{"role": "user", "content": prompt(i)}]) for i in range(n)]
     frame = pd.DataFrame({
         "conversation_id": [f"bench-{i}" for i in range(n)], "traffic_date": DAY,
@@ -247,7 +251,7 @@ async def _engine_run(base_url: str, items: Sequence[int], concurrency: int
     client = async_client(base_url, api_key_env=None, timeout_s=120, max_retries=0,
                           max_connections=concurrency)
     async with client:
-        engine = CallEngine(Limits(max_concurrency=concurrency, max_retries=0))
+        engine = CallEngine(Limits(max_concurrency=concurrency, max_retries=RETRIES))
         return await replay_requests(client, _requests(items), engine=engine, model=MODEL,
                                      params={})
 
@@ -282,13 +286,16 @@ async def _reference(base_url: str, n: int, concurrency: int) -> int:
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     semaphore = asyncio.Semaphore(concurrency)
     async with openai.AsyncOpenAI(
-        base_url=base_url, api_key="bench", max_retries=0, timeout=120,
+        base_url=base_url, api_key="bench", max_retries=RETRIES, timeout=120,
         http_client=openai.DefaultAsyncHttpxClient(limits=limits),
     ) as client:
         async def one(i: int) -> bool:
             async with semaphore:
-                resp = await client.chat.completions.create(
-                    model=MODEL, messages=[{"role": "user", "content": prompt(i)}])
+                try:
+                    resp = await client.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": prompt(i)}])
+                except openai.APIError:  # counted as not ok, as the other systems do
+                    return False
                 return bool(resp.choices[0].message.content)
 
         return sum(await asyncio.gather(*(one(i) for i in range(n))))
@@ -334,7 +341,7 @@ INSPECT_IN_PROCESS = textwrap.dedent(
     def run(n, log_dir):
         # No option turns Inspect's log off: the header only, no realtime event buffer.
         return inspect_eval(task(n), model="openai-api/sim/MODEL", model_base_url=base_url,
-                            max_connections=concurrency, max_retries=0, display="none",
+                            max_connections=concurrency, max_retries=RETRIES, display="none",
                             log_dir=log_dir, log_samples=False, log_realtime=False)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -350,7 +357,7 @@ INSPECT_IN_PROCESS = textwrap.dedent(
             ok = log.results.completed_samples if log.status == "success" and log.results else 0
             print(json.dumps({"wall_s": wall, "ok": ok, "status": log.status}), flush=True)
     """
-).replace("MODEL", MODEL)
+).replace("MODEL", MODEL).replace("RETRIES", str(RETRIES))
 
 
 def ensure_inspect(venv: Path, say: Callable[[str], None]) -> tuple[Path, str]:
@@ -386,7 +393,7 @@ def inspect_stored(python: Path, base_url: str, *, n: int, concurrency: int) -> 
         # Inspect takes the task file relative to the working folder, not as an absolute path.
         cmd = [str(python.parent / "inspect"), "eval", task.name, "--model",
                f"openai-api/sim/{MODEL}", "-T", f"n={n}", "--max-connections",
-               str(concurrency), "--max-retries", "0", "--log-dir", str(logs)]
+               str(concurrency), "--max-retries", str(RETRIES), "--log-dir", str(logs)]
         start = time.perf_counter()
         done = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True,
                               timeout=RUN_TIMEOUT_S)
@@ -490,8 +497,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if pool is not None:
                 pool.warm()
+            inspect_failed = ""
             if python is not None:
-                inspect_proc = InspectInProcess(python, sim.base_url, args.concurrency)
+                try:
+                    inspect_proc = InspectInProcess(python, sim.base_url, args.concurrency)
+                except (OSError, RuntimeError, ValueError) as exc:
+                    inspect_failed = str(exc)
             depsim_in_process(sim.base_url, n=8, concurrency=8)  # imports, first connections
             runners: dict[tuple[str, str], Callable[[], Run]] = {
                 (STORED, "depsim"): lambda: depsim_stored(
@@ -504,16 +515,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             if pool is not None:
                 runners[(IN_PROCESS, "depsim_sharded")] = lambda: depsim_sharded(
                     pool, sim.base_url, n=args.n, concurrency=args.concurrency)
-            if python is not None and inspect_proc is not None:
+            if python is not None:
                 py, proc = python, inspect_proc
                 runners[(STORED, "inspect")] = lambda: inspect_stored(
                     py, sim.base_url, n=args.n, concurrency=args.concurrency)
-                runners[(IN_PROCESS, "inspect")] = lambda: proc.run(n=args.n)
+
+                def inspect_in_process() -> Run:
+                    if proc is None:
+                        raise RuntimeError(f"inspect eval() process did not start: "
+                                           f"{inspect_failed}")
+                    return proc.run(n=args.n)
+
+                runners[(IN_PROCESS, "inspect")] = inspect_in_process
             for mode, name in interleaved(systems, args.runs):
                 try:
                     run = runners[(mode, name)]()
-                except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
-                    errors.append(f"{mode}/{name}: {exc}")
+                except Exception as exc:  # noqa: BLE001 - one failed run is a line, not the end
+                    errors.append(f"{mode}/{name}: {type(exc).__name__}: {exc}")
                     say(f"{mode}/{name}: failed: {exc}")
                     continue
                 if run.ok != args.n:
@@ -546,4 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        print(f"replay_throughput: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
