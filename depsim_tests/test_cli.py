@@ -66,6 +66,87 @@ def test_demo_then_compare_json(depsim_home, capsys):
         assert set(row) == {"replies", "tokens_in", "tokens_out", "cost_usd"}
         # the production arm is the logged replies: no call, no tokens
         assert (row["tokens_in"] > 0 and row["tokens_out"] > 0) == (name != "production")
+    _compare_reads_the_materialized_table(capsys, demo_out)
+
+
+def _compare_reads_the_materialized_table(capsys, demo_out):
+    """What `depsim compare` shows is the candidate_comparison table the asset wrote; it
+    materializes the asset again only when the table does not answer the question."""
+    import os
+    import time
+
+    import dagster as dg
+    import duckdb
+
+    def runs_of_the_asset() -> int:
+        with dg.DagsterInstance.from_config(str(config.dagster_home())) as instance:
+            key = dg.AssetKey("candidate_comparison")
+            return len(instance.fetch_materializations(key, limit=100).records)
+
+    def compare(*args) -> dict:
+        assert main(["compare", "--json", *args]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    def stored_alphas() -> list:
+        with duckdb.connect(str(config.warehouse_path()), read_only=True) as conn:
+            return conn.execute("SELECT DISTINCT alpha FROM candidate_comparison").fetchall()
+
+    after_demo = runs_of_the_asset()
+    assert after_demo == 1  # the demo's own run; compare and report above only read it
+    # A stored row edited by hand shows as stored: nothing recomputed it.
+    with duckdb.connect(str(config.warehouse_path())) as conn:
+        conn.execute(
+            "UPDATE candidate_comparison SET n_flagged = 9999 "
+            "WHERE candidate = 'sim-candidate-safer' AND category = 'hate'"
+        )
+    row = next(
+        r for r in compare()["rows"]
+        if (r["candidate"], r["category"]) == ("sim-candidate-safer", "hate")
+    )
+    assert row["n_flagged"] == 9999 and runs_of_the_asset() == after_demo
+    # Other settings: one run of the asset with them, and the table says so.
+    assert compare("--alpha", "0.05")["alpha"] == 0.05
+    assert runs_of_the_asset() == after_demo + 1 and stored_alphas() == [(0.05,)]
+    # Only some candidates: rows of the stored table, no run.
+    only = compare("--alpha", "0.05", "--candidates", "sim-candidate-regressed")
+    assert {r["candidate"] for r in only["rows"]} == {"sim-candidate-regressed"}
+    assert runs_of_the_asset() == after_demo + 1
+    # A registry newer than the table (a baseline or deployed day may have changed): stale.
+    later = time.time() + 5
+    os.utime(config.registry_path(), (later, later))
+    time.sleep(5)
+    assert compare() == demo_out  # the default settings again, the hand edit gone
+    assert runs_of_the_asset() == after_demo + 2 and stored_alphas() == [(0.1,)]
+    # One day of the two: only that day is pooled.
+    day = compare("--from", "2026-11-03", "--to", "2026-11-03")
+    assert day["dates"] == ["2026-11-03"]
+    assert {r["n_graded"] for r in day["rows"]} == {40}
+
+
+def test_stored_rows_are_shown_in_the_comparisons_order():
+    import pandas as pd
+
+    from depsim_assets.cli.comparison import select
+    from depsim_assets.estimates.assets import taxonomy_categories
+
+    first, second = [cid for cid, _ in taxonomy_categories()][:2]
+    stored = pd.DataFrame(
+        {
+            "candidate": ["b", "a", "b", "a"],
+            "baseline": ["base"] * 4,
+            "category": [second, second, first, first],
+        }
+    )
+    shown = select(stored, "base", None)
+    assert list(zip(shown["candidate"], shown["category"], strict=True)) == [
+        ("a", first), ("a", second), ("b", first), ("b", second)
+    ]
+    assert list(select(stored, "base", ["b"])["candidate"]) == ["b", "b"]
+    assert list(select(stored, "base", ["b", "a"])["candidate"]) == ["b", "b", "a", "a"]
+    with pytest.raises(ValueError, match="'base' is the baseline"):
+        select(stored, "base", ["a", "base"])
+    with pytest.raises(ValueError, match="'c' has no judge_grades"):
+        select(stored, "base", ["c"])
 
 
 def test_compare_without_a_warehouse_is_one_line(depsim_home, capsys):
@@ -180,6 +261,7 @@ def test_sample_without_a_salt_exits_2_naming_the_variable(depsim_home, capsys, 
     assert "short-salt" not in err
 
 
+@pytest.mark.slow  # a Dagster run
 def test_the_sampling_step_fails_without_a_salt_however_launched(depsim_home, monkeypatch):
     import dagster as dg
 
