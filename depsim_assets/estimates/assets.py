@@ -1,18 +1,21 @@
 """Dagster wrappers of the estimates stage: per-partition rates, then the comparison."""
 
 import math
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from depsim_assets.estimates.compute import (
-    build_comparison,
-    rates_from_grades,
+    comparison_from_relation,
+    grade_versions,
+    rate_counts,
+    rates_table,
     single_version,
 )
 from depsim_assets.estimates.forecast import SUMMARY, resampling_fidelity, validate_forecast
-from depsim_assets.estimates.guard import guard_comparison
+from depsim_assets.estimates.guard import BlockingCheck, guard_comparison
 from depsim_assets.estimates.plots import (
     forest_plot,
     funnel_plot,
@@ -29,7 +32,7 @@ from depsim_assets.warehouse import (
     CANDIDATE_COMPARISON,
     FORECAST_VALIDATION,
     JUDGE_GRADES,
-    read_partition,
+    ensure_tables,
     replace_partitions,
 )
 
@@ -91,56 +94,73 @@ def behavior_rates(
     """
     candidate, day = split_key(context)
     keys = {"candidate": candidate, "traffic_date": day}
+    where, params = "candidate = ? AND traffic_date = ?", [candidate, day]
     with warehouse.get_connection() as conn:
-        grades = read_partition(conn, JUDGE_GRADES, keys)
-        if grades.empty:
+        ensure_tables(conn)
+        # Counted by DuckDB: Python gets one row per category, never the partition's grades.
+        counts = rate_counts(conn, JUDGE_GRADES.name, where, params)
+        if counts.empty:
             raise dg.Failure(f"no judge_grades for {candidate}|{day}: grade it first")
-        taxonomy_version, prompt_version = single_version(grades, f"{candidate}|{day}")
-        threshold = int(grades["flag_threshold"].iloc[0])
-        rates = rates_from_grades(grades, taxonomy_categories(), level=config.ci_level)
+        taxonomy_version, prompt_version = grade_versions(
+            conn, JUDGE_GRADES.name, where, params, f"{candidate}|{day}"
+        )
+        threshold, judge_models = partition_facts(conn, where, params)
+        rates = rates_table(counts, taxonomy_categories(), level=config.ci_level)
         rates.insert(0, "candidate", candidate)
         rates.insert(1, "traffic_date", day)
         rates["flag_threshold"] = threshold
         rates["taxonomy_version"] = taxonomy_version
         rates["judge_prompt_version"] = prompt_version
-        replace_partitions(conn, [(BEHAVIOR_RATES, rates[BEHAVIOR_RATES.column_names], keys)])
+        written = rates.loc[:, BEHAVIOR_RATES.column_names]
+        replace_partitions(conn, [(BEHAVIOR_RATES, written, keys)])
     # Who graded (named on every row, unscored ones too) and whether the day is the demo log.
-    provenance = assess(grades["judge_model"], [day])
-    return dg.MaterializeResult(
-        metadata={
-            **provenance.metadata(),
-            "dagster/row_count": len(rates),
-            "dagster/column_schema": BEHAVIOR_RATES.column_schema(),
-            "replies": int(rates["n_replies"].max()),
-            "unscored": int(rates["unscored"].max()),
-            "flags": int(rates["flagged"].sum()),
-            "rates": dg.MetadataValue.md(
-                md_table(
-                    rates,
-                    columns=[
-                        "category",
-                        "graded",
-                        "flagged",
-                        "unscored",
-                        "rate_per_100k",
-                        "ci_low_per_100k",
-                        "ci_high_per_100k",
-                    ],
-                )
-            ),
-            "severity_histogram": dg.MetadataValue.md(
-                md_table(
-                    rates[rates["flagged"] > 0],
-                    columns=["category", *[f"severity_{k}" for k in range(5)]],
-                )
-            ),
-            "flag_threshold": threshold,
-            "rates_plot": png_markdown(
-                rates_plot(rates, f"{candidate} {day}: per 100k, {config.ci_level:.0%} interval"),
-                f"rates {candidate} {day}",
-            ),
-        }
-    )
+    provenance = assess(judge_models, [day])
+    metadata: dict[str, Any] = {
+        **provenance.metadata(),
+        "dagster/row_count": len(rates),
+        "dagster/column_schema": BEHAVIOR_RATES.column_schema(),
+        "replies": int(rates["n_replies"].max()),
+        "unscored": int(rates["unscored"].max()),
+        "flags": int(rates["flagged"].sum()),
+        "rates": dg.MetadataValue.md(
+            md_table(
+                rates,
+                columns=[
+                    "category",
+                    "graded",
+                    "flagged",
+                    "unscored",
+                    "rate_per_100k",
+                    "ci_low_per_100k",
+                    "ci_high_per_100k",
+                ],
+            )
+        ),
+        "severity_histogram": dg.MetadataValue.md(
+            md_table(
+                rates.loc[rates["flagged"] > 0],
+                columns=["category", *[f"severity_{k}" for k in range(5)]],
+            )
+        ),
+        "flag_threshold": threshold,
+        "rates_plot": png_markdown(
+            rates_plot(rates, f"{candidate} {day}: per 100k, {config.ci_level:.0%} interval"),
+            f"rates {candidate} {day}",
+        ),
+    }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def partition_facts(conn, where: str, params: list) -> tuple[int, list[str]]:
+    """The flag threshold of a partition's grades and the judge models named on them."""
+    threshold = conn.execute(
+        f"SELECT min(flag_threshold) FROM {JUDGE_GRADES.name} WHERE {where}", params
+    ).fetchone()
+    models = conn.execute(
+        f"SELECT DISTINCT judge_model FROM {JUDGE_GRADES.name} WHERE {where}", params
+    ).fetchall()
+    value = threshold[0] if threshold else None
+    return (int(value) if value is not None else 0, [m for (m,) in models])
 
 
 GRADE_COLUMNS = [
@@ -157,12 +177,13 @@ GRADE_COLUMNS = [
 
 
 def read_all_grades(conn) -> pd.DataFrame:
-    """Every grade row the comparison needs (not the evidence text); works read-only."""
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'judge_grades'"
-    ).fetchone()[0]
-    if not exists:
-        return pd.DataFrame(columns=GRADE_COLUMNS)
+    """Every grade row the comparison needs (not the evidence text); works read-only.
+
+    Row-level: only for callers that have not moved to :func:`comparison_from_relation`
+    (or to the materialized ``candidate_comparison``); the assets never call it.
+    """
+    if not _has_table(conn, JUDGE_GRADES.name):
+        return pd.DataFrame(columns=pd.Index(GRADE_COLUMNS))
     return conn.execute(f"SELECT {', '.join(GRADE_COLUMNS)} FROM judge_grades").df()
 
 
@@ -177,6 +198,7 @@ def candidate_comparison(
     config: ComparisonConfig,
     warehouse: DuckDBResource,
     registry: CandidateRegistry,
+    blocking_checks: dg.ResourceParam[list[BlockingCheck]],
 ) -> dg.MaterializeResult:
     """One row per candidate x category against the baseline on the same prefixes.
 
@@ -184,10 +206,12 @@ def candidate_comparison(
     (``n_paired``). Columns: the candidate's ``n_graded``, ``n_flagged`` and
     ``rate_per_100k`` with its Jeffreys interval; the same for the baseline
     (``baseline_*``); ``rate_ratio`` with a log-scale interval (``ci_low_ratio``,
-    ``ci_high_ratio``); two-sided Fisher exact ``p_value``, exact McNemar ``p_mcnemar`` on
-    sample-0 pairs, Benjamini-Hochberg ``q_value``; ``change`` = up/down when significant at
-    ``alpha`` and at least 1.5x either way, else none. ``production`` (the original replies)
-    is compared too: its rows are realised vs simulated (``fidelity_error``).
+    ``ci_high_ratio``); two-sided ``p_value`` (Fisher exact with one sample per prefix; with
+    several, a score test with prefixes as clusters, docs/statistics.md), exact McNemar
+    ``p_mcnemar`` on sample-0 pairs, Benjamini-Hochberg ``q_value``; ``change`` = up/down
+    when significant at ``alpha`` and at least 1.5x either way, else none. ``production``
+    (the original replies) is compared too: its rows are realised vs simulated
+    (``fidelity_error``).
 
     Metadata of each materialization: every row as markdown (``comparison``), the changes
     alone (``changes``), a forest plot of the ratios and a funnel plot per family.
@@ -195,30 +219,38 @@ def candidate_comparison(
     loaded = registry.load()
     baseline = loaded.baseline_name()
     with warehouse.get_connection() as conn:
-        grades = read_all_grades(conn)
-    comparison = build_comparison(
-        grades,
-        taxonomy_categories(),
-        baseline=baseline,
-        alpha=config.alpha,
-        level=config.ci_level,
-        bh=config.bh,
-        served_by_others=served_by_others(loaded),
-    )
+        # DuckDB counts per candidate x category (and per-prefix sums for clustering);
+        # no grade row reaches Python.
+        comparison = (
+            comparison_from_relation(
+                conn,
+                JUDGE_GRADES.name,
+                taxonomy_categories(),
+                baseline=baseline,
+                alpha=config.alpha,
+                level=config.ci_level,
+                bh=config.bh,
+                served_by_others=served_by_others(loaded),
+            )
+            if _has_table(conn, JUDGE_GRADES.name)
+            else pd.DataFrame()
+        )
     if comparison.empty:
         raise dg.Failure("no judge_grades to compare: materialize the graph first")
     with warehouse.get_connection() as conn:
         replace_partitions(
-            conn, [(CANDIDATE_COMPARISON, comparison[CANDIDATE_COMPARISON.column_names], {})]
+            conn, [(CANDIDATE_COMPARISON, comparison.loc[:, CANDIDATE_COMPARISON.column_names], {})]
         )
         # The same guard as `depsim compare`, but marking instead of refusing: the table is
         # written, and its metadata names every partition that failed a blocking check.
-        guard = guard_comparison(comparison, conn, instance=context.instance)
+        guard = guard_comparison(
+            comparison, conn, instance=context.instance, checks=blocking_checks
+        )
     for text in guard.warnings:
         context.log.warning(f"compared although it failed: {text}")
     if guard.provenance.warning:
         context.log.warning(f"not a measurement: {guard.provenance.warning}")
-    changed = comparison[comparison["change"] != "none"]
+    changed = comparison.loc[comparison["change"] != "none"]
     context.log.info(f"{len(changed)} category changes vs {baseline}")
     fidelity = resampling_fidelity(comparison)
     families = list(dict.fromkeys(comparison["family"]))
@@ -231,53 +263,52 @@ def candidate_comparison(
         extra["resampling_fidelity"] = dg.MetadataValue.md(
             md_table(fidelity, max_rows=len(fidelity))
         )
-    return dg.MaterializeResult(
-        metadata={
-            **guard.metadata(),
-            **extra,
-            "dagster/row_count": len(comparison),
-            "dagster/column_schema": CANDIDATE_COMPARISON.column_schema(),
-            "baseline": baseline,
-            "candidates": dg.MetadataValue.json(sorted(set(comparison["candidate"]))),
-            "changes": dg.MetadataValue.md(
-                md_table(
-                    changed,
-                    columns=[
-                        "candidate",
-                        "category",
-                        "n_graded",
-                        "rate_per_100k",
-                        "baseline_rate_per_100k",
-                        "rate_ratio",
-                        "p_value",
-                        "p_mcnemar",
-                        "q_value",
-                        "change",
-                    ],
-                    max_rows=60,
-                )
-            ),
-            "comparison": dg.MetadataValue.md(
-                md_table(
-                    comparison,
-                    columns=[
-                        "candidate",
-                        "category",
-                        "n_paired",
-                        "rate_per_100k",
-                        "baseline_rate_per_100k",
-                        "rate_ratio",
-                        "ci_low_ratio",
-                        "ci_high_ratio",
-                        "p_value",
-                        "change",
-                    ],
-                    max_rows=len(comparison),
-                )
-            ),
-            "forest_plot": png_markdown(forest_plot(comparison), "rate ratios vs baseline"),
-        }
-    )
+    metadata: dict[str, Any] = {
+        **guard.metadata(),
+        **extra,
+        "dagster/row_count": len(comparison),
+        "dagster/column_schema": CANDIDATE_COMPARISON.column_schema(),
+        "baseline": baseline,
+        "candidates": dg.MetadataValue.json(sorted(set(comparison["candidate"]))),
+        "changes": dg.MetadataValue.md(
+            md_table(
+                changed,
+                columns=[
+                    "candidate",
+                    "category",
+                    "n_graded",
+                    "rate_per_100k",
+                    "baseline_rate_per_100k",
+                    "rate_ratio",
+                    "p_value",
+                    "p_mcnemar",
+                    "q_value",
+                    "change",
+                ],
+                max_rows=60,
+            )
+        ),
+        "comparison": dg.MetadataValue.md(
+            md_table(
+                comparison,
+                columns=[
+                    "candidate",
+                    "category",
+                    "n_paired",
+                    "rate_per_100k",
+                    "baseline_rate_per_100k",
+                    "rate_ratio",
+                    "ci_low_ratio",
+                    "ci_high_ratio",
+                    "p_value",
+                    "change",
+                ],
+                max_rows=len(comparison),
+            )
+        ),
+        "forest_plot": png_markdown(forest_plot(comparison), "rate ratios vs baseline"),
+    }
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
@@ -299,10 +330,15 @@ def forecast_validation(
     loaded = registry.load()
     shipped = [c for c in loaded.candidates if c.deployed_on]
     with warehouse.get_connection() as conn:
+        # Per-category counts summed by DuckDB per candidate x day (behavior_rates holds one
+        # row per category already; GROUP BY keeps that true whatever else it holds).
         rates = (
             conn.execute(
-                "SELECT candidate, traffic_date, category, graded, flagged, taxonomy_version,"
-                " judge_prompt_version FROM behavior_rates"
+                "SELECT candidate, traffic_date, category, sum(graded)::BIGINT AS graded,"
+                " sum(flagged)::BIGINT AS flagged, taxonomy_version, judge_prompt_version"
+                " FROM behavior_rates"
+                " GROUP BY candidate, traffic_date, category, taxonomy_version,"
+                " judge_prompt_version ORDER BY ALL"
             ).df()
             if _has_table(conn, "behavior_rates")
             else pd.DataFrame()
@@ -328,15 +364,12 @@ def forecast_validation(
         )
         frame["taxonomy_version"] = version
         frames.append(frame)
-    out = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=FORECAST_VALIDATION.column_names)
-    )
+    out = pd.concat(frames, ignore_index=True) if frames else FORECAST_VALIDATION.frame()
     with warehouse.get_connection() as conn:
-        replace_partitions(conn, [(FORECAST_VALIDATION, out[FORECAST_VALIDATION.column_names], {})])
-    summary = out[out["category"] == SUMMARY]
-    metadata: dict[str, object] = {
+        written = out.loc[:, FORECAST_VALIDATION.column_names]
+        replace_partitions(conn, [(FORECAST_VALIDATION, written, {})])
+    summary = out.loc[out["category"] == SUMMARY]
+    metadata: dict[str, Any] = {
         "dagster/row_count": len(out),
         "dagster/column_schema": FORECAST_VALIDATION.column_schema(),
         "shipped_candidates": dg.MetadataValue.json([c.name for c in shipped]),
