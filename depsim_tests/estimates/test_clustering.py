@@ -239,3 +239,24 @@ def test_no_flag_at_all_counts_each_prefix_once():
     assert rate_interval(sums.cand) == jeffreys_interval(0, 50)
     result = compare(0, 200, 0, 200, clusters=sums)
     assert result.p_value == 1.0 and result.change == "none"
+
+
+def test_partition_rates_interval_uses_the_design_effect_of_repeated_samples():
+    from depsim_assets.estimates.compute import rates_from_grades
+    from depsim_assets.estimates.stats import design_effect, effective_counts
+
+    # 100 prefixes x 4 samples; the samples of a prefix always agree: 10 prefixes flagged.
+    xc = np.array([4] * 10 + [0] * 90)
+    frame = _frame(xc, xc, 4, 4)
+    rates = rates_from_grades(frame[frame["candidate"] == "cand"], [("hate", "x")])
+    row = rates.iloc[0]
+    assert (row["graded"], row["flagged"]) == (400, 40)
+    arm = _arm(xc, np.full(100, 4))
+    # Identical samples: the design effect is the cluster size (x 100/99 for the estimate).
+    assert design_effect(arm) == pytest.approx(4 * 100 / 99)
+    x_eff, n_eff = effective_counts(arm)
+    low, high = jeffreys_interval(x_eff, n_eff)
+    assert row["ci_low_per_100k"] == pytest.approx(low * 100_000)
+    assert row["ci_high_per_100k"] == pytest.approx(high * 100_000)
+    pooled_low, pooled_high = jeffreys_interval(40, 400)
+    assert high - low > 1.9 * (pooled_high - pooled_low)  # about twice as wide (sqrt 4)
