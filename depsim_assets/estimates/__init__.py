@@ -8,6 +8,7 @@ from depsim_assets.estimates.compute import (
     VersionMixError,
     aggregate_rates,
     build_comparison,
+    comparison_from_relation,
     rates_from_grades,
 )
 from depsim_assets.estimates.forecast import resampling_fidelity, validate_forecast
@@ -26,6 +27,7 @@ __all__ = [
     "aggregate_rates",
     "bh_qvalues",
     "build_comparison",
+    "comparison_from_relation",
     "compare",
     "detectable_ratio",
     "jeffreys_interval",
