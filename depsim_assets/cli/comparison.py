@@ -8,9 +8,10 @@ the candidate registry (baseline, deployed days), and have run with the settings
 (``alpha``, ``bh``; the run config is on the instance). Otherwise the CLI materializes the
 asset with those settings, as the UI's *Materialize* would, and then reads it.
 
-A baseline other than the registry's, or a date window, is computed here from the grade rows
-by the estimates stage's own function as long as the asset's config cannot express it: the
-materialized table stays the registry baseline's comparison over every day.
+A baseline other than the registry's, or a date window, is computed on the spot by the
+estimates stage's own function (counts in DuckDB, read-only) for as long as the asset's config
+cannot express it; the materialized table stays the registry baseline's comparison over every
+day. Once ``ComparisonConfig`` has fields of those names, they go to the asset like ``alpha``.
 """
 
 from __future__ import annotations
