@@ -163,30 +163,6 @@ def partition_facts(conn, where: str, params: list) -> tuple[int, list[str]]:
     return (int(value) if value is not None else 0, [m for (m,) in models])
 
 
-GRADE_COLUMNS = [
-    "candidate",
-    "traffic_date",
-    "conversation_id",
-    "sample_index",
-    "category",
-    "status",
-    "flagged",
-    "taxonomy_version",
-    "judge_prompt_version",
-]
-
-
-def read_all_grades(conn) -> pd.DataFrame:
-    """Every grade row the comparison needs (not the evidence text); works read-only.
-
-    Row-level: only for callers that have not moved to :func:`comparison_from_relation`
-    (or to the materialized ``candidate_comparison``); the assets never call it.
-    """
-    if not _has_table(conn, JUDGE_GRADES.name):
-        return pd.DataFrame(columns=pd.Index(GRADE_COLUMNS))
-    return conn.execute(f"SELECT {', '.join(GRADE_COLUMNS)} FROM judge_grades").df()
-
-
 @dg.asset(
     group_name=GROUP,
     deps=[behavior_rates, "judge_grades"],
