@@ -3,6 +3,7 @@
 Run by hand (not part of the test suite)::
 
     .venv/bin/python benchmarks/sampling_scale.py [--json] [--records N] [--sample N]
+        [--repeat R] [--engines duckdb,python]
 
 It writes a synthetic day of OpenAI-chat JSONL (2-6 messages per conversation, some planted
 PII, tool calls, opted-out, multimodal and malformed records) under ``--workdir`` (default: a
@@ -10,15 +11,22 @@ temporary folder), then times, each phase in its own process so the memory of on
 hide another's:
 
 - ``ingest_s``: ``depsim ingest`` of the file into a fresh depsim home;
-- ``sample_s``: ``depsim sample --size 100000`` (a real Dagster materialization of
-  ``sampled_conversations`` and ``conversation_prefixes``: validation, eligibility, sampling,
-  de-identification, the residue check, prefixes);
+- ``sample_s``: ``depsim sample --size 100000`` on the DuckDB path (the default; a real
+  Dagster materialization of ``sampled_conversations`` and ``conversation_prefixes``:
+  validation, eligibility, sampling, de-identification, the residue check, prefixes);
+- ``sample_python_s``: the same on the Python path (``DEPSIM_SAMPLING_ENGINE=python``);
+- ``select_s`` / ``select_python_s``: the read phase alone on each path (validation,
+  eligibility, the seeded bottom-k and reading the chosen records: what DuckDB replaces),
+  without de-identification or Dagster;
 - ``scan_s``: DuckDB ``count(*)`` over the same file;
 - ``reservoir_s``: DuckDB reservoir sample of 100,000 rows of the file into a table.
 
-``peak_rss_mib`` is the largest peak resident memory of the two depsim phases. The Python
+Every timed phase is the median of ``--repeat`` runs (default 3; the scan and the reservoir
+always 3), each in a fresh process. ``peak_rss_mib`` is the largest peak resident memory of
+the ingest and DuckDB-path sample phases (``peak_rss_python_mib``: the Python path's).
+``loadavg`` is ``os.getloadavg()`` before and after: the machine is shared. The Python
 ``json.loads`` loop over the file (the ingest target's reference) is timed too and printed on
-stderr with the ratios, so the JSON on stdout keeps the issue's keys.
+stderr with the ratios.
 """
 
 from __future__ import annotations
@@ -133,7 +141,40 @@ def phase_ingest(path: Path, home: Path) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start, "records": result.records_in}
 
 
-def phase_sample(home: Path, size: int) -> dict[str, float]:
+def phase_select(home: Path, size: int, engine: str) -> dict[str, float]:
+    from depsim_assets.traffic.eligibility import EligibilityConfig
+
+    if engine == "duckdb":
+        from depsim_assets.traffic.fast_sample import select_duckdb as select
+    else:
+        from depsim_assets.traffic.pipeline import select_python as select
+
+    cpu = _cpu()
+    start = time.perf_counter()
+    sel = select(
+        home / "logs" / "production",
+        DATE,
+        n=size,
+        fraction=None,
+        seed=20261126,
+        eligibility=EligibilityConfig(),
+        max_line_bytes=1 << 20,
+        stratify_by=None,
+    )
+    seconds = time.perf_counter() - start
+    chosen = sum(len(v) for v in sel.samples.values())
+    return {"seconds": seconds, "chosen": chosen, "cpu_s": _cpu() - cpu, **sel.engine}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (de-identification workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def phase_sample(home: Path, size: int, engine: str = "duckdb") -> dict[str, float]:
+    os.environ["DEPSIM_SAMPLING_ENGINE"] = engine
     os.environ["DEPSIM_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     # Sampling refuses to run without a secret salt; a throwaway one suits synthetic traffic.
@@ -147,13 +188,14 @@ def phase_sample(home: Path, size: int) -> dict[str, float]:
     from depsim_assets import cli
 
     out = io.StringIO()
+    cpu = _cpu()
     start = time.perf_counter()
     with contextlib.redirect_stdout(out):
         code = cli.main(["sample", "--date", DATE, "--size", str(size), "--json"])
     seconds = time.perf_counter() - start
     if code != 0:
         raise SystemExit(f"depsim sample failed with exit code {code}")
-    return {"seconds": seconds, **json.loads(out.getvalue())}
+    return {"seconds": seconds, "cpu_s": _cpu() - cpu, **json.loads(out.getvalue())}
 
 
 def phase_scan(path: Path) -> dict[str, float]:
@@ -182,6 +224,14 @@ def phase_reservoir(path: Path, size: int, workdir: Path) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start, "rows": n}
 
 
+def _median(args: list[str], repeat: int) -> tuple[dict, float, list[float]]:
+    """``_child`` ``repeat`` times: the run of median time, the largest peak RSS, all times."""
+    runs = [_child(args) for _ in range(max(1, repeat))]
+    runs.sort(key=lambda r: r[0]["seconds"])
+    result, _ = runs[len(runs) // 2]
+    return result, max(rss for _, rss in runs), [round(r["seconds"], 2) for r, _ in runs]
+
+
 def _child(args: list[str]) -> tuple[dict, float]:
     """Run one phase in a fresh interpreter; returns its result and its peak RSS in MiB."""
     proc = subprocess.run(
@@ -202,6 +252,10 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--sample", type=int, default=100_000)
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per timed phase (median)")
+    parser.add_argument(
+        "--engines", default="duckdb,python", help="sampling paths to time (comma-separated)"
+    )
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -212,7 +266,9 @@ def main() -> int:
         elif name == "ingest":
             out = phase_ingest(Path(rest[0]), Path(rest[1]))
         elif name == "sample":
-            out = phase_sample(Path(rest[0]), int(rest[1]))
+            out = phase_sample(Path(rest[0]), int(rest[1]), rest[2])
+        elif name == "select":
+            out = phase_select(Path(rest[0]), int(rest[1]), rest[2])
         elif name == "scan":
             out = phase_scan(Path(rest[0]))
         else:
@@ -232,22 +288,57 @@ def main() -> int:
     print(f"generated {args.records} records, {size / 2**20:.0f} MiB, "
           f"in {time.perf_counter() - start:.1f} s: {path}", file=say)  # fmt: skip
 
+    engines = [e for e in args.engines.split(",") if e]
+    load_before = [round(x, 2) for x in os.getloadavg()]
     loop, _ = _child(["json_loop", str(path)])
     ingest, ingest_rss = _child(["ingest", str(path), str(home)])
-    sample, sample_rss = _child(["sample", str(home), str(args.sample)])
-    scan, _ = _child(["scan", str(path)])
-    reservoir, reservoir_rss = _child(["reservoir", str(path), str(args.sample), str(workdir)])
+    samples: dict[str, tuple[dict, float, list[float]]] = {}
+    selects: dict[str, tuple[dict, float, list[float]]] = {}
+    for engine in engines:
+        selects[engine] = _median(["select", str(home), str(args.sample), engine], args.repeat)
+        samples[engine] = _median(["sample", str(home), str(args.sample), engine], args.repeat)
+    scan, _, _ = _median(["scan", str(path)], 3)
+    reservoir, reservoir_rss, reservoir_runs = _median(
+        ["reservoir", str(path), str(args.sample), str(workdir)], 3
+    )
+    load_after = [round(x, 2) for x in os.getloadavg()]
 
-    result = {
+    ref = reservoir["seconds"]
+    main_engine = engines[0]
+    sample, sample_rss, _ = samples[main_engine]
+    result: dict = {
         "records": ingest["records"],
         "sampled": sample["sampled"],
         "ingest_s": round(ingest["seconds"], 2),
         "sample_s": round(sample["seconds"], 2),
         "scan_s": round(scan["seconds"], 2),
-        "reservoir_s": round(reservoir["seconds"], 2),
-        "sample_over_reservoir": round(sample["seconds"] / reservoir["seconds"], 2),
+        "reservoir_s": round(ref, 2),
+        "sample_over_reservoir": round(sample["seconds"] / ref, 2),
         "peak_rss_mib": round(max(ingest_rss, sample_rss)),
+        "engine": main_engine,
     }
+    for engine in engines:
+        sel, sel_rss, sel_runs = selects[engine]
+        smp, smp_rss, smp_runs = samples[engine]
+        suffix = "" if engine == main_engine else f"_{engine}"
+        result[f"sample{suffix}_s"] = round(smp["seconds"], 2)
+        result[f"sample{suffix}_over_reservoir"] = round(smp["seconds"] / ref, 2)
+        result[f"sample{suffix}_runs_s"] = smp_runs
+        result[f"sample{suffix}_cpu_s"] = round(smp["cpu_s"], 1)
+        result[f"select{suffix}_s"] = round(sel["seconds"], 2)
+        result[f"select{suffix}_over_reservoir"] = round(sel["seconds"] / ref, 2)
+        result[f"select{suffix}_cpu_s"] = round(sel["cpu_s"], 1)
+        result[f"select{suffix}_runs_s"] = sel_runs
+        result[f"peak_rss{suffix}_mib"] = round(max(smp_rss, sel_rss))
+        if "python_lines" in sel:
+            result[f"python_decided_lines{suffix}"] = sel["python_lines"]
+            result[f"python_read_files{suffix}"] = sel["python_files"]
+        if smp["sampled"] != sample["sampled"] or smp["eligible"] != sample["eligible"]:
+            raise SystemExit(f"the {engine} path sampled differently: {smp} vs {sample}")
+    result["reservoir_runs_s"] = reservoir_runs
+    result["loadavg_before"] = load_before
+    result["loadavg_after"] = load_after
+    result["cpus"] = os.cpu_count()
     print(
         f"json.loads loop {loop['seconds']:.2f} s; ingest/loop "
         f"{ingest['seconds'] / loop['seconds']:.2f}x (target 3x); sample/reservoir "

@@ -157,6 +157,10 @@ def sampled_conversations(
             "ineligible": dg.MetadataValue.json(counts["ineligible"]),
             "pii_replaced": dg.MetadataValue.json(counts["pii_replaced"]),
             **({"strata": dg.MetadataValue.json(counts["strata"])} if "strata" in counts else {}),
+            # How the day's lines were decided: by DuckDB, or (those lines, files) by Python.
+            "sampling_engine": result.engine.get("engine", ""),
+            "python_decided_lines": result.engine.get("python_lines", 0),
+            "python_read_files": result.engine.get("python_files", 0),
             "funnel": dg.MetadataValue.md(md_table(funnel)),
             "preview": dg.MetadataValue.md(
                 md_table(

@@ -325,7 +325,8 @@ def finish_sampling(
     }
     if stratify_by is not None:
         counts["strata"] = {
-            str(h): {"eligible": sizes[h], "sampled": len(results[h])} for h in sorted(sizes)
+            str(h): {"eligible": sizes[h], "sampled": len(results[h])}
+            for h in sorted(sizes, key=str)  # stratified: every stratum is a str
         }
     status = status_row(date, drawn, residual_quarantined, max_residual_share)
     if not status["passed"]:
