@@ -314,7 +314,7 @@ def forecast_validation(
                 " sum(flagged)::BIGINT AS flagged, taxonomy_version, judge_prompt_version"
                 " FROM behavior_rates"
                 " GROUP BY candidate, traffic_date, category, taxonomy_version,"
-                " judge_prompt_version ORDER BY ALL"
+                " judge_prompt_version ORDER BY 1, 2, 3, 6, 7"
             ).df()
             if _has_table(conn, "behavior_rates")
             else pd.DataFrame()

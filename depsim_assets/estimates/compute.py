@@ -84,7 +84,7 @@ def grade_versions(
     """:func:`single_version` of the rows of ``relation`` matching ``where``, asked of DuckDB."""
     rows = conn.execute(
         f"SELECT DISTINCT taxonomy_version, judge_prompt_version, status = 'scored' "
-        f"FROM {relation} WHERE {where} ORDER BY ALL",
+        f"FROM {relation} WHERE {where} ORDER BY 1, 2, 3",
         params,
     ).fetchall()
     return _one_version([(t, p, bool(s)) for t, p, s in rows], what)
@@ -113,6 +113,14 @@ def in_window(frame: pd.DataFrame, date_from: str | None, date_to: str | None) -
     if date_to:
         keep &= frame["traffic_date"] <= date_to
     return frame.loc[keep]
+
+
+def _placeholders(count: int) -> str:
+    """``?, ?, ...`` for an IN list of ``count`` values; ``NULL`` (matches nothing) for none.
+
+    Plain placeholders rather than a bound list: the same SQL then runs on other backends.
+    """
+    return ", ".join("?" * count) if count else "NULL"
 
 
 def _window_sql(date_from: str | None, date_to: str | None) -> tuple[str, list]:
@@ -316,8 +324,8 @@ WITH g AS (
            count(*) AS n, count(*) FILTER (WHERE flagged) AS x,
            bool_or(flagged) FILTER (WHERE sample_index = 0) AS f0
     FROM g
-    WHERE list_contains(?::VARCHAR[], candidate)
-      AND NOT (candidate = ? AND list_contains(?::VARCHAR[], traffic_date))
+    WHERE candidate IN ({names})
+      AND NOT (candidate = ? AND {served})
     GROUP BY candidate, traffic_date, conversation_id, category
 ), base AS (
     SELECT traffic_date, conversation_id, category,
@@ -371,8 +379,15 @@ def paired_sums(
     Indexed by ``(candidate, category)``; a pair nobody scored has no row. ``production`` is
     paired on the days not in ``served_by_others`` only.
     """
-    sql = _PAIRED_SQL.format(relation=relation, where=where)
-    args = [*(params or []), list(candidates), PRODUCTION, sorted(served_by_others), baseline]
+    served = sorted(served_by_others)
+    sql = _PAIRED_SQL.format(
+        relation=relation,
+        where=where,
+        names=_placeholders(len(candidates)),
+        # Never an empty IN list: NOT (... AND NULL) would drop production altogether.
+        served=f"traffic_date IN ({_placeholders(len(served))})" if served else "FALSE",
+    )
+    args = [*(params or []), *candidates, PRODUCTION, *served, baseline]
     return conn.execute(sql, args).df().set_index(["candidate", "category"])
 
 
@@ -385,7 +400,12 @@ def cluster_sums(row: pd.Series) -> ClusterSums:
     m = get("n_paired")
     return ClusterSums(
         cand=ArmSums(
-            m, get("n_flagged"), get("n_graded"), get("xc_xc"), get("xc_nc"), get("nc_nc"),
+            m,
+            get("n_flagged"),
+            get("n_graded"),
+            get("xc_xc"),
+            get("xc_nc"),
+            get("nc_nc"),
             get("max_nc"),
         ),
         base=ArmSums(
@@ -520,8 +540,8 @@ def comparison_from_relation(
     taxonomy_version, _ = grade_versions(
         conn,
         relation,
-        f"{where} AND list_contains(?::VARCHAR[], candidate)",
-        [*params, [*names, baseline]],
+        f"{where} AND candidate IN ({_placeholders(len(names) + 1)})",
+        [*params, *names, baseline],
         "comparison",
     )
     for name in names:

@@ -68,6 +68,7 @@ def test_comparison_covers_every_candidate_but_the_baseline():
     assert out.loc[("worse", "hate"), "change"] == "up"
     assert out.loc[("worse", "hate"), "rate_ratio"] == pytest.approx(10.0)
     assert out.loc[("production", "hate"), "change"] == "none"
+    assert out.loc[("production", "hate"), "n_paired"] == 200  # no day served by another
     assert out.loc[("worse", "hate"), "dates"] == "2026-11-01"
 
 
