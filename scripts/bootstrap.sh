@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# Create ./.venv (if needed) and install depsim with its dev tools into it. Idempotent.
+# Create ./.venv (if needed) and install the pinned dev environment into it: every package at
+# the version and hashes of requirements.lock, then depsim itself (editable, no dependencies
+# of its own: the lock holds them all). Idempotent. How to update the lock: docs/testing.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-# Reinstall only when pyproject.toml changed since the last successful install.
+# Reinstall only when the lock or pyproject.toml changed since the last successful install.
 stamp=.venv/.depsim-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+if [ ! -f "$stamp" ] || [ requirements.lock -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  # --no-deps: the lock already lists every package (pip would otherwise ask a pin for each
+  # "name[extra]" requirement); pip check below proves nothing is missing.
+  .venv/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements.lock
+  .venv/bin/python -m pip install --quiet --no-deps -e .
+  # A dependency added to pyproject.toml but not to the lock is missing now: say so.
+  if ! problems="$(.venv/bin/python -m pip check 2>&1)"; then
+    echo "$problems" >&2
+    echo "scripts/bootstrap.sh: error: requirements.lock does not satisfy pyproject.toml;" \
+      "regenerate it (docs/testing.md, 'Updating the lockfile')" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
