@@ -65,6 +65,8 @@ from depsim_assets.traffic.sample import _KEY_SPACE
 from depsim_assets.traffic.selection import DUPLICATE_ID, Selection, stratum_of
 
 _CHUNK = 32 << 20
+# A line's status in the per-batch query.
+_BLANK, _RECORD, _PYTHON, _SKIP = 0, 1, 2, 3
 _ROWS_PER_TASK = 4096
 _NEWLINE = 10
 _BOM = b"\xef\xbb\xbf"
@@ -146,8 +148,8 @@ _BAD = "\x00bad\x00"
 
 
 def _classify_sql(config: EligibilityConfig, stratify_by: str | None, *, utf8: bool) -> str:
-    """The per-batch query: one row per line, ``record`` (decided, with what sampling needs),
-    ``blank``, ``skip`` (over-long) or ``python`` (routed)."""
+    """The per-batch query: one row per line with its status (:data:`_RECORD`: decided, with
+    what sampling needs; :data:`_BLANK`; :data:`_SKIP`: over-long; :data:`_PYTHON`: routed)."""
     meta_keys = sorted(set(config.exclude_metadata) | _stratum_meta_key(stratify_by))
     meta_cols = "".join(
         f"{_scalar_text(f'md[{_sql_str(k)}]', booleans=True)} AS m{i}, "
@@ -257,10 +259,10 @@ WITH lines AS (
     FROM metas
 )
 SELECT lineno, off, nbytes,
-    CASE WHEN flag <> 0 THEN 'skip'
-         WHEN blank THEN 'blank'
-         WHEN simple THEN 'record'
-         ELSE 'python' END AS status,
+    CASE WHEN flag <> 0 THEN {_SKIP}
+         WHEN blank THEN {_BLANK}
+         WHEN simple THEN {_RECORD}
+         ELSE {_PYTHON} END::TINYINT AS status,
     cid, inelig, stratum, qfile, qline
 FROM decided
 """
@@ -301,14 +303,14 @@ class _Batch:
         and DuckDB decodes each line, leaving the invalid ones to Python.
         """
         n = len(self.linenos)
+        buffers = [None, pa.py_buffer(self.starts.astype(np.int64)), pa.py_buffer(self.buf)]
+        lines = pa.Array.from_buffers(pa.large_string(), n, buffers)
         try:
-            self.buf.decode("utf-8")
+            lines.validate(full=True)  # checks UTF-8 in place, without decoding a copy
             utf8 = True
-        except UnicodeDecodeError:
+        except pa.ArrowInvalid:
             utf8 = False
-        kind = pa.large_string() if utf8 else pa.large_binary()
-        offsets = pa.py_buffer(self.starts.astype(np.int64))
-        lines = pa.Array.from_buffers(kind, n, [None, offsets, pa.py_buffer(self.buf)])
+            lines = pa.Array.from_buffers(pa.large_binary(), n, buffers)
         table = pa.table(
             {
                 "line": lines,
@@ -554,27 +556,27 @@ def _decide_batch(
         out = conn.sql(classify[utf8]).to_arrow_table()
     finally:
         conn.unregister("batch")
-    status = out.column("status").to_numpy(zero_copy_only=False)
+    status = out.column("status").to_numpy()
     linenos = out.column("lineno").to_numpy()
-    nonblank = linenos[status != "blank"]
+    nonblank = linenos[status != _BLANK]
     last = int(nonblank.max()) if len(nonblank) else 0
     conn.register("decided", out)
     try:
         conn.execute(
             "INSERT INTO recs SELECT ?, lineno, cid, inelig, stratum, coalesce(qfile, ?), "
             "CASE WHEN qfile IS NOT NULL AND qline IS NOT NULL THEN qline ELSE lineno END, "
-            "off, nbytes FROM decided WHERE status = 'record'",
+            f"off, nbytes FROM decided WHERE status = {_RECORD}",
             [file_idx, entry.source_file],
         )
     finally:
         conn.unregister("decided")
-    index = {int(x): i for i, x in enumerate(batch.linenos)}
-    routed = np.flatnonzero((status == "python") | (status == "skip"))
+    first = int(batch.linenos[0])  # a batch's lines are consecutive
+    routed = np.flatnonzero(status >= _PYTHON)
     if len(routed):
         rows = _empty_rows()
         for k in routed:
             lineno = int(linenos[k])
-            i = index[lineno]
+            i = lineno - first
             raw = None if batch.flags[i] else batch.line(i)
             item = parse_line(raw, entry.source_file, lineno, max_line_bytes)
             day.python_lines += 1
