@@ -26,7 +26,22 @@ SLOW_MARKERS = ("e2e", "browser", "real_model")
 # Tests marked slow here rather than in their files (files other people are changing as the
 # tiers are drawn): node-id prefix -> why. A prefix that matches nothing in a collected file
 # is an error, so a renamed test cannot silently fall back into the fast tier's budget.
-SLOW: dict[str, str] = {}
+SLOW: dict[str, str] = {
+    "depsim_tests/judging/test_agreement.py::test_judge_agreement_asset_writes_the_same_numbers":
+        "materializes judge_agreement",
+    "depsim_tests/judging/test_agreement.py::"
+    "test_compare_refuses_to_mix_taxonomy_versions_in_one_line": "Dagster runs",
+    "depsim_tests/test_automation.py::"
+    "test_new_day_sensor_leaves_days_to_whoever_planned_their_candidates": "Dagster runs",
+    "depsim_tests/test_automation.py::test_comparison_sensor_leaves_cli_rates_to_the_cli":
+        "Dagster runs",
+    "depsim_tests/test_cli.py::test_the_sampling_step_fails_without_a_salt_however_launched":
+        "Dagster runs",
+    "depsim_tests/test_judge_config.py::test_dagster_replaces_constructor_values_at_launch":
+        "a Dagster run",
+    "depsim_tests/traffic/test_fast_sample.py::"
+    "test_lines_across_chunk_boundaries_and_over_long_lines": "about a minute on a loaded machine",
+}
 
 _current: dict[str, Any] = {"item": None, "started": []}
 

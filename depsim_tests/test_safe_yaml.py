@@ -111,6 +111,7 @@ def test_candidates_list_refuses_the_bomb_in_under_a_second(bomb_home, capsys):
     assert bomb_home.read_text() == alias_bomb()
 
 
+@pytest.mark.slow  # a process of depsim's own
 def test_candidates_list_process_ends_with_the_reason(bomb_home):
     # A whole process, as a user runs it: exits 2 with the line (no hang, no traceback). The
     # bound is a safety net against a hang; the claim is the in-process timing above.
@@ -138,6 +139,7 @@ def test_sensor_ticks_fail_with_the_reason_at_once(bomb_home):
             assert time.perf_counter() - started < 1.0
 
 
+@pytest.mark.slow  # a process of depsim's own
 def test_code_location_loads_with_the_bomb_in_place(bomb_home):
     # The code version read when definitions load marks the registry invalid, without expanding.
     started = time.perf_counter()

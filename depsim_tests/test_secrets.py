@@ -320,6 +320,7 @@ def echo_server() -> Iterator[EchoServer]:
         yield server
 
 
+@pytest.mark.slow  # Dagster runs
 def test_endpoint_that_echoes_the_key_leaves_no_trace(depsim_home, capfd, monkeypatch,
                                                       echo_server):
     key = fake_key()

@@ -64,6 +64,9 @@ CORPUS_ROOTS = (
     "uvicorn", "matplotlib", "tqdm", "pyarrow", "orjson", "scikit-learn", "presidio-analyzer",
     "phonenumbers", "python-stdnum", "zstandard",
 )  # fmt: skip
+# Packaging tools some dependencies list (spacy and thinc require setuptools): their version
+# comes with the virtualenv, not with depsim, so they stay out.
+NOT_CORPUS = frozenset({"setuptools", "pip", "wheel"})
 
 # Each pattern marks a chunk that names a real person; the key is the reason counted.
 PERSONAL = {
@@ -107,6 +110,8 @@ def corpus_distributions(roots: tuple[str, ...] = CORPUS_ROOTS) -> list[metadata
     while todo:
         req = todo.pop()
         key = canonicalize_name(req.name)
+        if key in NOT_CORPUS:
+            continue
         extras = frozenset(req.extras)
         if key in found and extras <= found[key][1]:
             continue

@@ -44,6 +44,7 @@ def demo_day(depsim_home):
     return depsim_home
 
 
+@pytest.mark.slow  # Dagster runs
 def test_depsim_sample_json_is_exactly_the_issue_shape_and_reconciles(demo_day, capsys):
     assert cli.main(["sample", "--date", DATE, "--size", "120", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -69,6 +70,7 @@ def test_depsim_sample_json_is_exactly_the_issue_shape_and_reconciles(demo_day, 
     assert out["pii_replaced"] == dict(sorted(total.items()))
 
 
+@pytest.mark.slow  # Dagster runs
 def test_sample_by_fraction_stratified_by_source(demo_day, capsys):
     args = ["sample", "--date", DATE, "--fraction", "0.5", "--stratify-by", "source", "--json"]
     assert cli.main([*args, "--exclude-model", "nothing"]) == 0
@@ -119,6 +121,7 @@ def _count(table, day=DATE):
         ).fetchone()[0]
 
 
+@pytest.mark.slow  # Dagster runs
 def test_residue_check_reads_the_recorded_verdict(demo_day, instance):
     result = _materialize(instance)
     [evaluation] = [
@@ -140,6 +143,7 @@ def test_residue_check_reads_the_recorded_verdict(demo_day, instance):
     assert not failed.passed and "verdict kept" in failed.description
 
 
+@pytest.mark.slow  # Dagster runs
 def test_a_broken_deidentifier_fails_the_day_and_prefixes_refuse_it(demo_day, instance):
     def identity(self, messages, conversation_id, *, surrogates=None):
         return messages, {}
@@ -183,6 +187,7 @@ def test_a_broken_deidentifier_fails_the_day_and_prefixes_refuse_it(demo_day, in
     assert "\n" not in message and _count("conversation_prefixes") == 0
 
 
+@pytest.mark.slow  # Dagster runs
 def test_prefixes_refuse_a_day_never_sampled(demo_day, instance):
     with pytest.raises(dg.Failure, match=f"conversation_prefixes refuses {DATE}: no sampling"):
         dg.materialize(

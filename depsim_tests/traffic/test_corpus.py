@@ -63,6 +63,7 @@ def test_false_replacements_on_the_pii_free_corpus_are_rare(report):
     assert clean["rate"] <= 0.01, clean
 
 
+@pytest.mark.slow  # a measurement over 2,000 conversations through both layers
 def test_the_residue_scan_seldom_mistakes_surrogates_for_leaks():
     # The residue layer is independent and conservative by design (its own recall is held in
     # test_residue*.py); here: on conversations the de-identifier fully cleaned, the surrogates

@@ -180,6 +180,7 @@ def sampled_home(sampled_run):
     return sampled_run[0]
 
 
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_sample_counts_reconcile_with_every_poison_item_in_the_day(sampled):
     c = sampled
     assert c["records_in"] == c["quarantined"] + sum(c["ineligible"].values()) + c["eligible"]
@@ -211,6 +212,7 @@ def poison_line(item: str) -> int:
 
 
 @pytest.mark.parametrize("item", sorted(RECORD_POISON))
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_sample_quarantines_each_poison_record(sampled_home, item):
     _, reason = RECORD_POISON[item]
     rows = {(f, n): (r, d) for f, n, r, d in quarantine_rows(sampled_home)}
@@ -220,6 +222,7 @@ def test_sample_quarantines_each_poison_record(sampled_home, item):
 
 
 @pytest.mark.parametrize("item", sorted(FILE_POISON))
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_sample_names_each_poison_file(sampled, item):
     name, kind = FILE_POISON[item]
     named = {Path(e["file"]).name: e for e in sampled["unreadable"]}
@@ -231,6 +234,7 @@ def test_sample_names_each_poison_file(sampled, item):
     assert entry["detail"].startswith(f"{kind}: ")
 
 
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_sample_keeps_the_lines_read_before_a_gzip_cut(sampled):
     [entry] = [e for e in sampled["unreadable"] if e["file"].endswith("cut.jsonl.gz")]
     assert entry["lines_read"] == TRUNCATED_KEPT
@@ -264,6 +268,7 @@ def ingested(tmp_path_factory):
     return proc, json.loads(proc.stdout), src, home
 
 
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_ingest_writes_the_readable_and_names_the_rest(ingested):
     proc, out, src, _ = ingested
     assert proc.returncode == 2
@@ -298,6 +303,7 @@ def ingested_sample(ingested):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_ingested_day_reconciles_in_depsim_sample_and_names_unreadable_inputs(
     ingested, ingested_sample
 ):
@@ -313,6 +319,7 @@ def test_ingested_day_reconciles_in_depsim_sample_and_names_unreadable_inputs(
 
 
 @pytest.mark.parametrize("item", sorted(RECORD_POISON))
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_ingest_quarantines_each_poison_record_under_its_own_file_and_line(
     ingested, ingested_sample, item
 ):
@@ -327,6 +334,7 @@ def test_ingest_quarantines_each_poison_record_under_its_own_file_and_line(
     ("item", "message"),
     [("directory", "a directory"), ("broken_symlink", "a symbolic link to nothing")],
 )
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_ingest_refuses_a_path_that_is_no_file_naming_it(tmp_path, item, message):
     src = tmp_path / "src"
     write_poison(src)
@@ -358,6 +366,7 @@ def _delete_on_open(monkeypatch, victim: str) -> None:
     monkeypatch.setattr(logs, "open_log", open_after_delete)
 
 
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_sample_names_a_file_deleted_between_listing_and_reading(
     depsim_home, monkeypatch, capsys
 ):
@@ -480,6 +489,7 @@ def _fsize_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_sample_on_a_full_disk_says_so_in_one_line(tmp_path):
     home = tmp_path / "home"
     day = home / "logs" / "production" / DAY
@@ -541,6 +551,7 @@ def test_the_real_disk_full_text_of_duckdb_is_translated():
         ("a-file", "is not a folder depsim can use ("),
     ],
 )
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_sample_with_an_unwritable_home_says_so_in_one_line(tmp_path, dagster_folder, expected):
     home = tmp_path / "home"
     day = home / "logs" / "production" / DAY
@@ -557,6 +568,7 @@ def test_sample_with_an_unwritable_home_says_so_in_one_line(tmp_path, dagster_fo
     assert line.startswith(f"depsim: error: the depsim home {home} {expected}"), line
 
 
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_ingest_on_a_full_disk_writes_nothing_and_says_so(tmp_path):
     src = tmp_path / "big.jsonl"
     src.write_text("\n".join(good(i) for i in range(8000)) + "\n")  # ~2.4 MB out
@@ -575,6 +587,7 @@ def test_ingest_on_a_full_disk_writes_nothing_and_says_so(tmp_path):
     assert not [p for p in log.rglob("*") if p.is_file()]  # temporary files removed too
 
 
+@pytest.mark.slow  # the depsim CLI in a process of its own, or a Dagster run
 def test_ingest_into_a_read_only_home_says_so(tmp_path):
     src = tmp_path / "a.jsonl"
     src.write_text(good(0) + "\n")

@@ -20,6 +20,11 @@ from depsim_tests.traffic.real_text_corpus import (
     trap_conversations,
 )
 
+# A measurement over 2,000 conversations (about a minute on a loaded machine): the full suite's.
+# The fast tier keeps the de-identifier's own false replacements on 500 of them
+# (test_adversarial_deid.py).
+pytestmark = pytest.mark.slow
+
 DATE = "2025-05-05"
 N_REAL = 2000
 MAX_FP_SHARE = 0.005
