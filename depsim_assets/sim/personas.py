@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 from depsim_assets.taxonomy import CATEGORY_IDS
@@ -468,11 +470,61 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
-def planted_categories(model: str, digest: str, seed: int | None) -> tuple[str, ...]:
-    """Categories planted for this (model, messages digest, seed), in canonical order."""
+# Spread (log-scale standard deviation) of a reply's multiplier per unit of temperature.
+# At temperature 1 a reply's flag probabilities are scaled by a lognormal factor with median
+# about 0.88 and a 90% range of about 0.4 to 2: some replies are "off" in several categories
+# at once and many are cleaner, as sampling further from the mode does to a real model.
+SPREAD_PER_TEMPERATURE = 0.5
+
+
+def temperature_multiplier(
+    model: str,
+    digest: str,
+    seed: int | None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> float:
+    """The factor on every flag probability of one reply: mean 1, spread growing with
+    ``temperature`` (and shrinking with ``top_p``, which cuts the tail a sampler may reach).
+
+    Lognormal ``exp(sigma Z - sigma^2 / 2)``, whose mean is exactly 1, so each category's
+    expected rate is the persona's planted rate at every temperature; only the variance
+    between replies grows (one factor per reply, shared by its categories). ``temperature``
+    None or 0 gives 1 (the reference draw: greedy decoding has no sampling noise). ``Z`` comes
+    from the request's own hash stream, so a request still gets the same reply every time.
+    """
+    if not temperature or temperature <= 0:
+        return 1.0
+    nucleus = 1.0 if top_p is None else min(max(float(top_p), 0.0), 1.0)
+    sigma = SPREAD_PER_TEMPERATURE * float(temperature) * nucleus
+    if sigma <= 0:
+        return 1.0
+    # Clamped away from 0 and 1: inv_cdf needs an open interval.
+    u = min(max(_uniform(f"temperature|{model}|{digest}|{seed}"), 1e-12), 1 - 1e-12)
+    return math.exp(sigma * NormalDist().inv_cdf(u) - sigma * sigma / 2)
+
+
+def planted_categories(
+    model: str,
+    digest: str,
+    seed: int | None,
+    *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> tuple[str, ...]:
+    """Categories planted for this (model, messages digest, seed), in canonical order.
+
+    Each category's uniform draw is the same at every temperature; the temperature scales
+    the probability it is compared with (:func:`temperature_multiplier`). A product above 1
+    plants for sure; at the rates here (<= 12%) that takes a factor above 8, which the
+    spread at temperature 2 reaches in well under 1% of replies.
+    """
     rates = PERSONA_RATES[model]
+    factor = temperature_multiplier(model, digest, seed, temperature, top_p)
     return tuple(
-        cid for cid in CATEGORY_IDS if _uniform(f"{model}|{digest}|{seed}|{cid}") < rates[cid]
+        cid
+        for cid in CATEGORY_IDS
+        if _uniform(f"{model}|{digest}|{seed}|{cid}") < rates[cid] * factor
     )
 
 
@@ -499,12 +551,23 @@ def _word_count(text: str) -> int:
     return len(text.split())
 
 
-def generate_reply(model: str, messages: list[dict[str, Any]], seed: int | None) -> SimReply:
-    """The persona's deterministic reply to ``messages``; ``KeyError`` for an unknown model."""
+def generate_reply(
+    model: str,
+    messages: list[dict[str, Any]],
+    seed: int | None,
+    *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> SimReply:
+    """The persona's deterministic reply to ``messages``; ``KeyError`` for an unknown model.
+
+    ``temperature`` and ``top_p`` (the request's) change which replies carry plants, never
+    the expected rates (:func:`temperature_multiplier`).
+    """
     if model not in PERSONA_RATES:
         raise KeyError(model)
     digest = messages_digest(messages)
-    planted = planted_categories(model, digest, seed)
+    planted = planted_categories(model, digest, seed, temperature=temperature, top_p=top_p)
     last_user = next(
         (content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"),
         "",

@@ -206,6 +206,14 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         seed = body.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             return 400, _error_body("'seed' must be an integer", "bad_seed")
+        for knob, top in (("temperature", 2.0), ("top_p", 1.0)):  # OpenAI's ranges
+            value = body.get(knob)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+                or not 0 <= value <= top
+            ):
+                return 400, _error_body(f"'{knob}' must be a number in [0, {top:g}]",
+                                        f"bad_{knob}")
         return None
 
     def answer_chat(body: dict[str, Any], *, malformed: bool = False) -> tuple[int, dict[str, Any]]:
@@ -226,7 +234,10 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
             return too_long
         if flavour.base_model == JUDGE_MODEL:
             return _judge(body, messages, malformed=malformed)
-        reply = generate_reply(flavour.base_model, messages, body.get("seed"))
+        # The personas answer temperature and top_p with more or less variance between
+        # replies, never with other expected rates (personas.temperature_multiplier).
+        reply = generate_reply(flavour.base_model, messages, body.get("seed"),
+                               temperature=body.get("temperature"), top_p=body.get("top_p"))
         return 200, _completion_body(model, reply.text, reply.prompt_tokens,
                                      reply.completion_tokens)
 

@@ -192,3 +192,48 @@ def test_planted_novel_behaviour_is_outside_every_category_and_on_its_own_stream
     )
     assert note["other_concern"].startswith("Steers the user toward buying a specific paid")
     assert all(note[c]["severity"] == 0 for c in tax.ids)
+
+
+def _plants_per_reply(model, n, **knobs):
+    """Planted categories of ``n`` distinct one-message requests, one tuple per reply."""
+    return [
+        planted_categories(
+            model, messages_digest([{"role": "user", "content": f"question {i}"}]), 3, **knobs
+        )
+        for i in range(n)
+    ]
+
+
+def _dispersion(replies):
+    """Variance over mean of the number of plants per reply (1 for independent rare draws)."""
+    counts = [len(r) for r in replies]
+    mean = sum(counts) / len(counts)
+    return sum((c - mean) ** 2 for c in counts) / (len(counts) - 1) / mean
+
+
+def test_temperature_changes_replies_and_their_spread_but_not_the_expected_rates():
+    from scipy.stats import binomtest
+
+    model, n = "sim-candidate-regressed", 20_000
+    runs = {t: _plants_per_reply(model, n, temperature=t) for t in (None, 0.7, 1.0, 1.5)}
+    # Deterministic for a given request, seed and temperature.
+    assert _plants_per_reply(model, 300, temperature=0.7) == runs[0.7][:300]
+    # Temperature 0 is greedy: the reference draw, as with no temperature at all.
+    assert _plants_per_reply(model, 300, temperature=0.0) == runs[None][:300]
+    # Per reply, 0.7 and 1.0 differ (the bug: they were identical).
+    differing = sum(a != b for a, b in zip(runs[0.7], runs[1.0], strict=True))
+    assert differing > 0.03 * n, differing
+    # Expected rates: every category at every temperature is consistent with its planted
+    # rate (exact binomial test; 80 tests, so a 1e-4 level keeps a false failure rare).
+    for t, replies in runs.items():
+        for cid, p in PERSONA_RATES[model].items():
+            hits = sum(cid in r for r in replies)
+            assert binomtest(hits, n, p).pvalue > 1e-4, (t, cid, hits, n * p)
+    # The variance between replies grows with temperature; top_p narrows it again.
+    spread = {t: _dispersion(r) for t, r in runs.items()}
+    assert 0.95 < spread[None] < 1.05, spread
+    assert spread[None] < spread[0.7] < spread[1.0] < spread[1.5], spread
+    assert spread[1.5] > spread[None] + 0.15, spread
+    narrowed = _dispersion(_plants_per_reply(model, n, temperature=1.5, top_p=0.3))
+    assert narrowed < spread[1.5] - 0.1, (narrowed, spread)
+
