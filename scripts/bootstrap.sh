@@ -13,8 +13,17 @@ stamp=.venv/.depsim-installed
 if [ ! -f "$stamp" ] || [ requirements.lock -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # --no-deps: the lock already lists every package (pip would otherwise ask a pin for each
   # "name[extra]" requirement); pip check below proves nothing is missing.
-  .venv/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements.lock
-  .venv/bin/python -m pip install --quiet --no-deps -e .
+  # pip's output (warnings about this machine's index settings, setuptools' note on editable
+  # installs) is shown only when an install fails.
+  log="$(mktemp)"
+  if ! { .venv/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements.lock &&
+    .venv/bin/python -m pip install --quiet --no-deps -e .; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "scripts/bootstrap.sh: error: pip could not install requirements.lock (output above)" >&2
+    exit 1
+  fi
+  rm -f "$log"
   # A dependency added to pyproject.toml but not to the lock is missing now: say so.
   if ! problems="$(.venv/bin/python -m pip check 2>&1)"; then
     echo "$problems" >&2
