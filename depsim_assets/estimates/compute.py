@@ -334,11 +334,11 @@ WITH g AS (
     FROM g WHERE candidate = ?
     GROUP BY traffic_date, conversation_id, category
 ), pairs AS (
-    SELECT c.candidate, c.category, c.n AS nc, c.x AS xc, c.f0 AS fc,
+    SELECT c.candidate, traffic_date, c.category, c.n AS nc, c.x AS xc, c.f0 AS fc,
            b.n AS nb, b.x AS xb, b.f0 AS fb
     FROM cand c JOIN base b USING (traffic_date, conversation_id, category)
 )
-SELECT candidate, category,
+SELECT candidate, {day}category,
        count(*) AS n_paired,
        sum(nc)::BIGINT AS n_graded, sum(xc)::BIGINT AS n_flagged,
        sum(nb)::BIGINT AS baseline_n_graded, sum(xb)::BIGINT AS baseline_n_flagged,
@@ -350,7 +350,7 @@ SELECT candidate, category,
        sum(nb * nb)::BIGINT AS nb_nb, max(nb) AS max_nb,
        sum(xc * xb)::BIGINT AS xc_xb, sum(xc * nb)::BIGINT AS xc_nb,
        sum(nc * xb)::BIGINT AS nc_xb, sum(nc * nb)::BIGINT AS nc_nb
-FROM pairs GROUP BY candidate, category
+FROM pairs GROUP BY candidate, {day}category
 """
 
 PAIRED_COUNTS = [
@@ -373,22 +373,26 @@ def paired_sums(
     where: str = "TRUE",
     params: list | None = None,
     served_by_others: Collection[str] = (),
+    by_day: bool = False,
 ) -> pd.DataFrame:
     """Per candidate x category against ``baseline``: paired counts and cluster sums.
 
-    Indexed by ``(candidate, category)``; a pair nobody scored has no row. ``production`` is
-    paired on the days not in ``served_by_others`` only.
+    Indexed by ``(candidate, category)``, or ``(candidate, traffic_date, category)`` when
+    ``by_day``; a pair nobody scored has no row. ``production`` is paired on the days not in
+    ``served_by_others`` only.
     """
     served = sorted(served_by_others)
     sql = _PAIRED_SQL.format(
         relation=relation,
         where=where,
+        day="traffic_date, " if by_day else "",
         names=_placeholders(len(candidates)),
         # Never an empty IN list: NOT (... AND NULL) would drop production altogether.
         served=f"traffic_date IN ({_placeholders(len(served))})" if served else "FALSE",
     )
     args = [*(params or []), *candidates, PRODUCTION, *served, baseline]
-    return conn.execute(sql, args).df().set_index(["candidate", "category"])
+    index = ["candidate", *(["traffic_date"] if by_day else []), "category"]
+    return conn.execute(sql, args).df().set_index(index)
 
 
 def cluster_sums(row: pd.Series) -> ClusterSums:
@@ -460,6 +464,9 @@ def _comparison_rows(
         low, high = (
             rate_interval(clusters.cand, level) if clusters else jeffreys_interval(0, 0, level)
         )
+        base_low, base_high = (
+            rate_interval(clusters.base, level) if clusters else jeffreys_interval(0, 0, level)
+        )
         result = compare(x, n, bx, bn, alpha=alpha, level=level, clusters=clusters)
         rows.append(
             {
@@ -474,6 +481,8 @@ def _comparison_rows(
                 "baseline_n_graded": bn,
                 "baseline_n_flagged": bx,
                 "baseline_rate_per_100k": rate_per_100k(bx, bn),
+                "baseline_ci_low_per_100k": base_low * PER,
+                "baseline_ci_high_per_100k": base_high * PER,
                 "rate_ratio": result.rate_ratio,
                 "ci_low_ratio": result.ci_low_ratio,
                 "ci_high_ratio": result.ci_high_ratio,
@@ -497,6 +506,44 @@ def _comparison_rows(
             for r, s in zip(frame["rate_ratio"], frame["significant"], strict=True)
         ]
     return frame
+
+
+def _compared_names(
+    conn: duckdb.DuckDBPyConnection,
+    relation: str,
+    *,
+    baseline: str,
+    candidates: Sequence[str] | None,
+    where: str,
+    params: list,
+) -> tuple[list[str], dict[str, set[str]], str] | None:
+    """``(candidates compared, dates of every name, taxonomy version)``, checked: the
+    baseline has grades, is not among the candidates, every candidate has grades, and the
+    grades share one version. None when the window holds no grade at all."""
+    days = conn.execute(
+        f"SELECT DISTINCT candidate, traffic_date FROM {relation} WHERE {where}", params
+    ).fetchall()
+    if not days:
+        return None
+    dates_of: dict[str, set[str]] = {}
+    for name, day in days:
+        dates_of.setdefault(str(name), set()).add(str(day))
+    if baseline not in dates_of:
+        raise ValueError(f"baseline {baseline!r} has no judge_grades: replay and grade it first")
+    if candidates and baseline in candidates:
+        raise ValueError(f"candidate {baseline!r} is the baseline; compare it with another one")
+    names = list(candidates) if candidates else sorted(set(dates_of) - {baseline})
+    taxonomy_version, _ = grade_versions(
+        conn,
+        relation,
+        f"{where} AND candidate IN ({_placeholders(len(names) + 1)})",
+        [*params, *names, baseline],
+        "comparison",
+    )
+    for name in names:
+        if name not in dates_of:
+            raise ValueError(f"candidate {name!r} has no judge_grades")
+    return names, dates_of, taxonomy_version
 
 
 def comparison_from_relation(
@@ -524,29 +571,12 @@ def comparison_from_relation(
     """
     check_window(date_from, date_to)
     where, params = _window_sql(date_from, date_to)
-    days = conn.execute(
-        f"SELECT DISTINCT candidate, traffic_date FROM {relation} WHERE {where}", params
-    ).fetchall()
-    if not days:
-        return pd.DataFrame()
-    dates_of: dict[str, set[str]] = {}
-    for name, day in days:
-        dates_of.setdefault(str(name), set()).add(str(day))
-    if baseline not in dates_of:
-        raise ValueError(f"baseline {baseline!r} has no judge_grades: replay and grade it first")
-    if candidates and baseline in candidates:
-        raise ValueError(f"candidate {baseline!r} is the baseline; compare it with another one")
-    names = candidates or sorted(set(dates_of) - {baseline})
-    taxonomy_version, _ = grade_versions(
-        conn,
-        relation,
-        f"{where} AND candidate IN ({_placeholders(len(names) + 1)})",
-        [*params, *names, baseline],
-        "comparison",
+    checked = _compared_names(
+        conn, relation, baseline=baseline, candidates=candidates, where=where, params=params
     )
-    for name in names:
-        if name not in dates_of:
-            raise ValueError(f"candidate {name!r} has no judge_grades")
+    if checked is None:
+        return pd.DataFrame()
+    names, dates_of, taxonomy_version = checked
     sums = paired_sums(
         conn,
         relation,
@@ -576,6 +606,94 @@ def comparison_from_relation(
         )
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# The columns of one candidate x day x category row of :func:`comparison_by_day`.
+BY_DAY_COLUMNS = [
+    "candidate",
+    "baseline",
+    "traffic_date",
+    "category",
+    "family",
+    "n_paired",
+    "n_graded",
+    "n_flagged",
+    "rate_per_100k",
+    "ci_low_per_100k",
+    "ci_high_per_100k",
+    "baseline_n_graded",
+    "baseline_n_flagged",
+    "baseline_rate_per_100k",
+    "baseline_ci_low_per_100k",
+    "baseline_ci_high_per_100k",
+    "rate_ratio",
+    "ci_low_ratio",
+    "ci_high_ratio",
+    "p_value",
+    "ci_level",
+    "taxonomy_version",
+]
+
+
+def comparison_by_day(
+    conn: duckdb.DuckDBPyConnection,
+    relation: str,
+    categories: list[tuple[str, str]],
+    *,
+    baseline: str,
+    level: float = 0.95,
+    candidates: list[str] | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    served_by_others: Collection[str] = (),
+) -> pd.DataFrame:
+    """One row per candidate x day x category: the comparison of that day's shared prefixes.
+
+    The same pairing, counts and statistics as :func:`comparison_from_relation` (one GROUP BY
+    with the day added), one day at a time instead of pooled: both arms' rates with their
+    intervals, the ratio with its interval and the two-sided p. Days a candidate shares no
+    scored prefix with the baseline have no rows; on a day that has some, every category has
+    its row (zero counts included). The p-values are per day, for looking, not for calling
+    changes: the pooled comparison decides, and a day's small sample rarely can.
+    """
+    check_window(date_from, date_to)
+    where, params = _window_sql(date_from, date_to)
+    checked = _compared_names(
+        conn, relation, baseline=baseline, candidates=candidates, where=where, params=params
+    )
+    if checked is None:
+        return pd.DataFrame(columns=pd.Index(BY_DAY_COLUMNS))
+    names, _, taxonomy_version = checked
+    sums = paired_sums(
+        conn,
+        relation,
+        baseline=baseline,
+        candidates=names,
+        where=where,
+        params=params,
+        served_by_others=served_by_others,
+        by_day=True,
+    )
+    frames = []
+    pairs = dict.fromkeys(zip(sums.index.get_level_values(0), sums.index.get_level_values(1),
+                              strict=True))
+    rank = {name: i for i, name in enumerate(names)}
+    for name, day in sorted(pairs, key=lambda key: (rank[str(key[0])], str(key[1]))):
+        frame = _comparison_rows(
+            sums.xs((name, day), level=["candidate", "traffic_date"]),
+            categories,
+            alpha=0.05,  # unused here: no change is called per day
+            level=level,
+            bh=False,
+        )
+        frame["candidate"] = name
+        frame["baseline"] = baseline
+        frame["traffic_date"] = str(day)
+        frame["taxonomy_version"] = taxonomy_version
+        frames.append(frame.loc[:, BY_DAY_COLUMNS])
+    if not frames:
+        return pd.DataFrame(columns=pd.Index(BY_DAY_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
 
 
 def build_comparison(
