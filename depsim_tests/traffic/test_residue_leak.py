@@ -139,7 +139,9 @@ def test_a_day_over_the_threshold_writes_no_sample(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(deid_module, "Deidentifier", Leaky)
         mp.setattr("depsim_assets.traffic.pipeline.Deidentifier", Leaky)
-        result = run_sampling(tmp_path, DATE, n=1000, seed=1, salt=SALT)
+        # A salt of its own: the pipeline keeps one de-identifier per salt between days, and an
+        # earlier test's (a real one) must not stand in for the leaky one.
+        result = run_sampling(tmp_path, DATE, n=1000, seed=1, salt=SALT + "-leaky")
     c = result.counts
     assert not result.passed and result.sampled_rows == [] and result.prefix_rows == []
     assert c["residual_quarantined"] > 0.5 * c["sampled"]
