@@ -33,7 +33,6 @@ from depsim_assets.warehouse import (
 from depsim_demo.synth import write_demo_log
 from depsim_tests.canned_endpoint import serve_canned
 
-
 DAY = "2026-11-02"
 SAMPLE, PER_DAY, SEED = 40, 80, 4
 BASE, CAND = "sim-production", "sim-candidate-regressed"
