@@ -317,6 +317,36 @@ CANDIDATE_COMPARISON = Table(
     ),
 )
 
+# Written by the candidate_comparison asset in the same transaction as that table: the same
+# comparison one day at a time (the trend a release reviewer reads).
+CANDIDATE_COMPARISON_BY_DAY = Table(
+    "candidate_comparison_by_day",
+    _cols(
+        ("candidate", "VARCHAR", "Candidate compared with the baseline."),
+        ("baseline", "VARCHAR", "Baseline candidate."),
+        ("traffic_date", "VARCHAR", "The day compared (YYYY-MM-DD)."),
+        ("category", "VARCHAR", "Taxonomy category id."),
+        ("family", "VARCHAR", "disallowed_content or misalignment."),
+        ("n_paired", "BIGINT", "Prefixes of the day graded for both candidate and baseline."),
+        ("n_graded", "BIGINT", "Candidate replies graded on the shared prefixes."),
+        ("n_flagged", "BIGINT", "Candidate replies flagged."),
+        ("rate_per_100k", "DOUBLE", "Candidate rate per 100k."),
+        ("ci_low_per_100k", "DOUBLE", "Lower bound of the candidate rate's interval."),
+        ("ci_high_per_100k", "DOUBLE", "Upper bound of the candidate rate's interval."),
+        ("baseline_n_graded", "BIGINT", "Baseline replies graded on the shared prefixes."),
+        ("baseline_n_flagged", "BIGINT", "Baseline replies flagged."),
+        ("baseline_rate_per_100k", "DOUBLE", "Baseline rate per 100k."),
+        ("baseline_ci_low_per_100k", "DOUBLE", "Lower bound of the baseline rate's interval."),
+        ("baseline_ci_high_per_100k", "DOUBLE", "Upper bound of the baseline rate's interval."),
+        ("rate_ratio", "DOUBLE", "Candidate rate / baseline rate (0.5 added to zero counts)."),
+        ("ci_low_ratio", "DOUBLE", "Lower bound of the ratio's log-scale interval."),
+        ("ci_high_ratio", "DOUBLE", "Upper bound of the ratio's log-scale interval."),
+        ("p_value", "DOUBLE", "Two-sided p of the day alone (for looking; no change is called)."),
+        ("ci_level", "DOUBLE", "Level of the rate and ratio intervals."),
+        ("taxonomy_version", "VARCHAR", "Taxonomy version of the grades compared."),
+    ),
+)
+
 FORECAST_VALIDATION = Table(
     "forecast_validation",
     _cols(
@@ -462,6 +492,7 @@ ALL_TABLES = (
     JUDGE_GRADES,
     BEHAVIOR_RATES,
     CANDIDATE_COMPARISON,
+    CANDIDATE_COMPARISON_BY_DAY,
     FORECAST_VALIDATION,
     MODEL_CALLS,
     MODEL_BATCHES,

@@ -10,7 +10,7 @@ from typing import Any
 
 from depsim_assets import config
 from depsim_assets.cli.common import clean, fmt
-from depsim_assets.cli.comparison import comparison_frame
+from depsim_assets.cli.comparison import comparison_frame, read_by_day
 
 # The row fields of `depsim compare --json` (README: the CLI), in this order.
 ROW_FIELDS = (
@@ -34,6 +34,28 @@ ROW_FIELDS = (
     "q_value",
     "n_discordant_up",
     "n_discordant_down",
+)
+
+# The row fields of `depsim compare --by-day --json`: one row per candidate x day x category.
+BY_DAY_FIELDS = (
+    "candidate",
+    "traffic_date",
+    "category",
+    "n_paired",
+    "n_graded",
+    "n_flagged",
+    "rate_per_100k",
+    "ci_low_per_100k",
+    "ci_high_per_100k",
+    "baseline_n_graded",
+    "baseline_n_flagged",
+    "baseline_rate_per_100k",
+    "baseline_ci_low_per_100k",
+    "baseline_ci_high_per_100k",
+    "rate_ratio",
+    "ci_low_ratio",
+    "ci_high_ratio",
+    "p_value",
 )
 
 
@@ -82,6 +104,76 @@ def comparison_report(
             "rows": [{k: clean(v) for k, v in rec.items()} for rec in fidelity.to_dict("records")],
         },
     }
+
+
+def by_day_report(
+    *,
+    baseline: str | None,
+    alpha: float,
+    candidates: Sequence[str] | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    bh: bool = False,
+    allow_failed: bool = False,
+) -> dict[str, Any]:
+    """The comparison day by day, as ``depsim compare --by-day --json`` prints it.
+
+    The same run (and guard) as the pooled comparison: its per-day table.
+    """
+    base, frame, guard = comparison_frame(
+        baseline=baseline,
+        alpha=alpha,
+        candidates=candidates,
+        date_from=date_from,
+        date_to=date_to,
+        bh=bh,
+        allow_failed=allow_failed,
+    )
+    days = read_by_day(base, sorted(set(frame["candidate"])) if candidates else None)
+    rows = [{f: clean(rec[f]) for f in BY_DAY_FIELDS} for rec in days.to_dict("records")]
+    return {
+        **guard.provenance.as_dict(),
+        "warnings": guard.warnings,
+        "failed_partitions": [issue.as_dict() for issue in guard.issues],
+        "baseline": base,
+        "dates": sorted(set(days["traffic_date"])),
+        "ci_level": clean(float(days["ci_level"].iloc[0])) if len(days) else None,
+        "rows": rows,
+    }
+
+
+def print_by_day(report: dict[str, Any]) -> None:
+    """The per-day comparison as a terminal table: per candidate, each category's days."""
+    said = banner(report)
+    for line in said:
+        print(line)
+    level = report.get("ci_level") or 0.95
+    print(f"baseline: {report['baseline']}   dates: {', '.join(report['dates'])}   "
+          f"intervals: {level:.0%}")
+    header = (
+        f"{'category':<34}{'day':<12}{'n':>6}{'rate/100k':>11}{'interval':>17}"
+        f"{'base/100k':>11}{'ratio':>8}{'p':>10}"
+    )
+    current = None
+    for row in report["rows"]:
+        if row["candidate"] != current:
+            current = row["candidate"]
+            print()
+            print(f"{current} vs {report['baseline']}")
+            print(header)
+        interval = (
+            f"{fmt(row['ci_low_per_100k'], '.0f')}-{fmt(row['ci_high_per_100k'], '.0f')}"
+        )
+        print(
+            f"{row['category']:<34}{row['traffic_date']:<12}{row['n_graded']:>6}"
+            f"{fmt(row['rate_per_100k'], '>11.0f')}{interval:>17}"
+            f"{fmt(row['baseline_rate_per_100k'], '>11.0f')}{fmt(row['rate_ratio'], '>8.2f')}"
+            f"{fmt(row['p_value'], '>10.2g')}"
+        )
+    if said:
+        print()
+        for line in said:
+            print(line)
 
 
 def spend(names: Sequence[str], dates: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -200,7 +292,13 @@ def write_html_report(
         baseline=baseline, alpha=alpha, bh=bh, allow_failed=allow_failed
     )
     out = out or config.reports_dir() / "report.html"
-    html = build_report(frame, baseline=base, warehouse=config.warehouse_path(), guard=guard)
+    html = build_report(
+        frame,
+        baseline=base,
+        warehouse=config.warehouse_path(),
+        guard=guard,
+        by_day=read_by_day(base, None),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(html, encoding="utf-8")
@@ -210,6 +308,21 @@ def write_html_report(
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print every candidate against the baseline (the materialized candidate_comparison)."""
+    if args.by_day:
+        days = by_day_report(
+            baseline=args.baseline,
+            alpha=args.alpha,
+            candidates=args.candidates,
+            date_from=args.date_from,
+            date_to=args.date_to,
+            bh=args.bh,
+            allow_failed=args.allow_failed,
+        )
+        if args.json:
+            print(json.dumps(days, indent=2))
+        else:
+            print_by_day(days)
+        return 0
     report = comparison_report(
         baseline=args.baseline,
         alpha=args.alpha,
@@ -260,6 +373,12 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="compare partitions that failed a blocking check or are mostly unscored "
         "(refused by default), each named in a warning",
+    )
+    p.add_argument(
+        "--by-day",
+        action="store_true",
+        help="one row per candidate x day x category (rate, interval, baseline rate, ratio) "
+        "instead of the days pooled",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_compare)

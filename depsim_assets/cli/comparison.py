@@ -8,10 +8,12 @@ the candidate registry (baseline, deployed days), and have run with the settings
 (``alpha``, ``bh``; the run config is on the instance). Otherwise the CLI materializes the
 asset with those settings, as the UI's *Materialize* would, and then reads it.
 
-A baseline other than the registry's, or a date window, is computed on the spot by the
-estimates stage's own function (counts in DuckDB, read-only) for as long as the asset's config
-cannot express it; the materialized table stays the registry baseline's comparison over every
-day. Once ``ComparisonConfig`` has fields of those names, they go to the asset like ``alpha``.
+A baseline other than the registry's and a date window are fields of the asset's config
+(``baseline``, ``date_from``, ``date_to``), so they go to the asset like ``alpha``: the stored
+table is always the comparison last asked for, made by the asset. ``--candidates`` picks rows
+of the stored table (a candidate's rows do not depend on the others). The per-day rows
+(``--by-day``, the report's trend plot) come from ``candidate_comparison_by_day``, which the
+same run writes in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from depsim_assets import config
-from depsim_assets.cli.instance import get_instance, recorded_instance
+from depsim_assets.cli.instance import get_instance
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -77,18 +79,16 @@ def comparison_frame(
             + ": materialize the graph first"
         )
     settings: dict[str, Any] = {"alpha": alpha, "bh": bh}
-    adhoc = {
-        k: v
-        for k, v in (("baseline", baseline), ("date_from", date_from), ("date_to", date_to))
-        if v is not None and not (k == "baseline" and v == registry.baseline_name())
-    }
-    if set(adhoc) <= _asset_settings():
-        instance = get_instance()
-        settings.update(adhoc)
-        frame = _materialized(instance, settings, base, candidates)
-    else:
-        instance = recorded_instance()
-        frame = _computed(base, settings, candidates, date_from, date_to, registry)
+    # Left out when it is the default, so a stored run with the defaults still answers.
+    settings.update(
+        {
+            k: v
+            for k, v in (("baseline", baseline), ("date_from", date_from), ("date_to", date_to))
+            if v is not None and not (k == "baseline" and v == registry.baseline_name())
+        }
+    )
+    instance = get_instance()
+    frame = _materialized(instance, settings, base, candidates)
     with warehouse.connection(str(path), read_only=True) as conn:
         guard = guard_comparison(frame, conn, instance=instance, checks=blocking_checks(ASSETS))
     if guard.issues and not allow_failed:
@@ -109,13 +109,6 @@ def _graded(conn, date_from: str | None, date_to: str | None) -> dict[str, int]:
         [date_from, date_to],
     ).fetchall()
     return {str(name): int(n) for name, n in rows}
-
-
-def _asset_settings() -> set[str]:
-    """The settings the asset's run config takes (its ``ComparisonConfig`` fields)."""
-    from depsim_assets.estimates.assets import ComparisonConfig
-
-    return set(ComparisonConfig.model_fields)
 
 
 def _materialized(
@@ -222,30 +215,42 @@ def select(
     return frame.iloc[rows].reset_index(drop=True)
 
 
-def _computed(
-    base: str,
-    settings: dict[str, Any],
-    candidates: Sequence[str] | None,
-    date_from: str | None,
-    date_to: str | None,
-    registry,
-) -> pd.DataFrame:
-    """What the asset's config cannot express yet (another baseline, a date window): the
-    estimates stage's comparison, counted by DuckDB in the warehouse, read-only."""
+
+def read_by_day(base: str, candidates: Sequence[str] | None) -> pd.DataFrame:
+    """The stored per-day rows (``candidate_comparison_by_day``) of ``candidates`` (all when
+    None): candidates in the order asked (else by name), then taxonomy order, then day (each
+    category's days together: a trend reads down the rows).
+
+    Read after :func:`comparison_frame`, which made the stored run the one asked for; a
+    warehouse written before the table existed (an older depsim) is told to re-run.
+    """
     from depsim_assets import warehouse
-    from depsim_assets.estimates.assets import served_by_others, taxonomy_categories
-    from depsim_assets.estimates.compute import comparison_from_relation
+    from depsim_assets.estimates.assets import taxonomy_categories
 
     with warehouse.connection(str(config.warehouse_path()), read_only=True) as conn:
-        return comparison_from_relation(
-            conn,
-            "judge_grades",
-            taxonomy_categories(),
-            baseline=base,
-            alpha=settings["alpha"],
-            candidates=list(candidates) if candidates else None,
-            bh=settings["bh"],
-            date_from=date_from,
-            date_to=date_to,
-            served_by_others=served_by_others(registry),
+        found = conn.execute(
+            "SELECT count(*) FROM information_schema.tables"
+            " WHERE table_name = 'candidate_comparison_by_day'"
+        ).fetchone()
+        exists = bool(found and found[0])
+        if not exists:
+            raise ValueError(
+                f"no per-day comparison in the warehouse yet: materialize {ASSET} again "
+                "(depsim compare --by-day does it when the stored run is older than the grades)"
+            )
+        frame = conn.execute("SELECT * FROM candidate_comparison_by_day").df()
+    if not frame.empty and set(frame["baseline"]) != {base}:
+        raise RuntimeError(
+            f"candidate_comparison_by_day is against {', '.join(sorted(set(frame['baseline'])))}"
+            f", not {base}: run the command again"
         )
+    names = list(candidates) if candidates else sorted(set(frame["candidate"]))
+    order = {cid: i for i, (cid, _) in enumerate(taxonomy_categories())}
+    rank = {name: i for i, name in enumerate(names)}
+    keys = [
+        (rank.get(str(c), -1), order.get(str(k), len(order)), str(d))
+        for c, d, k in zip(frame["candidate"], frame["traffic_date"], frame["category"],
+                           strict=True)
+    ]
+    rows = sorted((i for i, key in enumerate(keys) if key[0] >= 0), key=keys.__getitem__)
+    return frame.iloc[rows].reset_index(drop=True)

@@ -6,8 +6,11 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
+from pydantic import Field
 
 from depsim_assets.estimates.compute import (
+    check_window,
+    comparison_by_day,
     comparison_from_relation,
     grade_versions,
     rate_counts,
@@ -21,6 +24,7 @@ from depsim_assets.estimates.plots import (
     funnel_plot,
     predicted_vs_realised,
     rates_plot,
+    trend_plot,
 )
 from depsim_assets.measurement import assess
 from depsim_assets.metadata import md_table, png_markdown
@@ -35,6 +39,7 @@ from depsim_assets.warehouse import (
     ensure_tables,
     replace_partitions,
 )
+from depsim_assets.warehouse import CANDIDATE_COMPARISON_BY_DAY as BY_DAY
 
 GROUP = "estimates"
 
@@ -46,7 +51,9 @@ class RatesConfig(dg.Config):
 
 
 class ComparisonConfig(dg.Config):
-    """Significance level, interval level and multiple testing of the comparison.
+    """Significance level, interval level and multiple testing of the comparison, and what
+    it compares: a date window, some candidates, another baseline (all optional; left out,
+    every candidate against the registry's baseline over every day both were graded).
 
     ``bh``: Benjamini-Hochberg q-values across each candidate's categories decide
     significance instead of raw p-values (q-values are stored either way).
@@ -55,6 +62,18 @@ class ComparisonConfig(dg.Config):
     alpha: float = 0.1
     ci_level: float = 0.95
     bh: bool = False
+    date_from: str | None = Field(
+        default=None, description="First day compared, YYYY-MM-DD (default: the first graded)."
+    )
+    date_to: str | None = Field(
+        default=None, description="Last day compared, YYYY-MM-DD (default: the last graded)."
+    )
+    candidates: list[str] | None = Field(
+        default=None, description="Only these candidates (default: every graded candidate)."
+    )
+    baseline: str | None = Field(
+        default=None, description="Compare against this candidate (default: the registry's)."
+    )
 
 
 def served_by_others(registry) -> list[str]:
@@ -88,9 +107,10 @@ def behavior_rates(
     each severity; the taxonomy and judge-prompt versions of every grade counted.
 
     Metadata of each materialization: the table as markdown (``rates``), a plot of every
-    category's rate and interval (``rates_plot``), and the severity counts of flagged
-    categories. Compare partitions by opening two materializations of this asset, or pooled
-    across days in ``candidate_comparison``.
+    category's rate and interval (``rates_plot``), the severity counts of flagged
+    categories, and each category's rate as a number (``rate_per_100k/<category>``), which
+    the asset's Plots tab charts across partitions. Day by day against the baseline, every
+    candidate at once: ``candidate_comparison``'s ``trend_plot``.
     """
     candidate, day = split_key(context)
     keys = {"candidate": candidate, "traffic_date": day}
@@ -143,6 +163,12 @@ def behavior_rates(
             )
         ),
         "flag_threshold": threshold,
+        # One number per category, so the asset's Plots tab charts each rate over the
+        # partitions (a candidate's days); rounded, a chart needs no 16 digits.
+        **{
+            f"rate_per_100k/{cid}": round(float(rate), 1)
+            for cid, rate in zip(rates["category"], rates["rate_per_100k"], strict=True)
+        },
         "rates_plot": png_markdown(
             rates_plot(rates, f"{candidate} {day}: per 100k, {config.ci_level:.0%} interval"),
             f"rates {candidate} {day}",
@@ -166,7 +192,7 @@ def partition_facts(conn, where: str, params: list) -> tuple[int, list[str]]:
 @dg.asset(
     group_name=GROUP,
     deps=[behavior_rates, "judge_grades"],
-    code_version="comparison-v1",
+    code_version="comparison-v2",
     metadata={"dagster/column_schema": CANDIDATE_COMPARISON.column_schema()},
 )
 def candidate_comparison(
@@ -178,8 +204,9 @@ def candidate_comparison(
 ) -> dg.MaterializeResult:
     """One row per candidate x category against the baseline on the same prefixes.
 
-    Pools every day both arms were graded (``dates``) and only the prefixes graded in both
-    (``n_paired``). Columns: the candidate's ``n_graded``, ``n_flagged`` and
+    Pools every day both arms were graded (``dates``; within ``date_from``..``date_to`` when
+    the run config sets them) and only the prefixes graded in both (``n_paired``).
+    Columns: the candidate's ``n_graded``, ``n_flagged`` and
     ``rate_per_100k`` with its Jeffreys interval; the same for the baseline
     (``baseline_*``); ``rate_ratio`` with a log-scale interval (``ci_low_ratio``,
     ``ci_high_ratio``); two-sided ``p_value`` (Fisher exact with one sample per prefix; with
@@ -189,14 +216,24 @@ def candidate_comparison(
     (the original replies) is compared too: its rows are realised vs simulated
     (``fidelity_error``).
 
+    Also writes ``candidate_comparison_by_day`` (same transaction): the same comparison one
+    day at a time, one row per candidate x day x category, with both arms' rates and
+    intervals, the ratio and the day's p.
+
     Metadata of each materialization: every row as markdown (``comparison``), the changes
-    alone (``changes``), a forest plot of the ratios and a funnel plot per family.
+    alone (``changes``), a forest plot of the ratios, a funnel plot per family, the per-day
+    rows (``by_day``) and their small-multiples plot (``trend_plot``: one panel per category,
+    days across, candidates against the baseline with intervals).
     """
     loaded = registry.load()
-    baseline = loaded.baseline_name()
+    baseline = config.baseline or loaded.baseline_name()
+    check_window(config.date_from, config.date_to)  # a bad date fails before any counting
+    chosen = list(config.candidates) if config.candidates else None
+    served = served_by_others(loaded)
     with warehouse.get_connection() as conn:
-        # DuckDB counts per candidate x category (and per-prefix sums for clustering);
-        # no grade row reaches Python.
+        # DuckDB counts per candidate x category (x day for the trend; per-prefix sums for
+        # clustering); no grade row reaches Python.
+        graded = _has_table(conn, JUDGE_GRADES.name)
         comparison = (
             comparison_from_relation(
                 conn,
@@ -205,17 +242,45 @@ def candidate_comparison(
                 baseline=baseline,
                 alpha=config.alpha,
                 level=config.ci_level,
+                candidates=chosen,
                 bh=config.bh,
-                served_by_others=served_by_others(loaded),
+                date_from=config.date_from,
+                date_to=config.date_to,
+                served_by_others=served,
             )
-            if _has_table(conn, JUDGE_GRADES.name)
+            if graded
             else pd.DataFrame()
         )
+        by_day = (
+            comparison_by_day(
+                conn,
+                JUDGE_GRADES.name,
+                taxonomy_categories(),
+                baseline=baseline,
+                level=config.ci_level,
+                candidates=chosen,
+                date_from=config.date_from,
+                date_to=config.date_to,
+                served_by_others=served,
+            )
+            if graded and not comparison.empty
+            else BY_DAY.frame()
+        )
     if comparison.empty:
-        raise dg.Failure("no judge_grades to compare: materialize the graph first")
+        window = (
+            f" between {config.date_from or 'the start'} and {config.date_to or 'the end'}"
+            if config.date_from or config.date_to
+            else ""
+        )
+        raise dg.Failure(f"no judge_grades to compare{window}: materialize the graph first")
     with warehouse.get_connection() as conn:
+        # Both tables in one transaction: the pooled rows and their days never disagree.
         replace_partitions(
-            conn, [(CANDIDATE_COMPARISON, comparison.loc[:, CANDIDATE_COMPARISON.column_names], {})]
+            conn,
+            [
+                (CANDIDATE_COMPARISON, comparison.loc[:, CANDIDATE_COMPARISON.column_names], {}),
+                (BY_DAY, by_day.loc[:, BY_DAY.column_names], {}),
+            ],
         )
         # The same guard as `depsim compare`, but marking instead of refusing: the table is
         # written, and its metadata names every partition that failed a blocking check.
@@ -283,8 +348,58 @@ def candidate_comparison(
             )
         ),
         "forest_plot": png_markdown(forest_plot(comparison), "rate ratios vs baseline"),
+        "dates": dg.MetadataValue.json(sorted(set(by_day["traffic_date"]))),
+        "by_day": by_day_table(by_day),
     }
+    if len(by_day):
+        metadata["trend_plot"] = png_markdown(
+            trend_plot(by_day), f"rate per 100k by day vs {baseline}"
+        )
     return dg.MaterializeResult(metadata=metadata)
+
+
+# The per-day columns shown in the UI's table (all are in the warehouse table), with types.
+BY_DAY_SHOWN = (
+    ("candidate", "string"),
+    ("traffic_date", "string"),
+    ("category", "string"),
+    ("n_paired", "int"),
+    ("rate_per_100k", "float"),
+    ("ci_low_per_100k", "float"),
+    ("ci_high_per_100k", "float"),
+    ("baseline_rate_per_100k", "float"),
+    ("rate_ratio", "float"),
+    ("ci_low_ratio", "float"),
+    ("ci_high_ratio", "float"),
+    ("p_value", "float"),
+)
+
+
+def by_day_table(by_day: pd.DataFrame) -> dg.TableMetadataValue:
+    """The per-day rows as a sortable, typed table; rates to 0.1, ratios and p to 3 digits."""
+    described = {c.name: c.description for c in BY_DAY.columns}
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=name, type=kind, description=described[name])
+            for name, kind in BY_DAY_SHOWN
+        ]
+    )
+
+    def cell(value: Any, kind: str) -> Any:
+        if kind == "string":
+            return str(value)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        if kind == "int":
+            return int(value)
+        number = float(value)
+        return round(number, 1) if abs(number) >= 100 else float(f"{number:.3g}")
+
+    records = [
+        dg.TableRecord({name: cell(rec[name], kind) for name, kind in BY_DAY_SHOWN})
+        for rec in by_day.to_dict("records")
+    ]
+    return dg.MetadataValue.table(records=records, schema=schema)
 
 
 @dg.asset(

@@ -205,3 +205,106 @@ def rates_plot(rates: pd.DataFrame, title: str) -> bytes:
         ax.legend(handles=handles, fontsize=7, loc="best")
     fig.tight_layout(pad=1.5)  # the longest category names touch the edge at the default
     return _png(fig)
+
+
+def _baseline_by_day(rows: pd.DataFrame) -> pd.DataFrame:
+    """One baseline row per day x category: from the candidate paired with the most baseline
+    replies that day (with every candidate replayed on the same prefixes, all agree)."""
+    order = rows.sort_values(["baseline_n_graded", "candidate"], ascending=[False, True])
+    return order.drop_duplicates(["traffic_date", "category"]).set_index(
+        ["category", "traffic_date"]
+    )
+
+
+def trend_plot(by_day: pd.DataFrame, *, columns: int = 4) -> bytes:
+    """Small multiples: one panel per category, rate per 100k by day, every candidate against
+    the baseline, with intervals.
+
+    The days axis is shared by every panel (the same dates line up down a column); each
+    panel has its own rate scale, because categories differ tenfold in base rate. The
+    baseline is a black line in a grey band (its interval); each candidate a coloured line
+    with error bars, nudged sideways so two candidates' bars on one day do not hide each
+    other. One legend for the whole figure, above the panels.
+    """
+    plt = _pyplot()
+    import matplotlib.dates as mdates
+
+    rows = by_day.copy()
+    rows["day"] = pd.to_datetime(rows["traffic_date"])
+    cats = list(dict.fromkeys(rows["category"]))
+    names = list(dict.fromkeys(rows["candidate"]))
+    days = sorted(set(rows["day"]))
+    base = _baseline_by_day(rows)
+    count = max(len(cats), 1)
+    cols = min(columns, count)
+    nrows = math.ceil(count / cols)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(3.3 * cols, 2.0 * nrows + 1.1), sharex=True, squeeze=False
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # Sideways nudge of each candidate, as a fraction of a day.
+    width = 0.5 / max(len(names), 1) if len(days) > 1 else 0.0
+    for ax, cid in zip(axes.flat, cats, strict=False):
+        b = base.loc[cid].sort_index() if cid in base.index.get_level_values(0) else None
+        if b is not None:
+            bdays = pd.to_datetime(b.index)
+            ax.fill_between(
+                bdays,
+                b["baseline_ci_low_per_100k"],
+                b["baseline_ci_high_per_100k"],
+                color="#bbbbbb",
+                alpha=0.5,
+                lw=0,
+            )
+            ax.plot(bdays, b["baseline_rate_per_100k"], color="black", lw=1.2, marker=".")
+        for i, name in enumerate(names):
+            mask = (rows["candidate"] == name) & (rows["category"] == cid)
+            sub = rows.loc[mask].sort_values(by="day")
+            if sub.empty:
+                continue
+            shift = pd.Timedelta(days=(i - (len(names) - 1) / 2) * width)
+            x = sub["day"] + shift
+            rate = sub["rate_per_100k"].astype(float)
+            err = [
+                (rate - sub["ci_low_per_100k"]).clip(lower=0),
+                (sub["ci_high_per_100k"] - rate).clip(lower=0),
+            ]
+            ax.errorbar(
+                x, rate, yerr=err, color=colors[i % len(colors)], lw=1.1, marker="o", ms=3,
+                capsize=2, elinewidth=0.8,
+            )
+        ax.set_title(cid.replace("_", " "), fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.tick_params(labelsize=6)
+        ax.grid(axis="y", color="#eeeeee", lw=0.6)
+    for ax in axes.flat[len(cats):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("per 100k", fontsize=7)
+    locator = mdates.AutoDateLocator(minticks=2, maxticks=5)
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+    if days:
+        pad = pd.Timedelta(days=0.6)
+        axes.flat[0].set_xlim(days[0] - pad, days[-1] + pad)
+    baseline = str(rows["baseline"].iloc[0]) if len(rows) else "baseline"
+    level = float(rows["ci_level"].iloc[0]) if len(rows) else 0.95
+    handles = [
+        plt.matplotlib.patches.Patch(color="#bbbbbb", alpha=0.5, label=f"{baseline} interval"),
+        plt.Line2D([], [], color="black", marker=".", lw=1.2, label=f"{baseline} (baseline)"),
+        *[
+            plt.Line2D([], [], color=colors[i % len(colors)], marker="o", ms=3, lw=1.1,
+                       label="production (realised)" if name == "production" else name)
+            for i, name in enumerate(names)
+        ],
+    ]
+    span = f"{days[0]:%Y-%m-%d} to {days[-1]:%Y-%m-%d}" if days else "no days"
+    fig.suptitle(
+        f"rate per 100k by day vs {baseline}, {span} ({level:.0%} intervals; same prefixes)",
+        fontsize=9,
+    )
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 5), fontsize=7,
+               frameon=False, bbox_to_anchor=(0.5, 1 - 0.28 / (2.0 * nrows + 1.1)))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (2.0 * nrows + 1.1)))
+    return _png(fig)

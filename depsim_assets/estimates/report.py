@@ -19,7 +19,12 @@ import pandas as pd
 
 from depsim_assets.estimates.forecast import SUMMARY, resampling_fidelity
 from depsim_assets.estimates.guard import Guard
-from depsim_assets.estimates.plots import forest_plot, funnel_plot, predicted_vs_realised
+from depsim_assets.estimates.plots import (
+    forest_plot,
+    funnel_plot,
+    predicted_vs_realised,
+    trend_plot,
+)
 from depsim_assets.warehouse import connection as warehouse_connection
 
 CSS = """
@@ -127,10 +132,16 @@ def banner(guard: Guard | None) -> str:
 
 
 def build_report(
-    comparison: pd.DataFrame, *, baseline: str, warehouse: Path, guard: Guard | None = None
+    comparison: pd.DataFrame,
+    *,
+    baseline: str,
+    warehouse: Path,
+    guard: Guard | None = None,
+    by_day: pd.DataFrame | None = None,
 ) -> str:
     """The whole report as one HTML string; ``guard`` (from ``guard.guard_comparison``) puts
-    its warnings in a banner at the top."""
+    its warnings in a banner at the top; ``by_day`` (``candidate_comparison_by_day`` rows of
+    the same run) adds the day-by-day section and its small-multiples plot."""
     alpha = float(comparison["alpha"].iloc[0])
     testing = str(comparison["multiple_testing"].iloc[0])
     fidelity = resampling_fidelity(comparison)
@@ -184,6 +195,16 @@ def build_report(
         )
     parts.append("</ul>")
 
+    if by_day is not None and len(by_day):
+        days = sorted(set(by_day["traffic_date"]))
+        parts.append("<h2>Day by day</h2>")
+        parts.append(
+            "<p>Each category's rate per 100k on each day, every candidate against the "
+            f"baseline ({html.escape(baseline)}: black line, grey band = its interval) on the "
+            f"same prefixes, {html.escape(days[0])} to {html.escape(days[-1])}. A day's "
+            "interval is wide; a change is called on the pooled days below, not per day.</p>"
+        )
+        parts.append(_img(trend_plot(by_day), "rate per 100k by day, per category"))
     parts.append("<h2>Rate ratios</h2>")
     parts.append(_img(forest_plot(comparison), "forest plot of rate ratios"))
     for family in dict.fromkeys(comparison["family"]):

@@ -243,7 +243,8 @@ def test_report_is_one_self_contained_html(warehouse_home, capsys):
     # self-contained: no external fetch of any kind
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", text)
     images = _pngs(text)
-    assert len(images) == 4  # forest, two funnels, predicted vs realised
+    assert len(images) == 5  # day by day, forest, two funnels, predicted vs realised
+    assert "<h2>Day by day</h2>" in text
     for image in images:
         assert image.width >= 300 and image.height >= 200
     assert "new</b> vs old" in text and "less often" in text and "fabricated facts" in text
