@@ -1,7 +1,10 @@
-"""The traffic stage's Dagster definitions: what it materializes and what guards it."""
+"""The traffic stage's Dagster definitions: what it materializes and what guards it.
 
-import dagster as dg
+Kinds, owner and ``stage`` tag are set here, once for the stage (``metadata.stage_definitions``
+maps the asset specs), so the asset modules carry only what the assets do.
+"""
 
+from depsim_assets.metadata import stage_definitions
 from depsim_assets.traffic.assets import (
     conversation_prefixes,
     no_residual_pii,
@@ -9,7 +12,13 @@ from depsim_assets.traffic.assets import (
 )
 from depsim_assets.traffic.checks import sampled_conversations_min_size
 
-defs = dg.Definitions(
+defs = stage_definitions(
+    "traffic",
     assets=[sampled_conversations, conversation_prefixes],
     asset_checks=[no_residual_pii, sampled_conversations_min_size],
+    # Both read logs or tables and de-identify or cut in Python; the rows land in DuckDB.
+    kinds={
+        "sampled_conversations": {"python", "duckdb"},
+        "conversation_prefixes": {"python", "duckdb"},
+    },
 )
