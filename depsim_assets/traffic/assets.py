@@ -5,11 +5,12 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from depsim_assets.config import env_threshold
-from depsim_assets.metadata import md_table
+from depsim_assets.metadata import rounded, table_metadata
 from depsim_assets.partitions import traffic_date
 from depsim_assets.resources import TrafficSource
 from depsim_assets.traffic.eligibility import EligibilityConfig
@@ -145,36 +146,36 @@ def sampled_conversations(
     context.log.info("sampling %s: %s", day, json.dumps(counts, sort_keys=True))
     return dg.MaterializeResult(
         metadata={
+            # Row count and the funnel's counts first, then the residual-PII verdict, then the
+            # breakdowns, a preview and how the lines were decided.
             "dagster/row_count": len(sampled),
-            "dagster/column_schema": SAMPLED_CONVERSATIONS.column_schema(),
             "records_in": counts["records_in"],
             "quarantined": counts["quarantined"],
             "eligible": counts["eligible"],
             "sampled": counts["sampled"],
             "kept": counts["kept"],
             **residual_meta,
+            "funnel": table_metadata(funnel, columns=["stage", "reason", "n"], max_rows=100),
             "quarantine_reasons": dg.MetadataValue.json(counts["quarantine_reasons"]),
             "ineligible": dg.MetadataValue.json(counts["ineligible"]),
             "pii_replaced": dg.MetadataValue.json(counts["pii_replaced"]),
             **({"strata": dg.MetadataValue.json(counts["strata"])} if "strata" in counts else {}),
+            "preview": table_metadata(
+                sampled,
+                columns=[
+                    "conversation_id",
+                    "source",
+                    "n_messages",
+                    "has_tool_calls",
+                    "pii_counts_json",
+                ],
+                max_rows=10,
+            ),
             # How the day's lines were decided: by DuckDB, or (those lines, files) by Python.
             "sampling_engine": result.engine.get("engine", ""),
             "python_decided_lines": result.engine.get("python_lines", 0),
             "python_read_files": result.engine.get("python_files", 0),
-            "funnel": dg.MetadataValue.md(md_table(funnel)),
-            "preview": dg.MetadataValue.md(
-                md_table(
-                    sampled,
-                    columns=[
-                        "conversation_id",
-                        "source",
-                        "n_messages",
-                        "has_tool_calls",
-                        "pii_counts_json",
-                    ],
-                    max_rows=10,
-                )
-            ),
+            "dagster/column_schema": SAMPLED_CONVERSATIONS.column_schema(),
         }
     )
 
@@ -213,15 +214,13 @@ def conversation_prefixes(
         metadata={
             "dagster/row_count": len(prefixes),
             "dagster/column_schema": CONVERSATION_PREFIXES.column_schema(),
-            "mean_prefix_messages": float(prefixes["n_prefix_messages"].mean())
+            "mean_prefix_messages": rounded(float(prefixes["n_prefix_messages"].mean()))
             if len(prefixes)
             else 0.0,
-            "preview": dg.MetadataValue.md(
-                md_table(
-                    prefixes,
-                    columns=["conversation_id", "n_prefix_messages", "original_reply"],
-                    max_rows=10,
-                )
+            "preview": table_metadata(
+                prefixes,
+                columns=["conversation_id", "n_prefix_messages", "original_reply"],
+                max_rows=10,
             ),
         }
     )
@@ -296,11 +295,13 @@ def residual_pii_result(conn: duckdb.DuckDBPyConnection, day: str) -> dg.AssetCh
             "sampled": int(status["sampled"]),
             "kept": int(status["kept"]),
             "residual_quarantined": int(status["residual_quarantined"]),
-            "residual_share": float(status["residual_share"]),
-            "max_residual_share": float(status["max_residual_share"]),
+            "residual_share": rounded(float(status["residual_share"])),
+            "max_residual_share": rounded(float(status["max_residual_share"])),
             "rows": rows,
             "deid_version": str(status["deid_version"]),
             "residue_version": str(status["residue_version"]),
-            "first_quarantined": dg.MetadataValue.json(where),
+            "first_quarantined": table_metadata(
+                pd.DataFrame(where, columns=pd.Index(["source_file", "line_number", "where"]))
+            ),
         },
     )
