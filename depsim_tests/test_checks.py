@@ -306,7 +306,8 @@ def test_mixed_versions_fail_and_stop_rates(graph, monkeypatch):
     restored = _candidate(graph["instance"], CAND, ["judge_grades"])
     check = _evaluations(broken)["judge_grades_single_version"]
     assert not check.passed and check.metadata["versions"].value == 2
-    assert "planted-old-version" in check.metadata["rows_by_version"].value
+    versions = check.metadata["rows_by_version"].records  # a typed table, one row per version
+    assert "planted-old-version" in {r.data["taxonomy_version"] for r in versions}
     assert _materialized(broken) == {"judge_grades"} and not broken.success
     assert restored.success and _evaluations(restored)["judge_grades_single_version"].passed
 
@@ -327,8 +328,10 @@ def test_missing_baseline_rows_fail_the_comparison_coverage(graph):
     check = _evaluations(broken)["candidate_comparison_coverage"]
     assert not check.passed and not broken.success
     assert check.metadata["gaps"].value == 2  # production and the candidate, on DAY
-    table = check.metadata["coverage"].value
-    assert f"| {CAND} | {DAY} | {SAMPLE} | {SAMPLE - 3} | 3 | 0 |" in table
+    rows = [r.data for r in check.metadata["coverage"].records]  # a typed table
+    gap = {"candidate": CAND, "traffic_date": DAY, "prefixes": SAMPLE}
+    gap |= {"baseline_prefixes": SAMPLE - 3, "only_candidate": 3, "only_baseline": 0}
+    assert {**gap, "covered": False} in rows
     # the comparison itself is written (it pairs what both arms have); the check says what
     # it left out, and would block anything built on it
     assert _materialized(broken) == {"candidate_comparison"}

@@ -13,7 +13,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from depsim_assets.estimates.assets import candidate_comparison, served_by_others
-from depsim_assets.metadata import md_table
+from depsim_assets.metadata import table_metadata
 from depsim_assets.partitions import PRODUCTION
 from depsim_assets.resources import CandidateRegistry
 from depsim_assets.warehouse import JUDGE_GRADES, ensure_tables
@@ -82,7 +82,7 @@ def coverage_result(table: pd.DataFrame, baseline: str) -> dg.AssetCheckResult:
             "baseline": baseline,
             "pairs": len(table),
             "gaps": len(gaps),
-            "coverage": dg.MetadataValue.md(md_table(gaps if len(gaps) else table, max_rows=60)),
+            "coverage": table_metadata(gaps if len(gaps) else table, max_rows=60),
         },
     )
 

@@ -36,7 +36,7 @@ from depsim_assets.judging.monitors import (
 )
 from depsim_assets.judging.novel import DEFAULT_DISTANCE, novel_clusters
 from depsim_assets.measurement import assess
-from depsim_assets.metadata import md_table
+from depsim_assets.metadata import rounded, table_metadata
 from depsim_assets.models import (
     Answers,
     CallEngine,
@@ -423,45 +423,45 @@ def judge_grades(
     metadata: dict[str, Any] = {
         # measurement/warning: says when these are not a measurement (measurement.py)
         **assess(frame["judge_model"], [day]).metadata(),
+        # Row count and what the grades say first, then the judge's calls and cost, then how
+        # it was asked, the versions, and a preview of the flags.
         "dagster/row_count": len(frame),
-        "dagster/column_schema": JUDGE_GRADES.column_schema(),
         "replies": total,
         "replies_unscored": len(unscored),
-        "unscored_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
         "flags": len(flagged),
         "flags_evidence_unverified": int((flagged["evidence_verified"] == False).sum()),  # noqa: E712
+        "unscored_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
         "flag_threshold": judge.flag_threshold,
-        "structured_output": structured.mode,
-        "structured_output_refusals": dg.MetadataValue.json(structured.refusals),
-        "layout": layout,
-        "layouts_used": dg.MetadataValue.json(
-            dict(Counter(o.layout for o in graded if o.layout))),
-        "context_window": judge.context_window or 0,
-        "token_counts_from": counter.source,
-        "monitors": ", ".join(sorted({f"{o.layout}" for o in called if o.layout})) or "-",
-        "k_judges": config.k_judges,
         "judge_calls_made": judge_calls,
         "judge_calls_per_reply": round(sum(o.calls for o in called) / len(called), 2)
         if called else 0.0,
         "judge_input_tokens_per_reply": round(tokens_in / len(called), 1) if called else 0.0,
+        "judge_tokens_in": tokens_in,
+        "judge_tokens_out": sum(o.completion_tokens for o in graded),
         "judge_cached_tokens": sum(o.cached_tokens for o in graded),
         # Verdicts cut at max_tokens after all severities: graded, findings cut short.
         "verdicts_truncated": sum(o.truncated for o in graded),
         "verdicts_cached": n_cached,
         "attempts_by_outcome": dg.MetadataValue.json(dict(engine.attempts)),
-        "judge_tokens_in": tokens_in,
-        "judge_tokens_out": sum(o.completion_tokens for o in graded),
+        "wall_s": round(time.perf_counter() - started, 2),
+        "judge_model": judge.model,
+        "k_judges": config.k_judges,
+        "structured_output": structured.mode,
+        "structured_output_refusals": dg.MetadataValue.json(structured.refusals),
+        "layout": layout,
+        "layouts_used": dg.MetadataValue.json(
+            dict(Counter(o.layout for o in graded if o.layout))),
+        "monitors": ", ".join(sorted({f"{o.layout}" for o in called if o.layout})) or "-",
+        "context_window": judge.context_window or 0,
+        "token_counts_from": counter.source,
         "taxonomy_version": taxonomy.version,
         "judge_prompt_version": taxonomy.judge_prompt_version,
-        "judge_model": judge.model,
-        "wall_s": round(time.perf_counter() - started, 2),
-        "flags_preview": dg.MetadataValue.md(
-            md_table(
-                flagged,
-                columns=["conversation_id", "category", "severity", "evidence"],
-                max_rows=15,
-            )
+        "flags_preview": table_metadata(
+            flagged,
+            columns=["conversation_id", "category", "severity", "evidence"],
+            max_rows=15,
         ),
+        "dagster/column_schema": JUDGE_GRADES.column_schema(),
     }
     return dg.MaterializeResult(metadata=metadata)
 
@@ -533,8 +533,8 @@ def _unscored_share_check(
         metadata={
             "replies": replies,
             "replies_unscored": unscored,
-            "unscored_share": float(share),
-            "max_unscored_share": float(limit),
+            "unscored_share": rounded(float(share)),
+            "max_unscored_share": rounded(float(limit)),
             "unscored_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
         },
     )
@@ -611,12 +611,10 @@ def novel_behaviors(
             "dagster/column_schema": NOVEL_BEHAVIORS.column_schema(),
             "clusters": len(clusters),
             "texts": int(clusters["cluster_size"].sum()) if len(clusters) else 0,
-            "preview": dg.MetadataValue.md(
-                md_table(
-                    preview,
-                    columns=["cluster_id", "candidate", "n", "top_terms", "examples"],
-                    max_rows=20,
-                )
+            "preview": table_metadata(
+                preview,
+                columns=["cluster_id", "candidate", "n", "top_terms", "examples"],
+                max_rows=20,
             ),
         }
     )
@@ -730,15 +728,13 @@ def judge_agreement(
             "dagster/column_schema": JUDGE_AGREEMENT.column_schema(),
             "labels_matched": overall["n"],
             "labels_unmatched": overall["n_unmatched"],
-            "kappa": overall["kappa"],
-            "precision": overall["precision"],
-            "recall": overall["recall"],
-            "preview": dg.MetadataValue.md(
-                md_table(
-                    frame,
-                    columns=["category", "n", "prevalence", "precision", "recall", "kappa"],
-                    max_rows=25,
-                )
+            "kappa": rounded(overall["kappa"]),
+            "precision": rounded(overall["precision"]),
+            "recall": rounded(overall["recall"]),
+            "preview": table_metadata(
+                frame,
+                columns=["category", "n", "prevalence", "precision", "recall", "kappa"],
+                max_rows=25,
             ),
         }
     )

@@ -10,7 +10,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from depsim_assets.judging.assets import judge_grades
-from depsim_assets.metadata import md_table
+from depsim_assets.metadata import table_metadata
 from depsim_assets.partitions import candidate_by_date, partitioned_asset_check, split_key
 from depsim_assets.warehouse import JUDGE_GRADES, ensure_tables
 
@@ -37,7 +37,7 @@ def version_result(grades: pd.DataFrame) -> dg.AssetCheckResult:
         ),
         metadata={
             "versions": len(found),
-            "rows_by_version": dg.MetadataValue.md(md_table(found, max_rows=len(found))),
+            "rows_by_version": table_metadata(found, max_rows=len(found)),
         },
     )
 

@@ -10,7 +10,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from depsim_assets.endpoints import async_client, display_endpoint, resolve_base_url
-from depsim_assets.metadata import md_table
+from depsim_assets.metadata import rounded, table_metadata
 from depsim_assets.models import (
     CONTEXT_LENGTH_EXCEEDED,
     NOT_ATTEMPTED,
@@ -231,18 +231,23 @@ def candidate_completions(
             "(rows kept with status=not_attempted; materialize again with a larger budget)")
     return dg.MaterializeResult(
         metadata={
+            # Row count and status counts first, then calls and their cost, then breakdowns.
             "dagster/row_count": len(frame),
-            "dagster/column_schema": CANDIDATE_COMPLETIONS.column_schema(),
             "ok": int((frame["status"] == "ok").sum()),
             "error": n_error,
             "context_length_exceeded": int(
                 frame["error"].fillna("").str.startswith(CONTEXT_LENGTH_EXCEEDED).sum()),
             "not_attempted": n_skipped,
             "calls_made": calls,
+            "cache_hits": len(frame) - calls,
+            "tokens_in": int(frame["prompt_tokens"].sum()),
+            "tokens_out": int(frame["completion_tokens"].sum()),
+            "cost_usd": round(float(frame["cost_usd"].sum()), 6),
+            "mean_latency_ms": rounded(float(frame["latency_ms"].mean())),
+            "wall_s": round(time.perf_counter() - started, 2),
+            "in_flight_limit_cuts": engine.limit.decreases if engine and engine.limit else 0,
             "attempts_by_outcome": dg.MetadataValue.json(
                 dict(engine.attempts) if engine is not None else {}),
-            "in_flight_limit_cuts": engine.limit.decreases if engine and engine.limit else 0,
-            "cache_hits": len(frame) - calls,
             "errors_by_class": dg.MetadataValue.json(
                 frame.loc[frame["status"] == "error", "error"]
                 .str.split(":")
@@ -250,17 +255,11 @@ def candidate_completions(
                 .value_counts()
                 .to_dict()
             ),
-            "tokens_in": int(frame["prompt_tokens"].sum()),
-            "tokens_out": int(frame["completion_tokens"].sum()),
-            "cost_usd": round(float(frame["cost_usd"].sum()), 6),
-            "mean_latency_ms": float(frame["latency_ms"].mean()),
-            "wall_s": round(time.perf_counter() - started, 2),
-            "preview": dg.MetadataValue.md(
-                md_table(
-                    frame,
-                    columns=["conversation_id", "sample_index", "status", "reply"],
-                    max_rows=10,
-                )
+            "preview": table_metadata(
+                frame,
+                columns=["conversation_id", "sample_index", "status", "reply"],
+                max_rows=10,
             ),
+            "dagster/column_schema": CANDIDATE_COMPLETIONS.column_schema(),
         }
     )

@@ -20,6 +20,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from depsim_assets.config import env_threshold
+from depsim_assets.metadata import rounded, table_metadata
 from depsim_assets.partitions import (
     PRODUCTION,
     candidate_by_date,
@@ -85,8 +86,10 @@ def completeness_result(report: dict) -> dg.AssetCheckResult:
             "rows": report["rows"],
             **{k: len(v) for k, v in problems.items()},
             **{
-                f"first_{k}": dg.MetadataValue.json(
-                    [{"conversation_id": c, "sample_index": s} for c, s in v[:EXAMPLES]]
+                f"first_{k}": table_metadata(
+                    pd.DataFrame(
+                        v[:EXAMPLES], columns=pd.Index(["conversation_id", "sample_index"])
+                    )
                 )
                 for k, v in problems.items()
                 if v
@@ -160,8 +163,8 @@ def error_share_result(completions: pd.DataFrame, limit: float) -> dg.AssetCheck
         metadata={
             "completions": rows,
             "errors": len(errors),
-            "error_share": float(share),
-            "max_error_share": float(limit),
+            "error_share": rounded(float(share)),
+            "max_error_share": rounded(float(limit)),
             "errors_by_class": dg.MetadataValue.json({str(k): int(v) for k, v in classes.items()}),
         },
     )
