@@ -8,13 +8,13 @@ bottom-k sample, as :class:`.selection.Selection`. Only how each line is decided
 Lines are split in Python (numpy finds the newlines of 32 MiB chunks, so line numbers, blank
 lines, a leading BOM and over-long lines follow :func:`.logs.read_lines` to the byte), and
 each chunk is handed to DuckDB as an Arrow column without a copy. One SQL pass per chunk
-decodes each line, proves it is a record the Python validator would accept (every rule of
-:func:`.logs.parse_record`, written as SQL), and reads what sampling needs from it: the
-conversation id, the eligibility facts, the stratum. A line the SQL cannot prove simple,
-or that may be read differently by DuckDB's JSON parser than by Python's, is routed to
-Python, which decides it with the very function the Python path uses
-(:func:`.logs.parse_line`); those are the rejected lines and rare shapes (see
-:data:`ROUTED`). Duplicate ids, eligibility counts, strata and the bottom-k order
+proves, for the plain chat shape (string roles and contents, no tool calls, parts or audio),
+that the line is a record the Python validator would accept (the rules of
+:func:`.logs.parse_record` for that shape, written as SQL), and reads what sampling needs
+from it: the conversation id, the eligibility facts, the stratum. Any other line, and any
+line DuckDB's JSON parser may read otherwise than Python's, is routed to Python, which
+decides it with the very function the Python path uses (:func:`.logs.parse_line`): see
+:data:`ROUTED`. Duplicate ids, eligibility counts, strata and the bottom-k order
 (``sha256(f"{seed}|{id}")``, the key of :func:`.sample.sample_key`, taken as its first 16 hex
 digits, which order exactly as the 64-bit integer does) are then one SQL query over all
 lines. Only the sampled lines are read again and parsed, in full, by Python.
@@ -73,11 +73,12 @@ _BOM = b"\xef\xbb\xbf"
 
 # Why a line goes to Python rather than being decided in SQL (metadata of a run):
 ROUTED = (
-    "rejected or unusual lines: invalid JSON or UTF-8, not an object, duplicate keys, "
-    "trailing commas or NaN/Infinity literals (DuckDB's parser accepts what Python's refuses), "
-    "more than 64 brackets (the depth check), escapes that could hide a bracket or a lone "
-    "surrogate in tool JSON, ids that are missing, blank or not plain integers or strings, "
-    "ingest stubs, over-long lines, and files whose reader broke"
+    "lines that are not plain chat records (tool calls and results, content parts, audio, "
+    "refusals, a null or non-string role or content), invalid JSON or UTF-8, not an object, "
+    "duplicate keys, trailing commas or nan/inf literals (DuckDB's parser accepts what "
+    "Python's refuses), any \\u escape (it could hide a key, a bracket or a backslash), more "
+    "than 64 brackets (the depth check), ids that are missing, blank, floats or longer than "
+    "18 digits, ingest stubs, over-long lines, and files whose reader broke"
 )
 
 # Python's str.isspace(), as an RE2 class: str.strip() decides a blank reply or id, and RE2's
