@@ -1,4 +1,9 @@
-"""Materializing partitions from Python (the CLI and tests): one run per partition group."""
+"""Materializing partitions from Python (the CLI and tests): one run per partition group.
+
+Each run executes the named job of its run group (``traffic_day``, ``candidate_day`` or
+``comparison``, the jobs the schedule and sensors launch), in process, so a CLI run shows in
+the UI's run list under that job rather than as ``__ephemeral_asset_job__``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,14 @@ from typing import Any
 
 import dagster as dg
 
+from depsim_assets.automation import candidate_day_job, comparison_job, traffic_day_job
 from depsim_assets.definitions import ASSETS, build_resources
 from depsim_assets.partitions import (
     CANDIDATE_ASSETS,
     CANDIDATE_DIM,
     COMPARISON_ASSETS,
     PRODUCTION,
+    RUN_GROUPS,
     TRAFFIC_ASSETS,
     multi_key,
 )
@@ -29,6 +36,26 @@ __all__ = [
     "execute",
     "plan_graph",
 ]
+
+
+# The job each run group executes as; every group of partitions.RUN_GROUPS has one.
+GROUP_JOBS = {
+    "traffic": traffic_day_job,
+    "candidate": candidate_day_job,
+    "comparison": comparison_job,
+}
+if set(GROUP_JOBS) != set(RUN_GROUPS):
+    raise ValueError(
+        f"runs.GROUP_JOBS names {sorted(GROUP_JOBS)}, the run groups {sorted(RUN_GROUPS)}"
+    )
+
+
+def job_name(assets: Sequence[str]) -> str:
+    """The named job a run of ``assets`` executes as: that of the run group holding them all."""
+    for group, (names, _) in RUN_GROUPS.items():
+        if set(assets) <= set(names):
+            return GROUP_JOBS[group].name
+    raise ValueError(f"no run group holds all of {', '.join(assets)}: one run is one group")
 
 
 class RunFailed(RuntimeError):
@@ -92,16 +119,19 @@ def execute(
     on_run: Callable[[PlannedRun], None] | None = None,
 ) -> None:
     """Materialize ``runs`` in order against ``instance``; stop at the first failure."""
-    resources = build_resources()
+    # Resources as the environment is now (tests and the CLI set it after import); each run
+    # executes its group's job on them, with only the run's assets (and their checks).
+    location = dg.Definitions(
+        assets=ASSETS, jobs=list(GROUP_JOBS.values()), resources=build_resources()
+    )
     for run in runs:
+        job = location.resolve_job_def(job_name(run.assets))
         try:
-            dg.materialize(
-                ASSETS,
-                selection=list(run.assets),
-                partition_key=run.partition_key,
-                instance=instance,
-                resources=resources,
+            job.execute_in_process(
                 run_config=run.run_config,
+                instance=instance,
+                partition_key=run.partition_key,
+                asset_selection=[dg.AssetKey(name) for name in run.assets],
                 tags={"depsim/source": "cli"},
             )
         except Exception as exc:  # noqa: BLE001 - reported as one line, chained for debugging
