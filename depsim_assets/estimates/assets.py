@@ -349,8 +349,14 @@ def candidate_comparison(
         ),
         "forest_plot": png_markdown(forest_plot(comparison), "rate ratios vs baseline"),
         "dates": dg.MetadataValue.json(sorted(set(by_day["traffic_date"]))),
-        "by_day": by_day_table(by_day),
+        "by_day": by_day_table(latest_days(by_day)),
     }
+    if len(latest_days(by_day)) < len(by_day):
+        shown = sorted(set(latest_days(by_day)["traffic_date"]))
+        metadata["by_day_note"] = (
+            f"by_day shows the {len(shown)} latest days ({shown[0] if shown else '-'} on) of "
+            f"{by_day['traffic_date'].nunique()}; every day is in candidate_comparison_by_day"
+        )
     if len(by_day):
         metadata["trend_plot"] = png_markdown(
             trend_plot(by_day), f"rate per 100k by day vs {baseline}"
@@ -373,6 +379,25 @@ BY_DAY_SHOWN = (
     ("ci_high_ratio", "float"),
     ("p_value", "float"),
 )
+
+
+# Rows of the by_day metadata table at most: the UI keeps every materialization's metadata,
+# and a year of days x candidates x 20 categories is the warehouse table's job, not its.
+BY_DAY_MAX_ROWS = 2_000
+
+
+def latest_days(by_day: pd.DataFrame, limit: int = BY_DAY_MAX_ROWS) -> pd.DataFrame:
+    """The rows of the most recent days that fit in ``limit`` rows (whole days only)."""
+    if len(by_day) <= limit:
+        return by_day
+    counts = by_day["traffic_date"].value_counts()
+    kept, total = [], 0
+    for day in sorted(counts.index, reverse=True):
+        total += int(counts[day])
+        if total > limit:
+            break
+        kept.append(day)
+    return by_day.loc[by_day["traffic_date"].isin(kept)]
 
 
 def by_day_table(by_day: pd.DataFrame) -> dg.TableMetadataValue:

@@ -134,3 +134,17 @@ def test_compare_by_day_json_and_the_report_plot(warehouse_home, capsys):  # noq
     assert main(["report", "--out", str(out)]) == 0
     html = out.read_text(encoding="utf-8")
     assert "<h2>Day by day</h2>" in html
+
+
+def test_the_metadata_table_keeps_whole_latest_days():
+    import pandas as pd
+
+    from depsim_assets.estimates.assets import latest_days
+
+    frame = pd.DataFrame(
+        {"traffic_date": [f"2026-11-{d:02d}" for d in range(1, 11) for _ in range(20)]}
+    )
+    assert latest_days(frame, 1_000) is frame
+    kept = latest_days(frame, 70)
+    assert sorted(set(kept["traffic_date"])) == ["2026-11-08", "2026-11-09", "2026-11-10"]
+    assert len(kept) == 60
