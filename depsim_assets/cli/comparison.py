@@ -147,6 +147,8 @@ def stale_reason(instance: dg.DagsterInstance, settings: dict[str, Any]) -> str 
     registry = config.registry_path()
     if registry.exists() and registry.stat().st_mtime > latest.timestamp:
         return f"is older than {registry.name}"
+    if not _has_by_day():
+        return "was made by an older depsim (no candidate_comparison_by_day)"
     run = instance.get_run_by_id(latest.run_id)
     used = _op_config(run.run_config if run else {})
     try:
@@ -156,6 +158,18 @@ def stale_reason(instance: dg.DagsterInstance, settings: dict[str, Any]) -> str 
     if not same:
         return f"was materialized with other settings ({used or 'the defaults'})"
     return None
+
+
+def _has_by_day() -> bool:
+    """Whether the warehouse holds the per-day table the same run writes."""
+    from depsim_assets import warehouse
+
+    with warehouse.connection(str(config.warehouse_path()), read_only=True) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM information_schema.tables"
+            " WHERE table_name = 'candidate_comparison_by_day'"
+        ).fetchone()
+    return bool(found and found[0])
 
 
 def _op_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,23 +235,15 @@ def read_by_day(base: str, candidates: Sequence[str] | None) -> pd.DataFrame:
     None): candidates in the order asked (else by name), then taxonomy order, then day (each
     category's days together: a trend reads down the rows).
 
-    Read after :func:`comparison_frame`, which made the stored run the one asked for; a
-    warehouse written before the table existed (an older depsim) is told to re-run.
+    Read after :func:`comparison_frame`, which made the stored run the one asked for (and
+    re-materializes a comparison stored by a depsim that wrote no per-day table).
     """
     from depsim_assets import warehouse
     from depsim_assets.estimates.assets import taxonomy_categories
 
+    if not _has_by_day():  # comparison_frame re-materializes first; a race lands here
+        raise ValueError(f"no per-day comparison in the warehouse: materialize {ASSET} again")
     with warehouse.connection(str(config.warehouse_path()), read_only=True) as conn:
-        found = conn.execute(
-            "SELECT count(*) FROM information_schema.tables"
-            " WHERE table_name = 'candidate_comparison_by_day'"
-        ).fetchone()
-        exists = bool(found and found[0])
-        if not exists:
-            raise ValueError(
-                f"no per-day comparison in the warehouse yet: materialize {ASSET} again "
-                "(depsim compare --by-day does it when the stored run is older than the grades)"
-            )
         frame = conn.execute("SELECT * FROM candidate_comparison_by_day").df()
     if not frame.empty and set(frame["baseline"]) != {base}:
         raise RuntimeError(
