@@ -355,8 +355,13 @@ Done = tuple[dict[str, Any], dict[str, int], list[str], str, float]
 
 def deid_workers(workers: int | None, jobs: int) -> int:
     """How many processes de-identify ``jobs`` conversations: ``workers``, else
-    ``$DEPSIM_DEID_WORKERS``, else one per CPU (at most 4) once there are at least
-    :data:`PARALLEL_MIN` of them, and one below that."""
+    ``$DEPSIM_DEID_WORKERS``, else one per CPU (at most 4) on a machine with more than two
+    CPUs once there are at least :data:`PARALLEL_MIN` of them, and one otherwise.
+
+    Measured on a shared 2-core machine (20,000 conversations, docs/sampling.md): two
+    processes took 72-79 s against 46-56 s for one, each worker paying the de-identifier's
+    start-up while the other core was busy anyway; so two cores stay serial by default.
+    """
     if workers is None and os.environ.get(DEID_WORKERS_ENV):
         try:
             workers = int(os.environ[DEID_WORKERS_ENV])
@@ -365,7 +370,8 @@ def deid_workers(workers: int | None, jobs: int) -> int:
                 f"{DEID_WORKERS_ENV} must be a whole number, got {os.environ[DEID_WORKERS_ENV]!r}"
             ) from None
     if workers is None:
-        workers = min(os.cpu_count() or 1, 4) if jobs >= PARALLEL_MIN else 1
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        workers = min(cpus, 4) if cpus > 2 and jobs >= PARALLEL_MIN else 1
     if workers < 1:
         raise ValueError(f"de-identification workers must be >= 1, got {workers}")
     return min(workers, max(1, -(-jobs // _CHUNK_JOBS)))
