@@ -129,7 +129,7 @@ def by_day_report(
         bh=bh,
         allow_failed=allow_failed,
     )
-    days = read_by_day(base, sorted(set(frame["candidate"])) if candidates else None)
+    days = read_by_day(base, list(dict.fromkeys(frame["candidate"])) if candidates else None)
     rows = [{f: clean(rec[f]) for f in BY_DAY_FIELDS} for rec in days.to_dict("records")]
     return {
         **guard.provenance.as_dict(),
