@@ -43,6 +43,18 @@ def rounded_json(value: Any, digits: int = DIGITS) -> Any:
     return rounded(value, digits)
 
 
+def ordered(
+    metadata: Mapping[str, Any], *, first: Sequence[str] = (), last: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``metadata`` with the keys of ``first`` leading and those of ``last`` trailing (each
+    in the order given, when present); the others keep their order in between. The UI lists
+    a materialization's metadata in this order."""
+    head = [k for k in first if k in metadata]
+    tail = [k for k in last if k in metadata and k not in head]
+    middle = [k for k in metadata if k not in head and k not in tail]
+    return {k: metadata[k] for k in (*head, *middle, *tail)}
+
+
 def _column_type(series: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(series):
         return "bool"
@@ -96,15 +108,6 @@ def table_metadata(
         for row in head.to_dict("records")
     ]
     return dg.MetadataValue.table(records=records, schema=schema)
-
-
-def counts_table(counts: Mapping[str, Any], *, key: str, value: str = "n") -> dg.TableMetadataValue:
-    """A two-column table of a ``{name: count}`` mapping, largest first."""
-    frame = pd.DataFrame(
-        sorted(((str(k), v) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0])),
-        columns=pd.Index([key, value]),
-    )
-    return table_metadata(frame, max_rows=len(frame))
 
 
 def _md_cell(value: Any) -> str:
