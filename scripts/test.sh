@@ -10,5 +10,5 @@ bash scripts/bootstrap.sh
 # the warning check would ask the npm registry for the newest pyright on every run.
 PYRIGHT_PYTHON_IGNORE_WARNINGS=1 .venv/bin/pyright
 # The stage boundaries (.importlinter): a stage never imports another stage.
-.venv/bin/lint-imports
+.venv/bin/lint-imports --no-logo
 exec .venv/bin/python -m pytest "$@"
