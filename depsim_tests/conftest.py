@@ -150,15 +150,13 @@ def _watch_popen() -> None:
 
 
 def _watch_dagster_runs() -> None:
-    from dagster._core.definitions.job_definition import JobDefinition
-
-    original = JobDefinition.execute_in_process
+    original = dg.JobDefinition.execute_in_process
 
     def execute_in_process(self, *a, **kw):
         _note("a Dagster run (" + self.name + ")")
         return original(self, *a, **kw)
 
-    JobDefinition.execute_in_process = execute_in_process  # type: ignore[method-assign]
+    dg.JobDefinition.execute_in_process = execute_in_process  # type: ignore[method-assign]
     original_job = dg.execute_job
 
     def execute_job(*a, **kw):
