@@ -87,7 +87,8 @@ def table_metadata(
     max_rows: int = 20,
     descriptions: Mapping[str, str] | None = None,
 ) -> dg.TableMetadataValue:
-    """The first ``max_rows`` rows of ``frame`` as a typed, sortable table in the UI.
+    """The first ``max_rows`` rows of ``frame`` as a typed, sortable table in the UI (not
+    markdown: the UI sorts it, and each column has a type).
 
     Column types come from the frame's dtypes (int, float, bool, else string); floats keep
     :data:`DIGITS` significant digits, text is cut to :data:`MAX_TEXT` characters, NaN shows
@@ -108,30 +109,6 @@ def table_metadata(
         for row in head.to_dict("records")
     ]
     return dg.MetadataValue.table(records=records, schema=schema)
-
-
-def _md_cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = str(value).replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
-
-
-def md_table(frame: pd.DataFrame, *, columns: list[str] | None = None, max_rows: int = 20) -> str:
-    """A markdown table of the first ``max_rows`` rows, for text that mixes a table with prose
-    (tabular metadata on its own is :func:`table_metadata`)."""
-    cols = columns or list(frame.columns)
-    if frame.empty:
-        return "_no rows_"
-    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    body = "\n".join(
-        "| " + " | ".join(_md_cell(row[c]) for c in cols) + " |"
-        for _, row in frame.head(max_rows).iterrows()
-    )
-    more = f"\n\n_{len(frame) - max_rows} more rows_" if len(frame) > max_rows else ""
-    return head + body + more
 
 
 def png_markdown(png: bytes, alt: str) -> dg.MarkdownMetadataValue:

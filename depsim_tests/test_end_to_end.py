@@ -162,7 +162,11 @@ def test_materializations_carry_readable_metadata(materialized):
     schema = meta["dagster/column_schema"].value
     assert {c.name for c in schema.columns} >= {"rate_ratio", "p_value", "change"}
     rates = inst.get_latest_materialization_event(dg.AssetKey("behavior_rates"))
-    assert "| category |" in rates.asset_materialization.metadata["rates"].value
+    table = rates.asset_materialization.metadata["rates"]  # a typed, sortable table
+    assert isinstance(table, dg.TableMetadataValue) and len(table.records) == 20
+    assert {"category": "string", "rate_per_100k": "float"}.items() <= {
+        c.name: c.type for c in table.schema.columns
+    }.items()
 
 
 def test_rerun_makes_no_model_calls(materialized):

@@ -27,7 +27,7 @@ from depsim_assets.estimates.plots import (
     trend_plot,
 )
 from depsim_assets.measurement import assess
-from depsim_assets.metadata import md_table, png_markdown
+from depsim_assets.metadata import ordered, png_markdown, rounded, table_metadata
 from depsim_assets.partitions import candidate_by_date, split_key
 from depsim_assets.resources import CandidateRegistry
 from depsim_assets.taxonomy import load_taxonomy
@@ -142,25 +142,22 @@ def behavior_rates(
         "replies": int(rates["n_replies"].max()),
         "unscored": int(rates["unscored"].max()),
         "flags": int(rates["flagged"].sum()),
-        "rates": dg.MetadataValue.md(
-            md_table(
-                rates,
-                columns=[
-                    "category",
-                    "graded",
-                    "flagged",
-                    "unscored",
-                    "rate_per_100k",
-                    "ci_low_per_100k",
-                    "ci_high_per_100k",
-                ],
-            )
+        "rates": table_metadata(
+            rates,
+            columns=[
+                "category",
+                "graded",
+                "flagged",
+                "unscored",
+                "rate_per_100k",
+                "ci_low_per_100k",
+                "ci_high_per_100k",
+            ],
+            max_rows=len(rates),
         ),
-        "severity_histogram": dg.MetadataValue.md(
-            md_table(
-                rates.loc[rates["flagged"] > 0],
-                columns=["category", *[f"severity_{k}" for k in range(5)]],
-            )
+        "severity_histogram": table_metadata(
+            rates.loc[rates["flagged"] > 0],
+            columns=["category", *[f"severity_{k}" for k in range(5)]],
         ),
         "flag_threshold": threshold,
         # One number per category, so the asset's Plots tab charts each rate over the
@@ -174,6 +171,12 @@ def behavior_rates(
             f"rates {candidate} {day}",
         ),
     }
+    metadata = ordered(
+        metadata,
+        first=["measurement", "warning", "dagster/row_count", "replies", "unscored", "flags",
+               "flag_threshold", "rates", "severity_histogram", "rates_plot"],
+        last=["dagster/column_schema"],
+    )
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -300,10 +303,8 @@ def candidate_comparison(
         for family in families
     }
     if not fidelity.empty:
-        extra["fidelity_median_error"] = float(fidelity["fidelity_error"].median())
-        extra["resampling_fidelity"] = dg.MetadataValue.md(
-            md_table(fidelity, max_rows=len(fidelity))
-        )
+        extra["fidelity_median_error"] = rounded(float(fidelity["fidelity_error"].median()))
+        extra["resampling_fidelity"] = table_metadata(fidelity, max_rows=len(fidelity))
     metadata: dict[str, Any] = {
         **guard.metadata(),
         **extra,
@@ -311,41 +312,37 @@ def candidate_comparison(
         "dagster/column_schema": CANDIDATE_COMPARISON.column_schema(),
         "baseline": baseline,
         "candidates": dg.MetadataValue.json(sorted(set(comparison["candidate"]))),
-        "changes": dg.MetadataValue.md(
-            md_table(
-                changed,
-                columns=[
-                    "candidate",
-                    "category",
-                    "n_graded",
-                    "rate_per_100k",
-                    "baseline_rate_per_100k",
-                    "rate_ratio",
-                    "p_value",
-                    "p_mcnemar",
-                    "q_value",
-                    "change",
-                ],
-                max_rows=60,
-            )
+        "changes": table_metadata(
+            changed,
+            columns=[
+                "candidate",
+                "category",
+                "n_graded",
+                "rate_per_100k",
+                "baseline_rate_per_100k",
+                "rate_ratio",
+                "p_value",
+                "p_mcnemar",
+                "q_value",
+                "change",
+            ],
+            max_rows=60,
         ),
-        "comparison": dg.MetadataValue.md(
-            md_table(
-                comparison,
-                columns=[
-                    "candidate",
-                    "category",
-                    "n_paired",
-                    "rate_per_100k",
-                    "baseline_rate_per_100k",
-                    "rate_ratio",
-                    "ci_low_ratio",
-                    "ci_high_ratio",
-                    "p_value",
-                    "change",
-                ],
-                max_rows=len(comparison),
-            )
+        "comparison": table_metadata(
+            comparison,
+            columns=[
+                "candidate",
+                "category",
+                "n_paired",
+                "rate_per_100k",
+                "baseline_rate_per_100k",
+                "rate_ratio",
+                "ci_low_ratio",
+                "ci_high_ratio",
+                "p_value",
+                "change",
+            ],
+            max_rows=len(comparison),
         ),
         "forest_plot": png_markdown(forest_plot(comparison), "rate ratios vs baseline"),
         "dates": dg.MetadataValue.json(sorted(set(by_day["traffic_date"]))),
@@ -361,6 +358,13 @@ def candidate_comparison(
         metadata["trend_plot"] = png_markdown(
             trend_plot(by_day), f"rate per 100k by day vs {baseline}"
         )
+    metadata = ordered(
+        metadata,
+        first=["measurement", "warning", "dagster/row_count", "failed_partitions", "warnings",
+               "baseline", "candidates", "changes", "comparison", "forest_plot", "dates",
+               "by_day", "by_day_note", "trend_plot"],
+        last=["fidelity_median_error", "resampling_fidelity", "dagster/column_schema"],
+    )
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -489,35 +493,33 @@ def forecast_validation(
         "dagster/row_count": len(out),
         "dagster/column_schema": FORECAST_VALIDATION.column_schema(),
         "shipped_candidates": dg.MetadataValue.json([c.name for c in shipped]),
-        "summary": dg.MetadataValue.md(
-            md_table(
-                summary.rename(
-                    columns={
-                        "multiplicative_error": "median_multiplicative_error",
-                        "direction_correct": "direction_accuracy",
-                    }
-                ),
-                columns=[
-                    "candidate",
-                    "deployed_dates",
-                    "median_multiplicative_error",
-                    "direction_accuracy",
-                    "direction_correct_significant",
-                    "nll",
-                ],
-            )
+        "summary": table_metadata(
+            summary.rename(
+                columns={
+                    "multiplicative_error": "median_multiplicative_error",
+                    "direction_correct": "direction_accuracy",
+                }
+            ),
+            columns=[
+                "candidate",
+                "deployed_dates",
+                "median_multiplicative_error",
+                "direction_accuracy",
+                "direction_correct_significant",
+                "nll",
+            ],
         ),
     }
     if skipped:
         metadata["skipped"] = dg.MetadataValue.json(skipped)
     if len(summary):
         first = summary.iloc[0]
-        metadata["median_multiplicative_error"] = float(first["multiplicative_error"])
+        metadata["median_multiplicative_error"] = rounded(float(first["multiplicative_error"]))
         if not math.isnan(first["direction_correct"]):
-            metadata["direction_accuracy"] = float(first["direction_correct"])
+            metadata["direction_accuracy"] = rounded(float(first["direction_correct"]))
         if not math.isnan(first["direction_correct_significant"]):
-            metadata["direction_accuracy_significant_moves"] = float(
-                first["direction_correct_significant"]
+            metadata["direction_accuracy_significant_moves"] = rounded(
+                float(first["direction_correct_significant"])
             )
         moved = out[(out["category"] != SUMMARY) & out["direction_correct_significant"].notna()]
         metadata["significant_moves"] = len(moved)
@@ -526,6 +528,13 @@ def forecast_validation(
         metadata["predicted_vs_realised"] = png_markdown(
             predicted_vs_realised(out), "predicted vs realised"
         )
+    metadata = ordered(
+        metadata,
+        first=["dagster/row_count", "shipped_candidates", "median_multiplicative_error",
+               "direction_accuracy", "direction_accuracy_significant_moves",
+               "significant_moves", "direction_categories", "summary"],
+        last=["dagster/column_schema"],
+    )
     return dg.MaterializeResult(metadata=metadata)
 
 
