@@ -8,27 +8,12 @@ from typing import Any
 from depsim_assets.cli.common import clean, fmt
 from depsim_assets.cli.compare import banner
 from depsim_assets.cli.comparison import comparison_frame, read_by_day
+from depsim_assets.estimates.compute import BY_DAY_COLUMNS
 
-# The row fields of `depsim compare --by-day --json`: one row per candidate x day x category.
-BY_DAY_FIELDS = (
-    "candidate",
-    "traffic_date",
-    "category",
-    "n_paired",
-    "n_graded",
-    "n_flagged",
-    "rate_per_100k",
-    "ci_low_per_100k",
-    "ci_high_per_100k",
-    "baseline_n_graded",
-    "baseline_n_flagged",
-    "baseline_rate_per_100k",
-    "baseline_ci_low_per_100k",
-    "baseline_ci_high_per_100k",
-    "rate_ratio",
-    "ci_low_ratio",
-    "ci_high_ratio",
-    "p_value",
+# The row fields of `depsim compare --by-day --json`: one row per candidate x day x category,
+# the per-day table's columns less those said once for the whole report.
+BY_DAY_FIELDS = tuple(
+    c for c in BY_DAY_COLUMNS if c not in {"baseline", "family", "ci_level", "taxonomy_version"}
 )
 
 

@@ -215,25 +215,7 @@ def write_html_report(
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print every candidate against the baseline (the materialized candidate_comparison)."""
-    if args.by_day:
-        # Imported here: by_day reuses this module's banner.
-        from depsim_assets.cli.by_day import by_day_report, print_by_day
-
-        days = by_day_report(
-            baseline=args.baseline,
-            alpha=args.alpha,
-            candidates=args.candidates,
-            date_from=args.date_from,
-            date_to=args.date_to,
-            bh=args.bh,
-            allow_failed=args.allow_failed,
-        )
-        if args.json:
-            print(json.dumps(days, indent=2))
-        else:
-            print_by_day(days)
-        return 0
-    report = comparison_report(
+    window = dict(
         baseline=args.baseline,
         alpha=args.alpha,
         candidates=args.candidates,
@@ -242,6 +224,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         bh=args.bh,
         allow_failed=args.allow_failed,
     )
+    if args.by_day:
+        # Imported here: by_day reuses this module's banner.
+        from depsim_assets.cli.by_day import by_day_report, print_by_day
+
+        days = by_day_report(**window)
+        if args.json:
+            print(json.dumps(days, indent=2))
+        else:
+            print_by_day(days)
+        return 0
+    report = comparison_report(**window)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
