@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from depsim_assets.cli.common import clean, fmt
-from depsim_assets.cli.compare import banner
+from depsim_assets.cli.compare import banner, guard_fields
 from depsim_assets.cli.comparison import comparison_frame, read_by_day
 from depsim_assets.estimates.compute import BY_DAY_COLUMNS
 
@@ -43,9 +43,7 @@ def by_day_report(
     days = read_by_day(base, list(dict.fromkeys(frame["candidate"])) if candidates else None)
     rows = [{f: clean(rec[f]) for f in BY_DAY_FIELDS} for rec in days.to_dict("records")]
     return {
-        **guard.provenance.as_dict(),
-        "warnings": guard.warnings,
-        "failed_partitions": [issue.as_dict() for issue in guard.issues],
+        **guard_fields(guard),
         "baseline": base,
         "dates": sorted(set(days["traffic_date"])),
         "ci_level": clean(float(days["ci_level"].iloc[0])) if len(days) else None,

@@ -36,6 +36,17 @@ ROW_FIELDS = (
     "n_discordant_down",
 )
 
+def guard_fields(guard: Any) -> dict[str, Any]:
+    """What every compare report says first: whether it is a measurement (not with sim-judge or
+    the synthetic demo log), and the partitions that failed a blocking check or are mostly
+    unscored (shown with --allow-failed)."""
+    return {
+        **guard.provenance.as_dict(),
+        "warnings": guard.warnings,
+        "failed_partitions": [issue.as_dict() for issue in guard.issues],
+    }
+
+
 def comparison_report(
     *,
     baseline: str | None,
@@ -63,11 +74,7 @@ def comparison_report(
     dates = sorted({d for ds in frame["dates"] for d in ds.split(",") if d})
     fidelity = resampling_fidelity(frame)
     return {
-        # Not a measurement (sim-judge or the synthetic demo log): said first, in plain words.
-        **guard.provenance.as_dict(),
-        # Partitions that failed a blocking check or are mostly unscored (--allow-failed).
-        "warnings": guard.warnings,
-        "failed_partitions": [issue.as_dict() for issue in guard.issues],
+        **guard_fields(guard),
         "baseline": base,
         "dates": dates,
         "alpha": alpha,
