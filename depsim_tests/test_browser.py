@@ -31,6 +31,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from depsim_assets import config, runs
+from depsim_assets.cli.ui import group_members
 from depsim_demo import registry as demo
 from depsim_demo.synth import write_demo_log
 
@@ -91,30 +92,6 @@ SIGINT_DEFAULT_EXEC = (
 )
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: ask the kernel whether the group still exists
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        return [pgid]
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state, ppid, pgrp, ...
-        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
-            members.append(int(entry.name))
-    return members
-
-
 def _stop_group(proc: subprocess.Popen, *, grace_s: float = 30.0) -> None:
     """SIGINT the server's process group, wait, then SIGKILL whatever is left."""
     pgid = proc.pid  # start_new_session made the server the leader of its own group
@@ -123,9 +100,9 @@ def _stop_group(proc: subprocess.Popen, *, grace_s: float = 30.0) -> None:
     deadline = time.monotonic() + grace_s
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
-    while _group_members(pgid) and time.monotonic() < deadline:
+    while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _group_members(pgid):
+    if group_members(pgid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
     proc.wait(timeout=30)
