@@ -89,7 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"           {html_report}  (one self-contained HTML file: tables and plots)")
         print(
             f"UI:        depsim ui   (or: DAGSTER_HOME={config.dagster_home()} "
-            "dagster dev -w workspace.yaml)"
+            f"{sys.executable} -m dagster dev -w workspace.yaml)"
         )
     return 0
 
