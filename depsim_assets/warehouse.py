@@ -85,6 +85,8 @@ SAMPLED_CONVERSATIONS = Table(
         ("n_messages", "INTEGER", "Messages in the conversation, final reply included."),
         ("has_tool_calls", "BOOLEAN", "Whether any assistant turn called a tool."),
         ("messages_json", "VARCHAR", "The de-identified conversation, OpenAI chat messages JSON."),
+        ("tools_json", "VARCHAR", "Tool schemas the log declared (OpenAI `tools`, JSON list); "
+         "NULL when it declared none."),
         ("pii_counts_json", "VARCHAR", "Spans replaced by surrogates, by PII type (JSON)."),
         ("sampling_weight", "DOUBLE", "Eligible conversations of the day per sampled one."),
         ("sample_seed", "BIGINT", "Seed of the uniform sample."),
@@ -153,6 +155,8 @@ CONVERSATION_PREFIXES = Table(
         ("prefix_hash", "VARCHAR", "SHA-256 of the prefix JSON: identifies the fixed context."),
         ("original_reply", "VARCHAR", "The production model's final reply (de-identified)."),
         ("production_model", "VARCHAR", "Model that wrote the original reply."),
+        ("tools_json", "VARCHAR", "Tool schemas the conversation declared (JSON list), sent "
+         "with the prefix; NULL when none."),
     ),
     ("traffic_date",),
 )
@@ -167,8 +171,10 @@ CANDIDATE_COMPLETIONS = Table(
         ("sample_index", "INTEGER", "k-th sample of the same prefix (0-based)."),
         ("reply", "VARCHAR", "The regenerated final reply; NULL when the call failed."),
         ("reasoning", "VARCHAR", "Reasoning text when the endpoint returns it, else NULL."),
-        ("tool_trace", "VARCHAR", "Tool calls made while producing the reply (JSON list)."),
-        ("status", "VARCHAR", "ok, error, or not_attempted (the run's budget was reached)."),
+        ("tool_trace", "VARCHAR", "Tool calls made while producing the reply, each with the "
+         "result the candidate was shown and its source (JSON list; depsim_assets.toolsim)."),
+        ("status", "VARCHAR", "ok, error, not_attempted (the run's budget was reached), or "
+         "step_limit (the turn hit its tool-call or token limit before a final reply)."),
         ("error", "VARCHAR", "Error class and message when status is not ok."),
         ("endpoint", "VARCHAR", "Endpoint base URL (credentials stripped), or 'sim'."),
         ("model", "VARCHAR", "Model name sent to the endpoint."),
@@ -179,6 +185,9 @@ CANDIDATE_COMPLETIONS = Table(
         ("cost_usd", "DOUBLE", "Token cost at the registry's prices (0 when none are set)."),
         ("attempts", "INTEGER", "Calls made for this row in the run that answered it (retries "
          "included; 0 when none was made)."),
+        ("steps", "INTEGER", "Candidate calls in the turn (1 without tools; each tool round "
+         "adds one)."),
+        ("tool_calls", "INTEGER", "Tool calls the candidate made in the turn."),
     ),
     ("candidate", "traffic_date"),
 )
@@ -404,6 +413,37 @@ FORECAST_VALIDATION = Table(
     ),
 )
 
+TOOL_EXAMPLES = Table(
+    "tool_examples",
+    _cols(
+        ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
+        ("conversation_id", "VARCHAR", "Conversation the call was made in."),
+        ("call_index", "INTEGER", "Position of the call in its conversation (0-based)."),
+        ("tool_name", "VARCHAR", "Name of the tool called."),
+        ("arguments", "VARCHAR", "Arguments as the model sent them (de-identified JSON text)."),
+        ("result", "VARCHAR", "The real tool's result (de-identified)."),
+        ("schema_json", "VARCHAR", "The tool's declared schema (JSON), NULL when none."),
+    ),
+    ("traffic_date",),
+)
+
+TOOL_REALISM = Table(
+    "tool_realism",
+    _cols(
+        ("traffic_date", "VARCHAR", "Day of traffic (ISO date), the partition."),
+        ("tool_name", "VARCHAR", "Tool, or 'overall' for every tool together."),
+        ("pairs", "BIGINT", "Real/simulated pairs shown to the discriminator."),
+        ("judged_real", "BIGINT", "Pairs where the simulated result was picked as the real one."),
+        ("unscored", "BIGINT", "Pairs with no usable verdict (failed call or no A/B answer)."),
+        ("judged_real_share", "DOUBLE", "judged_real / scored pairs (0.5 = indistinguishable)."),
+        ("share_low", "DOUBLE", "Lower bound of the share's Jeffreys interval."),
+        ("share_high", "DOUBLE", "Upper bound of the share's Jeffreys interval."),
+        ("simulator", "VARCHAR", "Tool simulator endpoint and model."),
+        ("discriminator", "VARCHAR", "Discriminator endpoint and model."),
+    ),
+    ("traffic_date",),
+)
+
 MODEL_CALLS = Table(
     "model_calls",
     _cols(
@@ -411,7 +451,8 @@ MODEL_CALLS = Table(
         (
             "kind",
             "VARCHAR",
-            "What the call was for: replay, judge, or capability (a mode an endpoint took).",
+            "What the call was for: replay, judge, tool_sim, discriminator, or capability (a "
+            "mode an endpoint took).",
         ),
         ("endpoint", "VARCHAR", "Endpoint base URL (credentials stripped), or 'sim'."),
         ("model", "VARCHAR", "Model name sent."),
@@ -496,6 +537,8 @@ ALL_TABLES = (
     CANDIDATE_COMPARISON,
     CANDIDATE_COMPARISON_BY_DAY,
     FORECAST_VALIDATION,
+    TOOL_EXAMPLES,
+    TOOL_REALISM,
     MODEL_CALLS,
     MODEL_BATCHES,
     JUDGE_AGREEMENT,

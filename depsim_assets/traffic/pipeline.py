@@ -489,6 +489,7 @@ def prefix_rows_from_sampled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]
                 "prefix_hash": prefix_hash(prefix),
                 "original_reply": reply,
                 "production_model": row["production_model"],
+                "tools_json": row.get("tools_json"),
             }
         )
     _check_columns(out, CONVERSATION_PREFIXES.column_names)
@@ -545,6 +546,7 @@ def _sampled_row(
             m.get("role") == "assistant" and bool(m.get("tool_calls")) for m in messages
         ),
         "messages_json": json.dumps(messages, ensure_ascii=False),
+        "tools_json": None,  # tool schemas: not read from logs yet
         "pii_counts_json": json.dumps(counts, sort_keys=True),
         "sampling_weight": 0.0,  # set once the stratum's kept rows are known
         "sample_seed": seed,
