@@ -29,7 +29,9 @@ from depsim_assets.replay import definitions as replay
 from depsim_assets.resources import (
     CandidateRegistry,
     JudgeEndpoint,
+    RealismDiscriminator,
     RunBudget,
+    ToolSimulator,
     TrafficSource,
     Warehouse,
 )
@@ -102,6 +104,8 @@ def build_resources() -> dict[str, object]:
         # Every judge setting from its DEPSIM_JUDGE_* variable (resources.JUDGE_ENV), resolved
         # again when a run overrides part of the judge's config, so the two cannot disagree.
         "judge": JudgeEndpoint(),
+        "tool_simulator": ToolSimulator(),  # DEPSIM_TOOLSIM_* (resources.TOOLSIM_ENV)
+        "realism_discriminator": RealismDiscriminator(),  # DEPSIM_DISCRIMINATOR_*
         "budget": RunBudget(max_usd=env_float("DEPSIM_RUN_BUDGET_USD", low=0.0)),
         # Which checks a comparison must look at, from every stage's definitions: the
         # comparison's stage reads them here instead of importing the stages that declare them.

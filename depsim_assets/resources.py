@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -17,30 +17,43 @@ from pydantic import Field, model_validator
 
 from depsim_assets.config import check_deid_salt
 from depsim_assets.endpoints import SIM, EndpointError, async_client, display_endpoint
-from depsim_assets.models import Budget
+from depsim_assets.models import Budget, Limits
 from depsim_assets.registry import ENV_NAME_PATTERN, Registry, load_registry
-from depsim_assets.warehouse import LOCK_TIMEOUT_S, open_connection
+from depsim_assets.toolsim import SIM_DISCRIMINATOR, SIM_TOOL_SIMULATOR
+from depsim_assets.warehouse import LOCK_TIMEOUT_S, open_connection, postgres_connection
 
 T = TypeVar("T")
 
 
 class Warehouse(DuckDBResource):
-    """Owns the DuckDB warehouse file; many processes may use it, one connection at a time.
+    """Owns the warehouse: the DuckDB file (default), or a Postgres database when ``url``
+    is set (``$DEPSIM_WAREHOUSE_URL``; docs/warehouse.md). Hold a connection for one read or
+    one write transaction, never across a model call.
 
+    DuckDB: many processes may use the file, one connection at a time.
     ``DuckDBResource.get_connection`` retries any ``IOException`` ten times on a fixed
     doubling schedule (about 100 s, no jitter) and leaves the connection open when the block
     raises. Under the multiprocess executor and parallel runs, every step is a process on
     this one file, so here: only the lock conflict is retried, with jittered backoff for up to
     ``lock_timeout_s`` and then a clear error, and the connection is closed (the lock
-    released) however the block ends. Hold it for one read or one write transaction, never
-    across a model call.
+    released) however the block ends.
+
+    Postgres: no file lock; each block has its own server connection, and writers of
+    different partitions run at once (``warehouse_pg``).
     """
 
     lock_timeout_s: float = LOCK_TIMEOUT_S
+    url: str | None = None
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:  # type: ignore[override]
-        """A read-write connection for one block; waits while another process holds the file."""
+        """A read-write connection for one block; on DuckDB it waits while another process
+        holds the file."""
+        if self.url:
+            with postgres_connection(self.url) as pg:
+                # cast: the adapter answers the DuckDB calls depsim makes (warehouse_pg).
+                yield cast(duckdb.DuckDBPyConnection, pg)
+            return
         conn = open_connection(
             self.database,
             config={"custom_user_agent": "dagster", **self.connection_config},
@@ -300,3 +313,155 @@ class RunBudget(dg.ConfigurableResource):
                 if isinstance(number, int | float):
                     spent += float(number)
         return Budget(self.max_usd, spent_usd=spent)
+
+
+def _role_key_env(role: str) -> Callable[[object, str], str]:
+    def parse(raw: object, where: str) -> str:
+        value = _text(raw, where)
+        if not ENV_NAME_PATTERN.match(value):
+            # never echoed: the usual mistake is pasting the key itself here
+            raise EndpointError(
+                f"{where} must be the NAME of the environment variable that holds the {role}'s "
+                "API key (letters, digits, '_'), not the key"
+            )
+        return value
+
+    return parse
+
+
+def _role_env(
+    prefix: str, role: str, model: str, **extra: tuple[Callable[[object, str], Any], Any]
+) -> dict[str, tuple[str, Callable[[object, str], Any], Any]]:
+    """field -> (variable, parser, default) for a model role configured like the judge."""
+    table: dict[str, tuple[str, Callable[[object, str], Any], Any]] = {
+        "base_url": (f"{prefix}_BASE_URL", _base_url, SIM),
+        "model": (f"{prefix}_MODEL", _text, model),
+        "api_key_env": (f"{prefix}_API_KEY_ENV", _role_key_env(role), None),
+        "timeout_s": (f"{prefix}_TIMEOUT_S", _number(float, 0.001, 86_400), 120.0),
+        "max_concurrency": (f"{prefix}_MAX_CONCURRENCY", _number(int, 1, 4096), 32),
+        "max_retries": (f"{prefix}_MAX_RETRIES", _number(int, 0, 20), 4),
+        # Deterministic by default: the same call gets the same result (and cache key).
+        "temperature": (f"{prefix}_TEMPERATURE", _number(float, 0.0, 2.0), 0.0),
+        "max_output_tokens": (f"{prefix}_MAX_OUTPUT_TOKENS", _number(int, 1), None),
+    }
+    for field, (parse, default) in extra.items():
+        table[field] = (f"{prefix}_{field.upper()}", parse, default)
+    return table
+
+
+def _settings(
+    table: Mapping[str, tuple[str, Callable[[object, str], Any], Any]],
+    role: str,
+    given: Mapping[str, Any],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field, (env, parse, default) in table.items():
+        value = given.get(field)
+        if value is not None:
+            out[field] = parse(value, f"{role} {field}")
+            continue
+        raw = os.environ.get(env, "").strip()
+        out[field] = parse(raw, env) if raw else default
+    return out
+
+
+# The two agentic roles (issue #14), configured like the judge: every field left unset takes
+# its variable, else the built-in simulator's model for the role.
+TOOLSIM_ENV = _role_env(
+    "DEPSIM_TOOLSIM", "tool simulator", SIM_TOOL_SIMULATOR,
+    # How many real past calls of the same tool the prompt shows.
+    examples_k=(_number(int, 0, 50), 3),
+)
+DISCRIMINATOR_ENV = _role_env("DEPSIM_DISCRIMINATOR", "realism discriminator", SIM_DISCRIMINATOR)
+
+
+class _RoleEndpoint(dg.ConfigurableResource):
+    """Fields shared by the tool simulator and the discriminator (see :class:`JudgeEndpoint`
+    for why unset fields resolve from the environment in a validator)."""
+
+    base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, or 'sim'.")
+    model: str | None = Field(default=None, description="Model name at the endpoint.")
+    api_key_env: str | None = Field(
+        default=None, description="NAME of the env var holding the key (never the key)."
+    )
+    timeout_s: float | None = Field(default=None, description="Per-request timeout in seconds.")
+    max_concurrency: int | None = Field(default=None, description="Requests in flight, at most.")
+    max_retries: int | None = Field(default=None, description="Retries of transient failures.")
+    temperature: float | None = Field(default=None, description="Sampling temperature.")
+    max_output_tokens: int | None = Field(default=None, description="Cap on tokens per call.")
+
+    def _table(self) -> Mapping[str, tuple[str, Callable[[object, str], Any], Any]]:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting as resolved (the key's variable NAME, never a key; the URL without
+        credentials), for metadata and reports."""
+        out = {field: getattr(self, field) for field in self._table()}
+        out["base_url"] = self.endpoint_label()
+        return out
+
+    def client(self) -> openai.AsyncOpenAI:
+        """A fresh async client (one per run: clients bind to the event loop that uses them)."""
+        return async_client(
+            _resolved(self.base_url, "base_url"),
+            api_key_env=self.api_key_env,
+            timeout_s=_resolved(self.timeout_s, "timeout_s"),
+            max_retries=0,  # the call engine retries, counting each attempt
+            max_connections=_resolved(self.max_concurrency, "max_concurrency"),
+        )
+
+    def limits(self) -> Limits:
+        """The call engine's limits for this endpoint."""
+        return Limits(
+            max_concurrency=_resolved(self.max_concurrency, "max_concurrency"),
+            max_retries=_resolved(self.max_retries, "max_retries"),
+        )
+
+    def params(self) -> dict[str, Any]:
+        """Generation parameters sent with every call (and hashed into its cache key)."""
+        params: dict[str, Any] = {"temperature": _resolved(self.temperature, "temperature")}
+        if self.max_output_tokens:
+            params["max_tokens"] = self.max_output_tokens
+        return params
+
+    def endpoint_label(self) -> str:
+        """The endpoint as stored on rows (no credentials)."""
+        return display_endpoint(_resolved(self.base_url, "base_url"))
+
+    def label(self) -> str:
+        """``endpoint model``, as the realism table names the roles."""
+        return f"{self.endpoint_label()} {_resolved(self.model, 'model')}"
+
+
+class ToolSimulator(_RoleEndpoint):
+    """Owns the tool-simulator model of agentic replay (``DEPSIM_TOOLSIM_*``; default: the
+    built-in simulator's ``sim-tool-simulator``) and how many real examples it is shown."""
+
+    examples_k: int | None = Field(
+        default=None, description="Real past calls of the tool shown ($DEPSIM_TOOLSIM_EXAMPLES_K)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_env(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        return {**data, **_settings(TOOLSIM_ENV, "tool simulator", data)}
+
+    def _table(self) -> Mapping[str, tuple[str, Callable[[object, str], Any], Any]]:
+        return TOOLSIM_ENV
+
+
+class RealismDiscriminator(_RoleEndpoint):
+    """Owns the realism discriminator (``DEPSIM_DISCRIMINATOR_*``; default: the built-in
+    simulator's ``sim-discriminator``): the model asked which of two tool results is real."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_env(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        return {**data, **_settings(DISCRIMINATOR_ENV, "realism discriminator", data)}
+
+    def _table(self) -> Mapping[str, tuple[str, Callable[[object, str], Any], Any]]:
+        return DISCRIMINATOR_ENV
