@@ -11,6 +11,8 @@ several servers at once (``sim-judge@llama-cpp-python@ctx4096``):
   servers without structured output do; the schema must be in the prompt.
 - ``@ctxN``: a context window of N tokens (tokens as the simulator counts them, one per
   word); a longer prompt gets llama.cpp's HTTP 400 ``exceed_context_size_error``.
+- ``@realismR`` (``sim-tool-simulator`` only): the share R in [0, 1] of results modelled on
+  the real examples; the rest are visibly synthetic (see ``tool_sim.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 FLAVOURS = ("llama-cpp-python", "no-response-format")
 _CTX = re.compile(r"^ctx(\d+)$")
+_REALISM = re.compile(r"^realism(\d+(?:\.\d*)?|\.\d+)$")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Flavour:
     base_model: str
     refuse: str | None = None  # "json_schema" or "any"
     context_window: int | None = None
+    realism: float | None = None
 
 
 def parse_model(model: str) -> Flavour:
@@ -37,6 +41,7 @@ def parse_model(model: str) -> Flavour:
     base, *suffixes = model.split("@")
     refuse = None
     context = None
+    realism = None
     for suffix in suffixes:
         if suffix == "llama-cpp-python":
             refuse = "json_schema"
@@ -44,12 +49,16 @@ def parse_model(model: str) -> Flavour:
             refuse = "any"
         elif match := _CTX.match(suffix):
             context = int(match.group(1))
+        elif match := _REALISM.match(suffix):
+            realism = float(match.group(1))
+            if realism > 1:
+                raise ValueError(f"model suffix @{suffix}: realism must be in [0, 1]")
         else:
             raise ValueError(
                 f"unknown model suffix @{suffix}: expected one of "
-                f"{', '.join('@' + f for f in FLAVOURS)} or @ctxN"
+                f"{', '.join('@' + f for f in FLAVOURS)}, @ctxN or @realismR"
             )
-    return Flavour(base, refuse, context)
+    return Flavour(base, refuse, context, realism)
 
 
 def refusal(flavour: Flavour, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:

@@ -437,6 +437,8 @@ class SimReply:
     prompt_tokens: int
     completion_tokens: int
     novel: tuple[str, ...] = ()
+    # OpenAI ``tool_calls`` when the persona calls tools instead of replying (text is None).
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 def messages_digest(messages: list[dict[str, Any]]) -> str:
@@ -558,6 +560,7 @@ def generate_reply(
     *,
     temperature: float | None = None,
     top_p: float | None = None,
+    tools: list[Any] | None = None,
 ) -> SimReply:
     """The persona's deterministic reply to ``messages``; ``KeyError`` for an unknown model.
 

@@ -2,8 +2,10 @@
 
 depsim talks to every model through the ``openai`` client, so the simulator is a server
 rather than a mock: the same client code, retries and parsing run in the demo and the tests
-as against a real endpoint. It serves the personas of ``personas.py`` and the lexical
-``sim-judge``, and counts requests so tests can check how many calls a step made.
+as against a real endpoint. It serves the personas of ``personas.py`` (which call tools when
+a request offers them), the lexical ``sim-judge``, and the agentic roles of ``tool_sim.py``
+(``sim-tool-simulator``, ``sim-discriminator``), and counts requests so tests can check how
+many calls a step made.
 """
 
 from __future__ import annotations
@@ -34,9 +36,17 @@ from depsim_assets.sim.faults import FaultPlan
 from depsim_assets.sim.flavours import context_error, parse_model, refusal
 from depsim_assets.sim.judge import JUDGE_MODEL, grade_request, schema_from_prompt
 from depsim_assets.sim.personas import PERSONA_MODELS, content_text, generate_reply
+from depsim_assets.sim.tool_sim import DEFAULT_REALISM, discriminate, simulate_result
 from depsim_assets.taxonomy import Taxonomy, load_taxonomy
+from depsim_assets.toolsim import (
+    SIM_DISCRIMINATOR,
+    SIM_TOOL_SIMULATOR,
+    parse_discriminator_request,
+    parse_simulator_request,
+)
 
 _OWNER = "depsim-sim"
+_AGENTIC_ROLES = (SIM_TOOL_SIMULATOR, SIM_DISCRIMINATOR)
 _STARTUP_TIMEOUT_S = 15.0
 
 
@@ -58,8 +68,16 @@ def _error(status: int, message: str, code: str, kind: str = "invalid_request_er
 
 
 def _completion_body(
-    model: str, content: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    model: str,
+    content: str | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     body = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -68,8 +86,8 @@ def _completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "finish_reason": "stop",
+                "message": message,
+                "finish_reason": "tool_calls" if tool_calls else "stop",
                 "logprobs": None,
             }
         ],
@@ -179,7 +197,7 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         created = int(time.time())
         data = [
             {"id": model, "object": "model", "created": created, "owned_by": _OWNER}
-            for model in (*PERSONA_MODELS, JUDGE_MODEL)
+            for model in (*PERSONA_MODELS, JUDGE_MODEL, *_AGENTIC_ROLES)
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -187,12 +205,17 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         """Why a chat request cannot be answered, as ``(status, error body)``; None if it can."""
         model = body.get("model")
         try:
-            base = parse_model(model).base_model if isinstance(model, str) else None
+            flavour = parse_model(model) if isinstance(model, str) else None
         except ValueError as exc:
             return 404, _error_body(f"The model '{model}' does not exist: {exc}",
                                     "model_not_found")
-        if base not in PERSONA_MODELS and base != JUDGE_MODEL:
+        base = flavour.base_model if flavour is not None else None
+        if base not in PERSONA_MODELS and base != JUDGE_MODEL and base not in _AGENTIC_ROLES:
             return 404, _error_body(f"The model '{model}' does not exist", "model_not_found")
+        if flavour is not None and flavour.realism is not None and base != SIM_TOOL_SIMULATOR:
+            return 404, _error_body(
+                f"The model '{model}' does not exist: @realism applies to "
+                f"{SIM_TOOL_SIMULATOR} only", "model_not_found")
         messages = body.get("messages")
         if (
             not isinstance(messages, list)
@@ -234,12 +257,38 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
             return too_long
         if flavour.base_model == JUDGE_MODEL:
             return _judge(body, messages, malformed=malformed)
+        if flavour.base_model in _AGENTIC_ROLES:
+            return _agentic_role(model, flavour.base_model, flavour.realism, messages)
+        tools = body.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            return 400, _error_body("'tools' must be a list of tool definitions", "bad_tools")
         # The personas answer temperature and top_p with more or less variance between
         # replies, never with other expected rates (personas.temperature_multiplier).
         reply = generate_reply(flavour.base_model, messages, body.get("seed"),
-                               temperature=body.get("temperature"), top_p=body.get("top_p"))
-        return 200, _completion_body(model, reply.text, reply.prompt_tokens,
-                                     reply.completion_tokens)
+                               temperature=body.get("temperature"), top_p=body.get("top_p"),
+                               tools=tools)
+        content = None if reply.tool_calls and not reply.text else reply.text
+        return 200, _completion_body(model, content, reply.prompt_tokens,
+                                     reply.completion_tokens, tool_calls=reply.tool_calls)
+
+    def _agentic_role(
+        model: str, base: str, realism: float | None, messages: list[dict[str, Any]]
+    ) -> tuple[int, dict[str, Any]]:
+        try:
+            if base == SIM_TOOL_SIMULATOR:
+                request = parse_simulator_request(messages)
+                content = simulate_result(
+                    request, DEFAULT_REALISM if realism is None else realism)
+            else:
+                content = discriminate(parse_discriminator_request(messages))
+        except (ValueError, TypeError, AttributeError) as exc:
+            # json.loads errors are ValueErrors; a section of the wrong JSON type is the rest.
+            what = "tool-simulator" if base == SIM_TOOL_SIMULATOR else "discriminator"
+            return 400, _error_body(
+                f"{base} expects a {what} prompt (depsim_assets.toolsim): {exc}",
+                "bad_agentic_request")
+        return 200, _completion_body(model, content, _word_count(messages),
+                                     len(content.split()))
 
     async def chat_completions(request: Request) -> Any:
         raw = await request.body()

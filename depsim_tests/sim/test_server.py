@@ -52,7 +52,8 @@ def _http(url, body=None, headers=None):
 
 def test_models_are_listed(client):
     ids = {model.id for model in client.models.list()}
-    assert ids == {"sim-production", "sim-candidate-safer", "sim-candidate-regressed", "sim-judge"}
+    assert ids == {"sim-production", "sim-candidate-safer", "sim-candidate-regressed", "sim-judge",
+                   "sim-tool-simulator", "sim-discriminator"}
 
 
 def test_persona_completion_matches_the_persona(client):
