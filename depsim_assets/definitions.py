@@ -36,7 +36,7 @@ from depsim_assets.resources import (
     Warehouse,
 )
 from depsim_assets.traffic import definitions as traffic
-from depsim_assets.warehouse import LOCK_TIMEOUT_S
+from depsim_assets.warehouse import LOCK_TIMEOUT_S, URL_ENV, warehouse_url
 
 # Every stage, in flow order. A new stage is a folder with a definitions.py and a line here.
 STAGES: tuple[dg.Definitions, ...] = (traffic.defs, replay.defs, judging.defs, estimates.defs)
@@ -94,6 +94,9 @@ def build_resources() -> dict[str, object]:
         "warehouse": Warehouse(
             database=str(warehouse),
             lock_timeout_s=env_float("DEPSIM_LOCK_TIMEOUT_S", low=0.0) or LOCK_TIMEOUT_S,
+            # Postgres when DEPSIM_WAREHOUSE_URL is set; an EnvVar, so a password in the URL
+            # never shows in the UI's resource config.
+            url=dg.EnvVar(URL_ENV) if warehouse_url() else None,
         ),
         "traffic": TrafficSource(
             log_root=str(log_root()),

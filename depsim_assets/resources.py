@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -20,28 +20,40 @@ from depsim_assets.endpoints import SIM, EndpointError, async_client, display_en
 from depsim_assets.models import Budget, Limits
 from depsim_assets.registry import ENV_NAME_PATTERN, Registry, load_registry
 from depsim_assets.toolsim import SIM_DISCRIMINATOR, SIM_TOOL_SIMULATOR
-from depsim_assets.warehouse import LOCK_TIMEOUT_S, open_connection
+from depsim_assets.warehouse import LOCK_TIMEOUT_S, open_connection, postgres_connection
 
 T = TypeVar("T")
 
 
 class Warehouse(DuckDBResource):
-    """Owns the DuckDB warehouse file; many processes may use it, one connection at a time.
+    """Owns the warehouse: the DuckDB file (default), or a Postgres database when ``url``
+    is set (``$DEPSIM_WAREHOUSE_URL``; docs/warehouse.md). Hold a connection for one read or
+    one write transaction, never across a model call.
 
+    DuckDB: many processes may use the file, one connection at a time.
     ``DuckDBResource.get_connection`` retries any ``IOException`` ten times on a fixed
     doubling schedule (about 100 s, no jitter) and leaves the connection open when the block
     raises. Under the multiprocess executor and parallel runs, every step is a process on
     this one file, so here: only the lock conflict is retried, with jittered backoff for up to
     ``lock_timeout_s`` and then a clear error, and the connection is closed (the lock
-    released) however the block ends. Hold it for one read or one write transaction, never
-    across a model call.
+    released) however the block ends.
+
+    Postgres: no file lock; each block has its own server connection, and writers of
+    different partitions run at once (``warehouse_pg``).
     """
 
     lock_timeout_s: float = LOCK_TIMEOUT_S
+    url: str | None = None
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:  # type: ignore[override]
-        """A read-write connection for one block; waits while another process holds the file."""
+        """A read-write connection for one block; on DuckDB it waits while another process
+        holds the file."""
+        if self.url:
+            with postgres_connection(self.url) as pg:
+                # cast: the adapter answers the DuckDB calls depsim makes (warehouse_pg).
+                yield cast(duckdb.DuckDBPyConnection, pg)
+            return
         conn = open_connection(
             self.database,
             config={"custom_user_agent": "dagster", **self.connection_config},

@@ -17,10 +17,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeGuard, cast
 
 import dagster as dg
 import duckdb
 import pandas as pd
+
+from depsim_assets import config
+
+if TYPE_CHECKING:  # the Postgres backend imports psycopg: only when a URL selects it
+    from depsim_assets.warehouse_pg import PgConnection
 
 
 @dataclass(frozen=True)
@@ -546,8 +552,24 @@ ALL_TABLES = (
 )
 
 
-def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+def is_postgres(conn: object) -> TypeGuard[PgConnection]:
+    """Whether ``conn`` is the Postgres backend's (``warehouse_pg.PgConnection``)."""
+    return getattr(conn, "dialect", "duckdb") == "postgres"
+
+
+def dialect(conn: object) -> str:
+    """``duckdb`` or ``postgres``: which SQL dialect ``conn`` speaks (for the few statements
+    the two spell differently)."""
+    return "postgres" if is_postgres(conn) else "duckdb"
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection | PgConnection) -> None:
     """Create every warehouse table that does not exist yet."""
+    if is_postgres(conn):
+        from depsim_assets import warehouse_pg
+
+        warehouse_pg.ensure_tables(conn)
+        return
     for table in ALL_TABLES:
         conn.execute(table.ddl())
     # A warehouse made by an older depsim lacks columns added since: add them (NULL in old
@@ -579,7 +601,7 @@ def _where(keys: Mapping[str, str]) -> str:
 
 
 def replace_partitions(
-    conn: duckdb.DuckDBPyConnection,
+    conn: duckdb.DuckDBPyConnection | PgConnection,
     writes: Sequence[tuple[Table, pd.DataFrame, Mapping[str, str]]],
 ) -> dict[str, int]:
     """Replace one partition in each of several tables, all in ONE transaction.
@@ -591,6 +613,10 @@ def replace_partitions(
     """
     for table, frame, keys in writes:
         _check_frame(table, frame, keys)
+    if is_postgres(conn):
+        _replace_postgres(conn, writes)
+        return {table.name: len(frame) for table, frame, _ in writes}
+    conn = cast(duckdb.DuckDBPyConnection, conn)  # not Postgres: the DuckDB file's
     views = []
     try:
         ensure_tables(conn)
@@ -619,6 +645,23 @@ def replace_partitions(
             with suppress(duckdb.Error):
                 conn.unregister(view)
     return {table.name: len(frame) for table, frame, _ in writes}
+
+
+def _replace_postgres(
+    conn: PgConnection, writes: Sequence[tuple[Table, pd.DataFrame, Mapping[str, str]]]
+) -> None:
+    from psycopg import errors as pg_errors
+
+    from depsim_assets import warehouse_pg
+
+    try:
+        warehouse_pg.replace_partitions(conn, writes)
+    except pg_errors.DiskFull as exc:
+        where = warehouse_pg.display_url(conn.url)
+        raise WarehouseWriteError(
+            f"the warehouse database's disk is full writing {where}: nothing of "
+            f"{_what(writes)} was written"
+        ) from exc
 
 
 class WarehouseWriteError(RuntimeError):
@@ -681,7 +724,7 @@ def _what(writes: Sequence[tuple[Table, pd.DataFrame, Mapping[str, str]]]) -> st
 
 
 def replace_partition(
-    conn: duckdb.DuckDBPyConnection,
+    conn: duckdb.DuckDBPyConnection | PgConnection,
     table: Table,
     frame: pd.DataFrame,
     keys: Mapping[str, str],
@@ -691,12 +734,27 @@ def replace_partition(
 
 
 def read_partition(
-    conn: duckdb.DuckDBPyConnection, table: Table, keys: Mapping[str, str]
+    conn: duckdb.DuckDBPyConnection | PgConnection, table: Table, keys: Mapping[str, str]
 ) -> pd.DataFrame:
     """All rows of one partition of ``table`` (an empty frame if the table is new)."""
     ensure_tables(conn)
     sql = f"SELECT * FROM {table.name} WHERE {_where(keys)}"
     return conn.execute(sql, list(keys.values())).df()
+
+
+def upsert_sql(table: Table, rows: str) -> str:
+    """``INSERT`` of ``rows`` (``VALUES (?, ...)`` or a SELECT, in column order) into
+    ``table``, replacing a row whose primary key is taken.
+
+    ``ON CONFLICT ... DO UPDATE`` reads the same on DuckDB and Postgres; on Postgres it is
+    also safe against a concurrent insert of the same key (one row, no error).
+    """
+    cols = ", ".join(f'"{c}"' for c in table.column_names)
+    keys = ", ".join(f'"{k}"' for k in table.primary_key)
+    sets = ", ".join(
+        f'"{c}" = excluded."{c}"' for c in table.column_names if c not in table.primary_key
+    )
+    return f"INSERT INTO {table.name} ({cols}) {rows} ON CONFLICT ({keys}) DO UPDATE SET {sets}"
 
 
 # ------------------------------------------------------------------------------- connections
@@ -774,3 +832,75 @@ def connection(
         yield conn
     finally:
         conn.close()
+
+
+# ------------------------------------------------------------------------------ the backend
+# Which warehouse: the DuckDB file (default; config.warehouse_path()) or, when this variable
+# holds a postgresql:// URL, that Postgres database. Read when a connection is opened.
+URL_ENV = "DEPSIM_WAREHOUSE_URL"
+
+
+def warehouse_url() -> str | None:
+    """The Postgres URL of ``$DEPSIM_WAREHOUSE_URL``; None (the DuckDB file) when unset.
+
+    A value that is not a ``postgresql://`` URL is a one-line ValueError (never echoed: it
+    may hold a password).
+    """
+    url = os.environ.get(URL_ENV, "").strip()
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    if urlsplit(url).scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            f"{URL_ENV} must be a postgresql://user@host:port/database URL (or unset for the "
+            "DuckDB file)"
+        )
+    return url
+
+
+def location() -> str:
+    """Where the warehouse is, for people: the file's path, or the URL without password."""
+    url = warehouse_url()
+    if url is None:
+        return str(config.warehouse_path())
+    from depsim_assets.warehouse_pg import display_url
+
+    return display_url(url)
+
+
+def exists() -> bool:
+    """Whether there is a warehouse to read: the file exists, or a Postgres URL is set (a
+    server that cannot be reached fails on connect with its own one-line error)."""
+    return warehouse_url() is not None or config.warehouse_path().exists()
+
+
+@contextmanager
+def postgres_connection(url: str, *, read_only: bool = False) -> Iterator[PgConnection]:
+    """A Postgres warehouse connection for one block, always closed when it ends."""
+    from depsim_assets.warehouse_pg import PgConnection
+
+    conn = PgConnection(url, read_only=read_only)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def configured(
+    *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the configured warehouse (``$DEPSIM_WAREHOUSE_URL``, else the file).
+
+    Typed as DuckDB's connection: the Postgres adapter answers the same calls (execute with
+    ``?`` parameters, fetchall/fetchone/df, register), which is what callers use.
+    """
+    url = warehouse_url()
+    if url is None:
+        with connection(config.warehouse_path(), read_only=read_only, timeout_s=timeout_s) as conn:
+            yield conn
+        return
+    with postgres_connection(url, read_only=read_only) as pg:
+        # cast: the adapter presents the subset of DuckDB's API depsim uses (see warehouse_pg).
+        yield cast(duckdb.DuckDBPyConnection, pg)

@@ -98,11 +98,12 @@ def spend(names: Sequence[str], dates: Sequence[str]) -> dict[str, dict[str, Any
            for name in dict.fromkeys(names)}
     if not out or not dates:
         return out
-    with warehouse.connection(str(config.warehouse_path()), read_only=True) as conn:
+    with warehouse.configured(read_only=True) as conn:
         found = conn.execute(
             "SELECT candidate, count(*), sum(prompt_tokens), sum(completion_tokens), "
             "sum(cost_usd) FROM candidate_completions "
-            "WHERE candidate IN (SELECT unnest(?)) AND traffic_date IN (SELECT unnest(?)) "
+            "WHERE candidate IN (SELECT unnest(?::VARCHAR[])) "
+            "AND traffic_date IN (SELECT unnest(?::VARCHAR[])) "
             "GROUP BY candidate",
             [list(out), list(dates)],
         ).fetchall()

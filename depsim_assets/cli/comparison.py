@@ -57,11 +57,12 @@ def comparison_frame(
         raise ValueError(f"--alpha must be in (0, 1) (got {alpha})")
     registry = load_registry()
     base = baseline or registry.baseline_name()
-    path = config.warehouse_path()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no warehouse yet (run `depsim demo` first)")
+    if not warehouse.exists():
+        raise FileNotFoundError(
+            f"{warehouse.location()}: no warehouse yet (run `depsim demo` first)"
+        )
     check_window(date_from, date_to)  # a bad date is one line, before any work
-    with warehouse.connection(str(path), read_only=True) as conn:
+    with warehouse.configured(read_only=True) as conn:
         graded = _graded(conn, date_from, date_to)
     if candidates:
         unknown = [c for c in candidates if c not in graded]
@@ -89,7 +90,7 @@ def comparison_frame(
     )
     instance = get_instance()
     frame = _materialized(instance, settings, base, candidates)
-    with warehouse.connection(str(path), read_only=True) as conn:
+    with warehouse.configured(read_only=True) as conn:
         guard = guard_comparison(frame, conn, instance=instance, checks=blocking_checks(ASSETS))
     if guard.issues and not allow_failed:
         raise ValueError(guard.refusal())
@@ -164,7 +165,7 @@ def _has_by_day() -> bool:
     """Whether the warehouse holds the per-day table the same run writes."""
     from depsim_assets import warehouse
 
-    with warehouse.connection(str(config.warehouse_path()), read_only=True) as conn:
+    with warehouse.configured(read_only=True) as conn:
         found = conn.execute(
             "SELECT count(*) FROM information_schema.tables"
             " WHERE table_name = 'candidate_comparison_by_day'"
@@ -202,7 +203,7 @@ def read_comparison() -> pd.DataFrame:
     """Every row of the materialized table (read-only)."""
     from depsim_assets import warehouse
 
-    with warehouse.connection(str(config.warehouse_path()), read_only=True) as conn:
+    with warehouse.configured(read_only=True) as conn:
         return conn.execute(f"SELECT * FROM {ASSET}").df()
 
 
@@ -243,7 +244,7 @@ def read_by_day(base: str, candidates: Sequence[str] | None) -> pd.DataFrame:
 
     if not _has_by_day():  # comparison_frame re-materializes first; a race lands here
         raise ValueError(f"no per-day comparison in the warehouse: materialize {ASSET} again")
-    with warehouse.connection(str(config.warehouse_path()), read_only=True) as conn:
+    with warehouse.configured(read_only=True) as conn:
         frame = conn.execute("SELECT * FROM candidate_comparison_by_day").df()
     if not frame.empty and set(frame["baseline"]) != {base}:
         raise RuntimeError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from depsim_assets import config
 from depsim_assets.cli.common import clean, fmt
 
 
@@ -18,12 +17,12 @@ def _baseline_rates(
     from depsim_assets.registry import load_registry
 
     base = load_registry().baseline_name()
-    path = config.warehouse_path()
-    if not path.exists():
+    if not warehouse.exists():
         raise FileNotFoundError(
-            f"{path}: no warehouse yet: give --base-rate-per-100k, or run `depsim demo` first"
+            f"{warehouse.location()}: no warehouse yet: give --base-rate-per-100k, or run "
+            "`depsim demo` first"
         )
-    with warehouse.connection(str(path), read_only=True) as conn:
+    with warehouse.configured(read_only=True) as conn:
         rates = conn.execute(
             "SELECT candidate, traffic_date, category, family, n_replies, graded, flagged,"
             " unscored FROM behavior_rates WHERE candidate = ?",

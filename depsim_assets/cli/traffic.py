@@ -58,7 +58,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _sample_counts(date: str) -> dict[str, Any]:
     from depsim_assets import warehouse
 
-    with warehouse.connection(str(config.warehouse_path()), read_only=True) as conn:
+    with warehouse.configured(read_only=True) as conn:
         funnel = conn.execute(
             "SELECT stage, reason, n FROM sampling_funnel WHERE traffic_date = ?", [date]
         ).fetchall()
@@ -160,7 +160,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts[key].items()))
     for entry in counts["unreadable"]:
         print(f"  unreadable {entry['file']}: {entry['detail']}")
-    print(f"warehouse: {config.warehouse_path()}")
+    print(f"warehouse: {warehouse.location()}")
     return 0
 
 

@@ -83,7 +83,7 @@ def compared_partitions(comparison: pd.DataFrame) -> list[Pair]:
 def partition_summary(conn, pairs: Collection[Pair]) -> pd.DataFrame:
     """Per (candidate, traffic_date) of ``pairs``: replies, unscored replies (any category
     unscored, as the unscored-share check counts them), scored rows, the commonest unscored
-    reason and the judge models named on the rows. Computed in DuckDB."""
+    reason and the judge models named on the rows. Computed by the warehouse (SQL)."""
     columns = [
         "candidate",
         "traffic_date",
@@ -97,24 +97,37 @@ def partition_summary(conn, pairs: Collection[Pair]) -> pd.DataFrame:
         return pd.DataFrame(columns=pd.Index(columns))
     names = sorted({c for c, _ in pairs})
     days = sorted({d for _, d in pairs})
+    # One SQL for DuckDB and Postgres: ordered-set mode() and array_agg with FILTER read the
+    # same in both (DuckDB's list()/flatten()/GROUP BY ALL have no Postgres spelling).
     frame = conn.execute(
         """
-        WITH per_reply AS (
+        WITH grade_rows AS (
+            SELECT candidate, traffic_date, completion_id, status, unscored_reason, judge_model
+            FROM judge_grades
+            WHERE candidate IN (SELECT unnest(?::VARCHAR[]))
+              AND traffic_date IN (SELECT unnest(?::VARCHAR[]))
+        ), per_reply AS (
             SELECT candidate, traffic_date, completion_id,
                    bool_or(status <> 'scored') AS unscored,
                    count(*) FILTER (WHERE status = 'scored') AS scored_rows,
-                   min(split_part(unscored_reason, ':', 1)) AS reason,
-                   list(DISTINCT judge_model) AS models
-            FROM judge_grades
-            WHERE candidate IN (SELECT unnest(?)) AND traffic_date IN (SELECT unnest(?))
-            GROUP BY ALL
+                   min(split_part(unscored_reason, ':', 1)) AS reason
+            FROM grade_rows GROUP BY candidate, traffic_date, completion_id
+        ), counts AS (
+            SELECT candidate, traffic_date, count(*) AS replies,
+                   count(*) FILTER (WHERE unscored) AS unscored,
+                   sum(scored_rows)::BIGINT AS scored_rows,
+                   mode() WITHIN GROUP (ORDER BY reason) FILTER (WHERE unscored) AS reason
+            FROM per_reply GROUP BY candidate, traffic_date
+        ), models AS (
+            SELECT candidate, traffic_date,
+                   array_agg(DISTINCT judge_model ORDER BY judge_model)
+                       FILTER (WHERE judge_model IS NOT NULL) AS judge_models
+            FROM grade_rows GROUP BY candidate, traffic_date
         )
-        SELECT candidate, traffic_date, count(*) AS replies,
-               count(*) FILTER (WHERE unscored) AS unscored,
-               sum(scored_rows) AS scored_rows,
-               mode(reason) FILTER (WHERE unscored) AS reason,
-               list_sort(list_distinct(flatten(list(models)))) AS judge_models
-        FROM per_reply GROUP BY ALL
+        SELECT candidate, traffic_date, replies, unscored, scored_rows, reason,
+               coalesce(judge_models, ARRAY[]::VARCHAR[]) AS judge_models
+        FROM counts JOIN models USING (candidate, traffic_date)
+        ORDER BY candidate, traffic_date
         """,
         [names, days],
     ).df()

@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import html
 import math
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from depsim_assets.estimates.plots import (
     predicted_vs_realised,
     trend_plot,
 )
+from depsim_assets.warehouse import configured, warehouse_url
 from depsim_assets.warehouse import connection as warehouse_connection
 
 CSS = """
@@ -78,10 +80,17 @@ def _table(frame: pd.DataFrame, columns: list[str], *, mark: str | None = None) 
 
 def _read(path: Path, sql: str) -> pd.DataFrame:
     try:
-        with warehouse_connection(path, read_only=True) as conn:
+        with _connection(path) as conn:
             return conn.execute(sql).df()
     except duckdb.CatalogException:  # a table not materialized yet: nothing to show
         return pd.DataFrame()
+
+
+def _connection(path: Path) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+    """The warehouse read: Postgres when ``$DEPSIM_WAREHOUSE_URL`` is set, else ``path``."""
+    if warehouse_url() is not None:
+        return configured(read_only=True)
+    return warehouse_connection(path, read_only=True)
 
 
 def summary_lines(comparison: pd.DataFrame, baseline: str) -> list[str]:
@@ -149,14 +158,18 @@ def build_report(
     versions = _read(
         warehouse,
         "SELECT taxonomy_version, judge_prompt_version, judge_model, count(*) AS grades"
-        " FROM judge_grades GROUP BY ALL ORDER BY grades DESC",
+        " FROM judge_grades GROUP BY taxonomy_version, judge_prompt_version, judge_model"
+        " ORDER BY grades DESC, 1, 2, 3",
     )
     sizes = _read(
         warehouse,
+        # min(): one model/endpoint of the partition, as any_value() would pick, in SQL that
+        # Postgres 15 also reads (it has no any_value, nor GROUP BY ALL).
         "SELECT candidate, traffic_date, count(*) AS replies,"
-        " count(*) FILTER (WHERE status = 'ok') AS ok, any_value(model) AS model,"
-        " any_value(endpoint) AS endpoint"
-        " FROM candidate_completions GROUP BY ALL ORDER BY candidate, traffic_date",
+        " count(*) FILTER (WHERE status = 'ok') AS ok, min(model) AS model,"
+        " min(endpoint) AS endpoint"
+        " FROM candidate_completions GROUP BY candidate, traffic_date"
+        " ORDER BY candidate, traffic_date",
     )
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

@@ -34,7 +34,7 @@ from depsim_assets.endpoints import (
     describe_text,
     resolve_base_url,
 )
-from depsim_assets.warehouse import MODEL_BATCHES, ensure_tables
+from depsim_assets.warehouse import MODEL_BATCHES, ensure_tables, upsert_sql
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 MAX_LINES = 50_000  # requests per batch on the OpenAI Batch API
@@ -184,9 +184,7 @@ class _Ledger:
         with self.warehouse.get_connection() as conn:
             ensure_tables(conn)
             conn.execute(
-                f"INSERT OR REPLACE INTO model_batches ({', '.join(cols)}) "
-                f"VALUES ({', '.join('?' for _ in cols)})",
-                values,
+                upsert_sql(MODEL_BATCHES, f"VALUES ({', '.join('?' for _ in cols)})"), values
             )
 
     def update(self, batch_id: str, **fields: Any) -> None:

@@ -23,7 +23,7 @@ import duckdb
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from depsim_assets.warehouse import MODEL_CALLS, ensure_tables
+from depsim_assets.warehouse import MODEL_CALLS, ensure_tables, upsert_sql
 
 
 def request_key(
@@ -77,11 +77,15 @@ def store(conn: duckdb.DuckDBPyConnection, entries: Iterable[dict[str, Any]]) ->
     if not latest:
         return 0
     ensure_tables(conn)
-    frame = pd.DataFrame(list(latest.values()), columns=pd.Index(MODEL_CALLS.column_names))
+    # In key order: on Postgres, two writers upserting overlapping keys then lock them in the
+    # same order and take turns instead of deadlocking.
+    rows = [latest[key] for key in sorted(latest)]
+    frame = pd.DataFrame(rows, columns=pd.Index(MODEL_CALLS.column_names))
     conn.register("_answers", frame)
     try:
         conn.execute("BEGIN TRANSACTION")
-        conn.execute("INSERT OR REPLACE INTO model_calls BY NAME SELECT * FROM _answers")
+        # ON CONFLICT: a key another process stored meanwhile is replaced, never an error.
+        conn.execute(upsert_sql(MODEL_CALLS, "SELECT * FROM _answers ORDER BY request_key"))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
