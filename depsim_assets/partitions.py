@@ -55,7 +55,7 @@ def multi_key(candidate_name: str, day: str) -> dg.MultiPartitionKey:
 
 
 # Which assets run together: one run per day, per candidate x day, and once over all days.
-TRAFFIC_ASSETS = ("sampled_conversations", "conversation_prefixes")
+TRAFFIC_ASSETS = ("sampled_conversations", "conversation_prefixes", "tool_examples")
 CANDIDATE_ASSETS = ("candidate_completions", "judge_grades", "behavior_rates")
 COMPARISON_ASSETS = ("candidate_comparison", "forecast_validation", "novel_behaviors")
 # group -> (its assets, the partitions each run of it covers one key of; None: unpartitioned)

@@ -70,7 +70,7 @@ def max_residual_share(configured: float | None) -> float:
 @dg.asset(
     partitions_def=traffic_date,
     group_name=GROUP,
-    code_version="sampling-v2",
+    code_version="sampling-v3",
     metadata={"dagster/column_schema": SAMPLED_CONVERSATIONS.column_schema()},
 )
 def sampled_conversations(

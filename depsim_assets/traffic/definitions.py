@@ -11,14 +11,16 @@ from depsim_assets.traffic.assets import (
     sampled_conversations,
 )
 from depsim_assets.traffic.checks import sampled_conversations_min_size
+from depsim_assets.traffic.tool_examples import tool_examples
 
 defs = stage_definitions(
     "traffic",
-    assets=[sampled_conversations, conversation_prefixes],
+    assets=[sampled_conversations, conversation_prefixes, tool_examples],
     asset_checks=[no_residual_pii, sampled_conversations_min_size],
     # Both read logs or tables and de-identify or cut in Python; the rows land in DuckDB.
     kinds={
         "sampled_conversations": {"python", "duckdb"},
         "conversation_prefixes": {"python", "duckdb"},
+        "tool_examples": {"python", "duckdb"},
     },
 )

@@ -695,12 +695,52 @@ class Deidentifier:
         surrogates as the messages (one original, one surrogate, wherever it appears).
         Returns (messages, metadata, counts).
         """
+        out, meta, _, counts = self._deidentify(
+            messages, conversation_id, metadata=metadata, surrogates=surrogates
+        )
+        return out, meta, counts
+
+    def deidentify_with_tools(
+        self,
+        messages: list[dict[str, Any]],
+        conversation_id: str,
+        *,
+        tools: list[dict[str, Any]] | None,
+        surrogates: set[str] | None = None,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, dict[str, int]]:
+        """Like :meth:`deidentify_messages`, and the record's declared ``tools`` with it.
+
+        A tool schema keeps its structure: keys (property names), the function's name and the
+        values of structural schema keywords (:data:`_SCHEMA_KEPT`: type, required, format...)
+        are kept as they are; every other string (descriptions, titles, enums, defaults,
+        examples) is de-identified with the same surrogates as the messages. Returns
+        (messages, tools, counts); tools is None when none were given.
+        """
+        out, _, kept_tools, counts = self._deidentify(
+            messages, conversation_id, tools=tools, surrogates=surrogates
+        )
+        return out, kept_tools, counts
+
+    def _deidentify(
+        self,
+        messages: list[dict[str, Any]],
+        conversation_id: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        surrogates: set[str] | None = None,
+    ) -> tuple[
+        list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]] | None, dict[str, int]
+    ]:
         out = [_copy_message(m) for m in messages]
         meta = copy.deepcopy(metadata) if isinstance(metadata, dict) else None
+        schemas = copy.deepcopy(tools) if tools else None
         renames: list[tuple[dict[str, Any], str, str]] = []
         slots, docs = _collect_slots(out, renames)
         if meta:
             _walk_json(meta, slots, False, renames=renames)
+        if schemas:
+            _schema_slots(schemas, slots)
         counts: Counter[str] = Counter()
         participants = [
             m["name"]
@@ -720,7 +760,7 @@ class Deidentifier:
             if isinstance(name, str) and msg.get("role") != "tool" and name:
                 msg["name"] = self._surrogate(PARTICIPANT_NAME, name, conversation_id, set())
                 counts[PARTICIPANT_NAME] += 1
-        return out, meta, dict(sorted(counts.items()))
+        return out, meta, schemas, dict(sorted(counts.items()))
 
     def deidentify_text(self, text: str, conversation_id: str) -> tuple[str, dict[str, int]]:
         """One text de-identified on its own (as if it were a whole conversation)."""
@@ -1416,6 +1456,37 @@ def _walk_json(
                 slots.append(_Slot(value, i, str(item), key_kind=key_kind, numeric=True))
             else:
                 _walk_json(item, slots, name_field, key_kind, renames=renames, depth=depth + 1)
+
+
+# JSON-schema keywords whose string values are the schema's structure, not text about anyone:
+# kept in tool schemas (a renamed "required" entry or "type" would break the schema). ``name``
+# is the function's name, which the candidate must call by.
+_SCHEMA_KEPT = frozenset(
+    {"type", "name", "required", "format", "$ref", "$schema", "$id", "pattern", "strict"}
+)
+
+
+def _schema_slots(value: Any, slots: list[_Slot], depth: int = 0) -> None:
+    """Slots for the free-text strings of tool schemas (keys and structure kept)."""
+    if depth > 200:
+        return  # deeper than any real schema; the record is refused upstream
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _SCHEMA_KEPT and (
+                isinstance(item, str)
+                or isinstance(item, list) and all(isinstance(i, str) for i in item)
+            ):
+                continue
+            if isinstance(item, str):
+                slots.append(_Slot(value, key, item))
+            else:
+                _schema_slots(item, slots, depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                slots.append(_Slot(value, i, item))
+            else:
+                _schema_slots(item, slots, depth + 1)
 
 
 def _id_like_int(item: Any) -> bool:

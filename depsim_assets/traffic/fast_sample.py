@@ -73,8 +73,9 @@ _BOM = b"\xef\xbb\xbf"
 
 # Why a line goes to Python rather than being decided in SQL (metadata of a run):
 ROUTED = (
-    "lines that are not plain chat records (tool calls and results, content parts, audio, "
-    "refusals, a null or non-string role or content), invalid JSON or UTF-8, not an object, "
+    "lines that are not plain chat records (tool calls and results, declared tools or "
+    "functions, content parts, audio, refusals, a null or non-string role or content), "
+    "invalid JSON or UTF-8, not an object, "
     "duplicate keys, trailing commas or nan/inf literals (DuckDB's parser accepts what "
     "Python's refuses), any \\u escape (it could hide a key, a bracket or a backslash), more "
     "than 64 brackets (the depth check), ids that are missing, blank, floats or longer than "
@@ -88,10 +89,11 @@ _NOT_SPACE = f"[^{_SPACE_CLASS}]"
 # A line goes to Python when it matches this: DuckDB's JSON (yyjson, with trailing commas and
 # inf/nan literals allowed) may read it otherwise than Python (a trailing comma, an inf/nan
 # literal), an escape could hide a key name, a bracket or a backslash from the checks below
-# (any \u), it has the keys of the shapes decided in Python (tool calls and results, audio,
-# refusals, ingest stubs), or a key that is read appears twice at any level (DuckDB keeps the
-# first, Python the last). In JSON text a key is a quote, its name, a quote and a colon: inside
-# a string the quotes would be escaped, so these do not match string contents.
+# (any \u), it has the keys of the shapes decided in Python (tool calls and results, declared
+# tools or functions, whose schemas only Python checks, audio, refusals, ingest stubs), or a
+# key that is read appears twice at any level (DuckDB keeps the first, Python the last). In
+# JSON text a key is a quote, its name, a quote and a colon: inside a string the quotes would
+# be escaped, so these do not match string contents.
 _READ_KEYS = (
     "conversation_id",
     "messages",
@@ -109,7 +111,7 @@ _ROUTE = "|".join(
         r",[ \t\n\r]*[\]}]",
         r"[:\[,][ \t\n\r]*[-+]?[nNiI][aAnN][nNfF]",
         r"\\u",
-        '"(?:tool_calls|tool_call_id|audio|refusal|'
+        '"(?:tool_calls|tool_call_id|audio|refusal|tools|functions|'
         + f'{logs.INGEST_REJECTED}|{logs.INGEST_UNREADABLE})"{_COLON}',
         *(f'"{k}"{_COLON}[\\s\\S]*"{k}"{_COLON}' for k in _READ_KEYS),
         # A role or content that is not a string (content parts, a null reply) is Python's.

@@ -67,7 +67,7 @@ from depsim_assets.traffic.logs import (
 FORMATS = ("auto", "openai", "sharegpt", "anthropic", "parquet")
 TRANSCRIPT_FIELDS = ("chosen", "transcript", "text", "conversation", "dialogue", "dialog")
 TIMESTAMP_FIELDS = ("created_at", "timestamp", "created", "create_time")
-_KEPT_FIELDS = ("user_id", "opted_out", "source", "model", "metadata")
+_KEPT_FIELDS = ("user_id", "opted_out", "source", "model", "metadata", "tools", "functions")
 
 SHAREGPT_ROLES = {
     "human": "user",
@@ -560,11 +560,13 @@ def _from_parquet_row(record: dict[str, Any]) -> Any:
     elif isinstance(messages, list):
         messages = [_drop_nulls(m) if isinstance(m, dict) else m for m in messages]
     out = {k: _plain(v) for k, v in record.items() if v is not None and k != "messages"}
-    if isinstance(out.get("metadata"), str):
-        try:
-            out["metadata"] = json.loads(out["metadata"])
-        except ValueError:
-            return RecordError(BAD_FIELD, "'metadata' is text that is not JSON")
+    for key in ("metadata", "tools", "functions"):
+        # Nested fields often travel as JSON text in Parquet (one string column).
+        if isinstance(out.get(key), str):
+            try:
+                out[key] = json.loads(out[key])
+            except ValueError:
+                return RecordError(BAD_FIELD, f"'{key}' is text that is not JSON")
     out["messages"] = messages
     return out
 
@@ -676,8 +678,23 @@ def normalise(obj: Any, fmt: str = "auto") -> dict[str, Any]:
     for key in _KEPT_FIELDS:
         if obj.get(key) is not None:
             out[key] = obj[key]
+    if kind == "anthropic" and isinstance(out.get("tools"), list):
+        out["tools"] = [_openai_tool(t) for t in out["tools"]]
     out["messages"] = messages
     return out
+
+
+def _openai_tool(tool: Any) -> Any:
+    """An Anthropic tool definition (name, description, input_schema) in OpenAI ``tools``
+    form; anything else is left for the reader to judge."""
+    if not isinstance(tool, dict) or "function" in tool or not isinstance(tool.get("name"), str):
+        return tool
+    function: dict[str, Any] = {"name": tool["name"]}
+    if isinstance(tool.get("description"), str):
+        function["description"] = tool["description"]
+    if isinstance(tool.get("input_schema"), dict):
+        function["parameters"] = tool["input_schema"]
+    return {"type": "function", "function": function}
 
 
 _UTC_STAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z")

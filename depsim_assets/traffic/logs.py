@@ -108,6 +108,9 @@ class LogRecord:
     source_file: str
     line_number: int
     metadata: dict[str, Any] | None = None
+    # The tools the record declared, as OpenAI ``tools`` entries (legacy ``functions`` are
+    # given the same shape); None when it declared none. Raw text, like ``messages``.
+    tools: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -655,7 +658,57 @@ def parse_record(obj: Any, source_file: str, line_number: int) -> LogRecord:
         source_file=source_file,
         line_number=line_number,
         metadata=metadata or None,
+        tools=parse_tools(obj),
     )
+
+
+def parse_tools(obj: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The record's declared tools in OpenAI ``tools`` form, or None; raises RecordError.
+
+    ``tools`` entries are kept as given (a function tool must name its function; other tool
+    types are kept as they are); each legacy ``functions`` entry becomes ``{"type":
+    "function", "function": entry}`` after them. A name declared twice is kept once (the
+    first): a model is sent one schema per name.
+    """
+    out: list[dict[str, Any]] = []
+    for key in ("tools", "functions"):
+        entries = obj.get(key)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise _Reject(BAD_FIELD, f"'{key}' is {_json_type(entries)}, not an array")
+        for j, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise _Reject(BAD_FIELD, f"{key} entry {j} is {_json_type(entry)}, not an object")
+            if key == "functions":
+                entry = {"type": "function", "function": entry}
+            kind = entry.get("type", "function")
+            if not isinstance(kind, str):
+                raise _Reject(BAD_FIELD, f"{key} entry {j} has a 'type' that is not a string")
+            if kind != "function":
+                out.append(entry)
+                continue
+            fn = entry.get("function")
+            name = fn.get("name") if isinstance(fn, dict) else None
+            if not isinstance(fn, dict) or not isinstance(name, str) or not name.strip():
+                raise _Reject(BAD_FIELD, f"{key} entry {j} has no function name")
+            params = fn.get("parameters")
+            if params is not None and not isinstance(params, dict):
+                raise _Reject(
+                    BAD_FIELD, f"{key} entry {j} parameters are {_json_type(params)}, not an object"
+                )
+            out.append({**entry, "type": "function"})
+    seen: set[str] = set()
+    unique = []
+    for entry in out:
+        fn = entry.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if isinstance(name, str):
+            if name in seen:
+                continue
+            seen.add(name)
+        unique.append(entry)
+    return unique or None
 
 
 def _raise_ingest_rejection(stub: Any) -> None:

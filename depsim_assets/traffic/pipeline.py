@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -437,7 +438,47 @@ def residual_hits(row: dict[str, Any]) -> list[residue.Hit]:
         "source": row["source"],
         "production_model": row["production_model"],
     }
-    return residue.scan_messages(cid, messages, digests) + residue.scan_row_fields(cid, fields)
+    hits = residue.scan_messages(cid, messages, digests) + residue.scan_row_fields(cid, fields)
+    if row.get("tools_json"):
+        hits.extend(tool_schema_hits(cid, json.loads(row["tools_json"]), digests))
+    return hits
+
+
+def tool_schema_hits(
+    conversation_id: str, tools: list[dict[str, Any]], digests: list[str]
+) -> list[residue.Hit]:
+    """Residual-PII hits in the free text of declared tool schemas (descriptions, enums...),
+    located by path; keys and tool names are structure and are not scanned."""
+    known = frozenset(digests)
+    hits = []
+    for path, text in _schema_strings(tools, "tools"):
+        hits.extend(
+            residue.Hit(conversation_id, -1, kind, path=path, rule=rule)
+            for kind, rule in residue.scan_text(text, known)
+        )
+    return hits
+
+
+_PATH_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_]{0,23}")
+
+
+def _schema_strings(value: Any, path: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    stack = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if key == "name" and isinstance(item, str):
+                    continue
+                # A path names only short identifier-like keys: it goes to the quarantine row.
+                safe = isinstance(key, str) and _PATH_KEY.fullmatch(key)
+                stack.append((item, f"{where}.{key if safe else '{key}'}"))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node))
+        elif isinstance(node, str) and node:
+            out.append((where, node))
+    return out
 
 
 def status_row(
@@ -532,8 +573,8 @@ def _sampled_row(
     stratum: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
     surrogates: set[str] = set()
-    messages, counts = deidentifier.deidentify_messages(
-        record.messages, record.conversation_id, surrogates=surrogates
+    messages, tools, counts = deidentifier.deidentify_with_tools(
+        record.messages, record.conversation_id, tools=record.tools, surrogates=surrogates
     )
     row = {
         "conversation_id": record.conversation_id,
@@ -546,7 +587,7 @@ def _sampled_row(
             m.get("role") == "assistant" and bool(m.get("tool_calls")) for m in messages
         ),
         "messages_json": json.dumps(messages, ensure_ascii=False),
-        "tools_json": None,  # tool schemas: not read from logs yet
+        "tools_json": json.dumps(tools, ensure_ascii=False) if tools else None,
         "pii_counts_json": json.dumps(counts, sort_keys=True),
         "sampling_weight": 0.0,  # set once the stratum's kept rows are known
         "sample_seed": seed,
