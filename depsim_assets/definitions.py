@@ -156,15 +156,24 @@ def build_definitions() -> dg.Definitions:
 
 
 def build_executor() -> dg.ExecutorDefinition:
-    """Dagster's multiprocess executor: every step its own process, at most
-    ``$DEPSIM_MAX_CONCURRENT_STEPS`` (default 2) at once per run.
+    """Dagster's multiprocess executor by default; ``DEPSIM_EXECUTOR=celery`` instead.
 
-    Steps are forked from a forkserver that has imported this module once, so a step does not
-    pay the import again. Runs launched from the UI, the daemon (backfills, sensors) and
-    ``dagster job``/``asset`` commands use it; ``dg.materialize`` (the ``depsim`` commands)
-    runs in process. Parallel steps and runs share the warehouse file through
-    :class:`~depsim_assets.resources.Warehouse`, which waits its turn for DuckDB's lock.
+    Multiprocess: every step its own process, at most ``$DEPSIM_MAX_CONCURRENT_STEPS``
+    (default 2) at once per run. Steps are forked from a forkserver that has imported this
+    module once, so a step does not pay the import again. Runs launched from the UI, the
+    daemon (backfills, sensors) and ``dagster job``/``asset`` commands use it;
+    ``dg.materialize`` (the ``depsim`` commands) runs in process. Parallel steps and runs share
+    the warehouse file through :class:`~depsim_assets.resources.Warehouse`, which waits its
+    turn for DuckDB's lock.
+
+    Celery (:func:`celery_settings`): each step is a task on the broker, run by whichever
+    ``dagster-celery worker`` takes it (docs/scale.md); the run process only orchestrates.
     """
+    celery = celery_settings()
+    if celery is not None:
+        from dagster_celery import celery_executor  # only deployments that use it import celery
+
+        return celery_executor.configured(celery, name="depsim_celery")
     raw = os.environ.get(STEPS_ENV, "").strip() or "2"
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{STEPS_ENV}={raw!r}: expected a whole number >= 1")
@@ -177,6 +186,28 @@ def build_executor() -> dg.ExecutorDefinition:
         },
         name="depsim_multiprocess",
     )
+
+
+EXECUTOR_ENV = "DEPSIM_EXECUTOR"
+CELERY_BROKER_ENV = "DEPSIM_CELERY_BROKER"
+CELERY_BACKEND_ENV = "DEPSIM_CELERY_BACKEND"
+
+
+def celery_settings() -> dict[str, object] | None:
+    """The celery executor's config when ``$DEPSIM_EXECUTOR`` is ``celery`` (else None):
+    broker ``$DEPSIM_CELERY_BROKER`` (required, e.g. ``redis://host:6379/0``), result backend
+    ``$DEPSIM_CELERY_BACKEND`` (default: the broker). The workers must be started with the same
+    two URLs (``dagster-celery worker start -y``)."""
+    kind = os.environ.get(EXECUTOR_ENV, "").strip().lower() or "multiprocess"
+    if kind == "multiprocess":
+        return None
+    if kind != "celery":
+        raise ValueError(f"{EXECUTOR_ENV}={kind!r}: expected multiprocess or celery")
+    broker = os.environ.get(CELERY_BROKER_ENV, "").strip()
+    if not broker:
+        raise ValueError(f"{EXECUTOR_ENV}=celery needs {CELERY_BROKER_ENV} (the broker URL)")
+    backend = os.environ.get(CELERY_BACKEND_ENV, "").strip() or broker
+    return {"broker": broker, "backend": backend}
 
 
 defs = build_definitions()
