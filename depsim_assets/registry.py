@@ -87,6 +87,18 @@ class Candidate(BaseModel):
     max_tokens: int | None = Field(
         default=None, ge=1, description="Cap on tokens generated per reply (max_tokens)."
     )
+    max_tool_calls: int = Field(
+        default=8,
+        ge=0,
+        description="Agentic prefixes: tool calls a turn may make; a step whose calls would "
+        "pass it ends the turn with status step_limit (0: any tool call does).",
+    )
+    max_turn_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Agentic prefixes: completion tokens a turn may spend over its steps; a "
+        "tool call after passing it ends the turn with status step_limit. None: no limit.",
+    )
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         """What ``prompt_tokens`` in and ``completion_tokens`` out cost at this entry's prices."""
@@ -315,17 +327,27 @@ def retire_candidate(name: str, *, undo: bool = False, path: Path | None = None)
 
 
 def generation_fingerprint(candidates: list[Candidate]) -> str:
-    """A short hash of what shapes generated replies: model, endpoint, params, samples.
+    """A short hash of what shapes generated replies: model, endpoint, params, samples, and
+    the agentic turn's limits (max_tool_calls, max_turn_tokens).
 
     Used as part of ``candidate_completions``' code version, so a changed registry shows as
     stale partitions in the UI. Retirement, prices and concurrency do not change a reply.
     """
     settings = [
-        [c.name, c.base_url, c.model, c.params, c.samples]
+        [c.name, c.base_url, c.model, c.params, c.samples, *_turn_limits(c)]
         for c in sorted(candidates, key=lambda c: c.name)
     ]
     raw = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(raw).hexdigest()[:12]
+
+
+def _turn_limits(candidate: Candidate) -> list[Any]:
+    # Hashed only when set away from the defaults, so an entry that never set them keeps the
+    # fingerprint it had before the limits existed (its partitions do not all turn stale).
+    limits = [candidate.max_tool_calls, candidate.max_turn_tokens]
+    defaults = [Candidate.model_fields[f].default for f in ("max_tool_calls", "max_turn_tokens")]
+    return [] if limits == defaults else [{"max_tool_calls": limits[0],
+                                           "max_turn_tokens": limits[1]}]
 
 
 def generation_code_version(path: Path | None = None) -> str:

@@ -171,7 +171,8 @@ def _resolved(value: T | None) -> T:
 
 def _ungradable(completion: dict, prefix_of: dict) -> GradeOutcome | None:
     """The unscored outcome of a reply there is nothing to grade for (None: grade it)."""
-    if completion["status"] != "ok" or completion["reply"] is None:
+    # A step_limit turn is graded too: what the candidate did up to its limit is in the trace.
+    if completion["status"] not in ("ok", "step_limit") or completion["reply"] is None:
         error = str(completion.get("error") or "no reply").split(":")[0]
         return GradeOutcome(status="unscored", unscored_reason=f"completion_failed: {error}")
     if completion["conversation_id"] not in prefix_of:

@@ -9,33 +9,34 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from depsim_assets.endpoints import async_client, display_endpoint, resolve_base_url
+from depsim_assets import toolsim
+from depsim_assets.endpoints import display_endpoint
 from depsim_assets.metadata import rounded, table_metadata
 from depsim_assets.models import (
     CONTEXT_LENGTH_EXCEEDED,
     NOT_ATTEMPTED,
-    Answers,
     CallEngine,
     Limits,
-    TokenCounter,
-    answer_all,
     progress_reporter,
-    request_key,
 )
 from depsim_assets.partitions import PRODUCTION, candidate_by_date, split_key
 from depsim_assets.registry import Candidate, generation_code_version
-from depsim_assets.replay.batch import batch_calls
+from depsim_assets.replay.agentic import (
+    STEP_LIMIT,
+    TOOL_SIMULATOR_ERROR,
+    LoopStats,
+    ToolContext,
+    replay_with_cache,
+    tool_context,
+)
 from depsim_assets.replay.engine import (
-    REPLY_CODEC,
     ReplayOutcome,
     ReplayRequest,
-    not_attempted,
     params_json,
-    reply_worker,
     request_params,
-    sent_params,
 )
-from depsim_assets.resources import CandidateRegistry, RunBudget
+from depsim_assets.replay.tools import ToolCall, ToolResult, simulate_tools
+from depsim_assets.resources import CandidateRegistry, RunBudget, ToolSimulator
 from depsim_assets.warehouse import (
     CANDIDATE_COMPLETIONS,
     CONVERSATION_PREFIXES,
@@ -83,6 +84,8 @@ def _rows(
             "latency_ms": out.latency_ms,
             "cost_usd": entry.cost_usd(out.prompt_tokens, out.completion_tokens) if entry else 0.0,
             "attempts": out.attempts,
+            "steps": out.steps,
+            "tool_calls": out.tool_calls,
         }
         for req, out in zip(requests, outcomes, strict=True)
     ]
@@ -95,49 +98,59 @@ def engine_limits(entry: Candidate) -> Limits:
                   max_retries=entry.max_retries)
 
 
-def _replay_with_cache(
+def _replay(
     context: dg.AssetExecutionContext,
     warehouse: DuckDBResource,
     entry: Candidate,
     requests: list[ReplayRequest],
+    contexts: list[ToolContext | None],
+    *,
     engine: CallEngine,
-) -> tuple[list[ReplayOutcome], int]:
-    """Outcomes for every request (cached answers reused); returns them and calls made."""
-    endpoint = display_endpoint(entry.base_url)
-    params = request_params(entry.params, entry.max_tokens)
+    tool_simulator: ToolSimulator,
+    day: str,
+) -> tuple[list[ReplayOutcome], LoopStats]:
+    """Every request's turn (cached steps and tool results reused), and the loop's counts."""
+    stats = LoopStats()
 
-    def key(request: ReplayRequest) -> str:
-        return request_key(endpoint=endpoint, model=entry.model,
-                           params=sent_params(params, request), messages=request.messages,
-                           sample_index=request.sample_index)
+    async def simulate(calls: list[ToolCall]) -> list[ToolResult]:
+        return await simulate_tools(warehouse, tool_simulator, calls, budget=engine.budget,
+                                    log=context.log.info)
 
-    def announce(cached: int, pending: int) -> None:
-        context.log.info(f"replay {entry.name}: {cached} answers cached, {pending} to call")
+    outcomes = asyncio.run(replay_with_cache(
+        warehouse, entry, requests, contexts, engine=engine, simulate=simulate,
+        traffic_date=day, partition_key=str(context.partition_key), stats=stats,
+        log=context.log.info))
+    return outcomes, stats
 
-    async def replay() -> Answers[ReplayOutcome]:
-        # The engine retries and counts every attempt; the client's own retries are off.
-        client = async_client(entry.base_url, api_key_env=entry.api_key_env,
-                              timeout_s=entry.timeout_s, max_retries=0,
-                              max_connections=entry.max_concurrency)
-        # The server's tokenizer (llama.cpp's /tokenize) when the window is known and it has one.
-        counter = TokenCounter(resolve_base_url(entry.base_url) if entry.context_window else None,
-                               timeout_s=min(entry.timeout_s, 30.0))
-        async with client:
-            return await answer_all(
-                warehouse, requests, kind="replay", endpoint=endpoint, model=entry.model,
-                key=key,
-                call=reply_worker(
-                    client, engine=engine, model=entry.model, params=params,
-                    cost=lambda out: entry.cost_usd(out.prompt_tokens, out.completion_tokens),
-                    context_window=entry.context_window, counter=counter),
-                skipped=not_attempted, codec=REPLY_CODEC, engine=engine,
-                # The Batch API instead of online calls.
-                batch=batch_calls(entry, partition_key=str(context.partition_key))
-                if entry.mode == "batch" else None,
-                on_lookup=announce, log=context.log.info)
 
-    answers = asyncio.run(replay())
-    return answers.outcomes, answers.sent
+def trajectory_examples(frame: pd.DataFrame, n: int = 3) -> pd.DataFrame:
+    """Up to ``n`` turns that called tools, one line each: the calls in order with where
+    their results came from, then how the turn ended (a table preview of trajectories)."""
+    records = [r for r in frame.to_dict("records") if (r["tool_calls"] or 0) > 0]
+    # The longest turns first: they show the most of the loop.
+    records.sort(key=lambda r: (-int(r["steps"] or 0), str(r["conversation_id"])))
+    rows = []
+    for record in records[:n]:
+        trace = json.loads(record["tool_trace"] or "[]")
+        calls = " -> ".join(
+            f"{e.get('name')}({str(e.get('arguments'))[:40]}) [{e.get('result_source')}]"
+            for e in trace)
+        rows.append({"conversation_id": record["conversation_id"], "steps": record["steps"],
+                     "status": record["status"], "calls": calls,
+                     "reply": str(record["reply"] or "")[:200]})
+    return pd.DataFrame(rows, columns=pd.Index(
+        ["conversation_id", "steps", "status", "calls", "reply"]))
+
+
+def _trace_sources(frame: pd.DataFrame) -> dict[str, int]:
+    counts = {toolsim.RESULT_REPLAYED: 0, toolsim.RESULT_SIMULATED: 0,
+              toolsim.RESULT_SIMULATOR_ERROR: 0}
+    for text in frame["tool_trace"]:
+        for entry in json.loads(text or "[]"):
+            source = entry.get("result_source") if isinstance(entry, dict) else None
+            if source in counts:
+                counts[source] += 1
+    return counts
 
 
 @dg.asset(
@@ -153,11 +166,16 @@ def candidate_completions(
     warehouse: DuckDBResource,
     registry: CandidateRegistry,
     budget: RunBudget,
+    tool_simulator: ToolSimulator,
 ) -> dg.MaterializeResult:
-    """One row per prefix x sample: the candidate's regenerated final reply.
+    """One row per prefix x sample: the candidate's regenerated final turn.
 
     Each row has the reply, reasoning (when the endpoint returns it), tool trace, tokens,
     latency and a status; a failed call is a row with status ``error``, never a missing row.
+    An agentic prefix (declared tools, or tool calls in it) runs the candidate's turn until its
+    final reply: each tool call is answered by the prefix's real result for the same call or
+    by the tool simulator, up to the candidate's ``max_tool_calls``/``max_turn_tokens``
+    (status ``step_limit`` past them); ``steps`` and ``tool_calls`` count the turn.
     The ``production`` candidate makes no call: its completions are the original replies.
     """
     candidate, day = split_key(context)
@@ -170,6 +188,8 @@ def candidate_completions(
         )
     started = time.perf_counter()
     engine: CallEngine | None = None
+    stats = LoopStats()
+    contexts: list[ToolContext | None] = []
     if candidate == PRODUCTION:
         calls = 0
         requests = [ReplayRequest(cid, 0, []) for cid in prefixes["conversation_id"]]
@@ -183,26 +203,39 @@ def candidate_completions(
             model=",".join(sorted(set(prefixes["production_model"]))),
             params="{}",
         )
+        # The original final turn's steps are not in the log: unknown, not 1.
+        frame["steps"] = None
+        frame["tool_calls"] = None
     else:
         entry = registry.load().get(candidate)
-        requests = [
-            ReplayRequest(cid, k, json.loads(prefix))
-            for cid, prefix in zip(
-                prefixes["conversation_id"], prefixes["prefix_json"], strict=True
-            )
-            for k in range(entry.samples)
-        ]
+        tools_json = (prefixes["tools_json"] if "tools_json" in prefixes
+                      else pd.Series([None] * len(prefixes)))
+        requests = []
+        for cid, prefix, tools in zip(prefixes["conversation_id"], prefixes["prefix_json"],
+                                      tools_json, strict=True):
+            messages = json.loads(prefix)
+            ctx = tool_context(messages, tools if isinstance(tools, str) else None)
+            for k in range(entry.samples):
+                requests.append(ReplayRequest(cid, k, messages))
+                contexts.append(ctx)
         engine = CallEngine(
             engine_limits(entry),
             budget=budget.for_run(context),
             progress=progress_reporter(context.log, f"replay {candidate} {day}"),
         )
-        outcomes, calls = _replay_with_cache(context, warehouse, entry, requests, engine)
+        outcomes, stats = _replay(context, warehouse, entry, requests, contexts, engine=engine,
+                                  tool_simulator=tool_simulator, day=day)
+        calls = stats.sent
         too_long = sum(1 for out in outcomes
                        if (out.error or "").startswith(CONTEXT_LENGTH_EXCEEDED))
         # Prompts longer than the model's context are per-row reasons, not a broken endpoint.
         if calls and not too_long and all(out.status == "error" for out in outcomes):
             # Nothing came back: keep the partition's previous rows rather than overwrite them.
+            if all((out.error or "").startswith(TOOL_SIMULATOR_ERROR) for out in outcomes):
+                raise dg.Failure(
+                    f"candidate {candidate!r}: the tool simulator "
+                    f"({tool_simulator.endpoint_label()}) failed every turn, first: "
+                    f"{outcomes[0].error}")
             raise dg.Failure(
                 f"candidate {candidate!r}: all {calls} calls to "
                 f"{display_endpoint(entry.base_url)} failed, first: {outcomes[0].error}"
@@ -223,6 +256,15 @@ def candidate_completions(
         )
     n_error = int((frame["status"] == "error").sum())
     n_skipped = int((frame["status"] == NOT_ATTEMPTED).sum())
+    n_step_limit = int((frame["status"] == STEP_LIMIT).sum())
+    steps = frame["steps"].astype("float64")  # NaN for the original replies
+    any_steps = bool(steps.notna().any())
+    sources = _trace_sources(frame)
+    examples = trajectory_examples(frame)
+    if n_step_limit:
+        context.log.warning(
+            f"{n_step_limit} of {len(frame)} turns hit their step limit before a final reply "
+            "(rows kept with status=step_limit and the calls not run in the trace)")
     if n_error:
         context.log.warning(f"{n_error} of {len(frame)} calls failed; rows kept with status=error")
     if n_skipped:
@@ -238,14 +280,26 @@ def candidate_completions(
             "context_length_exceeded": int(
                 frame["error"].fillna("").str.startswith(CONTEXT_LENGTH_EXCEEDED).sum()),
             "not_attempted": n_skipped,
+            "step_limit": n_step_limit,
             "calls_made": calls,
-            "cache_hits": len(frame) - calls,
+            # Candidate steps answered from the response cache (a turn has one step per round).
+            "cache_hits": (len(frame) if candidate == PRODUCTION else stats.requests) - calls,
             "tokens_in": int(frame["prompt_tokens"].sum()),
             "tokens_out": int(frame["completion_tokens"].sum()),
             "cost_usd": round(float(frame["cost_usd"].sum()), 6),
             "mean_latency_ms": rounded(float(frame["latency_ms"].mean())),
             "wall_s": round(time.perf_counter() - started, 2),
             "in_flight_limit_cuts": engine.limit.decreases if engine and engine.limit else 0,
+            # The agentic loop: steps per turn, tool calls and where their results came from.
+            "agentic_turns": int(sum(ctx is not None for ctx in contexts))
+            if candidate != PRODUCTION else 0,
+            "steps": int(steps.sum()),
+            "steps_per_turn_mean": rounded(float(steps.mean())) if any_steps else 0.0,
+            "steps_per_turn_max": int(steps.max()) if any_steps else 0,
+            "tool_calls": int(frame["tool_calls"].astype("float64").sum()),
+            "tool_results_replayed": sources[toolsim.RESULT_REPLAYED],
+            "tool_results_simulated": sources[toolsim.RESULT_SIMULATED],
+            "tool_simulator_errors": sources[toolsim.RESULT_SIMULATOR_ERROR],
             "attempts_by_outcome": dg.MetadataValue.json(
                 dict(engine.attempts) if engine is not None else {}),
             "errors_by_class": dg.MetadataValue.json(
@@ -260,6 +314,7 @@ def candidate_completions(
                 columns=["conversation_id", "sample_index", "status", "reply"],
                 max_rows=10,
             ),
+            "example_trajectories": table_metadata(examples, max_rows=3),
             "dagster/column_schema": CANDIDATE_COMPLETIONS.column_schema(),
         }
     )

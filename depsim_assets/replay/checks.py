@@ -7,7 +7,8 @@ variable, else a default:
 
 - ``candidate_completions_complete``: a prefix without exactly one reply per sample index.
 - ``candidate_completions_error_share``: rates over the replies that happened to succeed
-  (``DEPSIM_MAX_ERROR_SHARE``, 0.05).
+  (``DEPSIM_MAX_ERROR_SHARE``, 0.05). A ``step_limit`` turn is not a failure: it is a
+  finished row (the candidate kept calling tools past its limit), graded like an ``ok`` one.
 
 The logic of each check is a plain function over DataFrames, testable without Dagster.
 """
@@ -33,6 +34,8 @@ from depsim_assets.resources import CandidateRegistry
 from depsim_assets.warehouse import CANDIDATE_COMPLETIONS, CONVERSATION_PREFIXES, read_partition
 
 DEFAULT_MAX_ERROR_SHARE = 0.05
+# Statuses of a turn that finished (graded); every other status is a failure here.
+FINISHED = ("ok", "step_limit")
 # Conversation ids listed in a failed check's metadata: enough to find the rows, not a dump.
 EXAMPLES = 10
 
@@ -141,11 +144,12 @@ class ErrorShareConfig(dg.Config):
 
 
 def error_share_result(completions: pd.DataFrame, limit: float) -> dg.AssetCheckResult:
-    """Passes when at most ``limit`` of the partition's completions are not ``ok``: failed
-    calls, and requests a budget left ``not_attempted`` (rates over the rest would describe a
-    subset of the traffic)."""
+    """Passes when at most ``limit`` of the partition's completions are neither ``ok`` nor
+    ``step_limit``: failed calls, and requests a budget left ``not_attempted`` (rates over
+    the rest would describe a subset of the traffic)."""
     rows = len(completions)
-    errors = completions.loc[completions["status"] != "ok"] if rows else completions
+    finished = completions["status"].isin(list(FINISHED)) if rows else None
+    errors = completions.loc[~finished] if finished is not None else completions
     share = len(errors) / rows if rows else 0.0
     classes = (
         errors["error"].fillna("unknown").astype(str).str.split(":").str[0].value_counts()

@@ -35,6 +35,9 @@ class ReplayRequest:
     conversation_id: str
     sample_index: int
     messages: list[dict[str, Any]]
+    # The OpenAI ``tools`` sent with an agentic prefix's steps; None (not sent) otherwise, so
+    # a non-agentic request is today's, byte for byte, and keeps its cache key.
+    tools: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -50,6 +53,9 @@ class ReplayOutcome:
     completion_tokens: int = 0
     latency_ms: float = 0.0
     attempts: int = 0
+    # Candidate calls in the turn and tool calls it made (the agentic loop sums its steps).
+    steps: int = 1
+    tool_calls: int = 0
 
 
 def sample_seed(base_seed: int, conversation_id: str, sample_index: int) -> int:
@@ -84,6 +90,8 @@ def sent_params(params: dict[str, Any], request: ReplayRequest) -> dict[str, Any
     out = dict(params)
     base_seed = int(out.pop("seed", 0))
     out["seed"] = sample_seed(base_seed, request.conversation_id, request.sample_index)
+    if request.tools is not None:
+        out["tools"] = request.tools
     return out
 
 
@@ -116,7 +124,9 @@ def outcome_of(response: Any) -> ReplayOutcome:
         return ReplayOutcome(status="error", error="EmptyResponse: no choices")
     message = response.choices[0].message
     tool_trace = [
-        {"name": call.function.name, "arguments": call.function.arguments}
+        # The id (when the server sends one) is what the agentic loop's tool message answers.
+        {"name": call.function.name, "arguments": call.function.arguments,
+         **({"id": call.id} if getattr(call, "id", None) else {})}
         for call in (message.tool_calls or [])
         if getattr(call, "function", None) is not None
     ]
@@ -130,6 +140,7 @@ def outcome_of(response: Any) -> ReplayOutcome:
         tool_trace=tool_trace,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
+        tool_calls=len(tool_trace),
     )
 
 
@@ -161,6 +172,8 @@ def reply_worker(
         if not context_window:
             return None
         text = "\n".join(str(m.get("content") or "") for m in request.messages)
+        if request.tools is not None:  # the schemas are in the prompt too
+            text += "\n" + json.dumps(request.tools)
         n = await counter.count(text, lower_bound=True)
         if n + max_tokens <= context_window:
             return None
@@ -190,7 +203,7 @@ def reply_worker(
 
 def not_attempted(_: object = None) -> ReplayOutcome:
     """The outcome of a request the run's budget stopped before it started."""
-    return ReplayOutcome(status=NOT_ATTEMPTED, error=BUDGET_REACHED)
+    return ReplayOutcome(status=NOT_ATTEMPTED, error=BUDGET_REACHED, steps=0)
 
 
 def _payload(outcome: ReplayOutcome) -> dict[str, Any]:
