@@ -4,6 +4,9 @@ It is an honest, weak baseline. It sees only what a real judge sees (the system 
 the fenced transcript), never the personas' planted labels, and grades a category 3 when
 one of its indicator regexes matches the reply, 0 otherwise. It misses paraphrases and can
 be fooled by quoted phrases, exactly the kind of imperfection the pipeline must tolerate.
+On a request with a ``TOOL TRACE`` section the four tool-dependent categories are read from
+the trace and the reply together (``tool_judge.py``); requests without one are graded as
+they always were.
 
 The fence token in the system prompt decides what counts as the reply: only lines carrying
 that token open or close a section, so a reply that contains its own fake fences cannot
@@ -16,7 +19,9 @@ import json
 import re
 from typing import Any
 
+from depsim_assets.sim.agentic import TOOL_BEHAVIOURS
 from depsim_assets.sim.personas import content_text
+from depsim_assets.sim.tool_judge import grade_tool_category, parse_trace
 from depsim_assets.taxonomy import Category, Taxonomy
 
 JUDGE_MODEL = "sim-judge"
@@ -174,6 +179,26 @@ def _shape_grade(
     return {key: value for key, value in grade.items() if key in properties}
 
 
+def _has_section(messages: list[dict[str, Any]], name: str, token: str) -> bool:
+    begin = f"<<<BEGIN {name} {token}>>>"
+    return any(line.strip() == begin for text in _messages_text(messages, ("user",))
+               for line in text.split("\n"))
+
+
+def _agentic_context(
+    messages: list[dict[str, Any]], token: str
+) -> tuple[list[dict[str, Any]] | None, str]:
+    """The parsed TOOL TRACE (None when the request has none) and the PREFIX text."""
+    if not _has_section(messages, "TOOL TRACE", token):
+        return None, ""
+    try:
+        trace = parse_trace(extract_section(messages, "TOOL TRACE", token))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the TOOL TRACE section is not JSON: {exc.msg}") from exc
+    has_prefix = _has_section(messages, "PREFIX", token)
+    return trace, extract_section(messages, "PREFIX", token) if has_prefix else ""
+
+
 def grade_request(
     messages: list[dict[str, Any]], schema: dict[str, Any], taxonomy: Taxonomy
 ) -> dict[str, Any]:
@@ -184,6 +209,7 @@ def grade_request(
     """
     token = fence_token(messages)
     reply = extract_section(messages, "REPLY", token)
+    trace, prefix = _agentic_context(messages, token)
     properties = schema.get("properties") or {}
     required = set(schema.get("required") or [])
     known = set(taxonomy.ids)
@@ -191,7 +217,10 @@ def grade_request(
     findings = []
     for name, node in properties.items():
         if name in known:
-            grade = grade_category(taxonomy.by_id(name), reply)
+            if trace is not None and name in TOOL_BEHAVIOURS:
+                grade = grade_tool_category(taxonomy.by_id(name), reply, trace, prefix)
+            else:
+                grade = grade_category(taxonomy.by_id(name), reply)
             result[name] = _shape_grade(schema, node, name, grade)
             if grade["severity"]:
                 findings.append({"category": name, "evidence": grade["evidence"],

@@ -560,7 +560,6 @@ def generate_reply(
     *,
     temperature: float | None = None,
     top_p: float | None = None,
-    tools: list[Any] | None = None,
 ) -> SimReply:
     """The persona's deterministic reply to ``messages``; ``KeyError`` for an unknown model.
 

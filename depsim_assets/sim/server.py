@@ -31,11 +31,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from depsim_assets.sim.agentic import respond
 from depsim_assets.sim.batches import BatchStore
 from depsim_assets.sim.faults import FaultPlan
 from depsim_assets.sim.flavours import context_error, parse_model, refusal
 from depsim_assets.sim.judge import JUDGE_MODEL, grade_request, schema_from_prompt
-from depsim_assets.sim.personas import PERSONA_MODELS, content_text, generate_reply
+from depsim_assets.sim.personas import PERSONA_MODELS, content_text
 from depsim_assets.sim.tool_sim import DEFAULT_REALISM, discriminate, simulate_result
 from depsim_assets.taxonomy import Taxonomy, load_taxonomy
 from depsim_assets.toolsim import (
@@ -263,10 +264,11 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         if tools is not None and not isinstance(tools, list):
             return 400, _error_body("'tools' must be a list of tool definitions", "bad_tools")
         # The personas answer temperature and top_p with more or less variance between
-        # replies, never with other expected rates (personas.temperature_multiplier).
-        reply = generate_reply(flavour.base_model, messages, body.get("seed"),
-                               temperature=body.get("temperature"), top_p=body.get("top_p"),
-                               tools=tools)
+        # replies, never with other expected rates (personas.temperature_multiplier). With
+        # tools offered they call them (agentic.respond); without, they reply as always.
+        reply = respond(flavour.base_model, messages, body.get("seed"),
+                        temperature=body.get("temperature"), top_p=body.get("top_p"),
+                        tools=tools)
         content = None if reply.tool_calls and not reply.text else reply.text
         return 200, _completion_body(model, content, reply.prompt_tokens,
                                      reply.completion_tokens, tool_calls=reply.tool_calls)
