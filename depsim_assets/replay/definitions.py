@@ -10,11 +10,16 @@ from depsim_assets.replay.checks import (
     candidate_completions_complete,
     candidate_completions_error_share,
 )
+from depsim_assets.replay.realism import tool_realism
 
 defs = stage_definitions(
     "replay",
-    assets=[candidate_completions],
+    assets=[candidate_completions, tool_realism],
     asset_checks=[candidate_completions_complete, candidate_completions_error_share],
     # Calls each candidate's OpenAI-compatible endpoint; stores the replies in DuckDB.
-    kinds={"candidate_completions": {"openai", "duckdb"}},
+    kinds={
+        "candidate_completions": {"openai", "duckdb"},
+        # Calls the tool simulator and the discriminator; stores the verdict counts in DuckDB.
+        "tool_realism": {"openai", "duckdb"},
+    },
 )
