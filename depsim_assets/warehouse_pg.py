@@ -87,11 +87,12 @@ _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
 
 
 def translate(query: str) -> str:
-    """``?`` placeholders as ``%s`` and a literal ``%`` as ``%%``, outside quoted text."""
+    """``?`` placeholders as ``%s`` (a ``?`` in quoted text is kept), and every ``%`` as
+    ``%%`` (psycopg reads ``%`` everywhere in a query with parameters, quotes included)."""
 
     def swap(match: re.Match[str]) -> str:
         token = match.group(0)
-        return "%s" if token == "?" else "%%" if token == "%" else token
+        return "%s" if token == "?" else token.replace("%", "%%")
 
     return _TOKENS.sub(swap, query)
 
@@ -146,7 +147,10 @@ def _column(values: list[Any], oid: int) -> Any:
         return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
     if oid in (_TIMESTAMP, _TIMESTAMPTZ):
         return pd.to_datetime(pd.Series(values, dtype=object)).astype("datetime64[us]").array
-    return np.array(values, dtype=object)
+    out = np.empty(len(values), dtype=object)  # element-wise: arrays stay lists, not a 2-D
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
 
 
 class PgConnection:
