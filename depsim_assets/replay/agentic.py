@@ -136,6 +136,10 @@ def tool_context(messages: list[dict[str, Any]], tools_json: str | None) -> Tool
         # may call them again (a schema it never saw would be made up).
         tools = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
                  for n in dict.fromkeys(n for n in seen if n)]
+    if not tools:
+        # Tool results without a named call (an orphan in the log): there is no tool to
+        # offer, and servers refuse an empty ``tools`` list, so the turn is today's request.
+        return None
     return ToolContext(tools=tools, schemas=schemas, answered=answered)
 
 

@@ -217,6 +217,10 @@ def test_tool_context_reads_the_prefix():
     assert ctx.schemas == {}
     assert ctx.answered == {("search", '{"q":1}'): "hits", ("fetch", "x"): "page"}
     assert tool_context([{"role": "user", "content": "hi"}], None) is None
+    # A tool result answering no call names no tool: nothing to offer, today's request.
+    orphan = [{"role": "user", "content": "hi"},
+              {"role": "tool", "tool_call_id": "call_missing", "content": "{}"}]
+    assert tool_context(orphan, None) is None
     assert tool_context([{"role": "user", "content": "hi"}], "[]") is None
     declared = tool_context([{"role": "user", "content": "hi"}], TOOLS_JSON)
     assert declared is not None and declared.tools == [WEATHER, LOOKUP]
