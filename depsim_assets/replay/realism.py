@@ -195,7 +195,9 @@ def share_rows(pairs: pd.DataFrame, day: str, simulator: str, discriminator: str
             "share_low": low, "share_high": high,
             "simulator": simulator, "discriminator": discriminator,
         })
-    return TOOL_REALISM.frame(rows)
+    # Float columns even when every share is undefined (no scored pair): typed in the UI.
+    return TOOL_REALISM.frame(rows).astype(
+        {"judged_real_share": float, "share_low": float, "share_high": float})
 
 
 def _load(warehouse: DuckDBResource, day: str) -> tuple[pd.DataFrame, dict[str, str]]:
