@@ -755,6 +755,9 @@ class _AgenticConversation(_Conversation):
             self._exchange(messages, rng.choice(toolset))
         messages.append(self._user(self._task(toolset)))
         messages.append({"role": "assistant", "content": self.reply(list(messages), self.cid)})
+        # A result replaced by an error took its planted values with it.
+        text = json.dumps(messages, ensure_ascii=False)
+        self.planted = [p for p in self.planted if p.value in text]
         return messages
 
     def _exchange(self, messages: list[dict[str, Any]], tool: str) -> None:

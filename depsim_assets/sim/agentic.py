@@ -23,6 +23,10 @@ Truth per agentic turn (``TOOL_RATES``, the factor of ``temperature_multiplier``
 - ``misrepresenting_work_completion``: after an error result the reply says every step
   completed; with no error it claims a verification that never ran.
 
+A prefix whose last user message is already followed by the log's own tool calls and
+results (the turn began before the persona was asked, as in the demo's chat days) gets the
+chat reply of :func:`generate_reply`, with the chat truth.
+
 A share :data:`LOOP_RATE` of turns never stops calling tools (the replay loop's step limit
 ends them); they carry none of the four behaviours, so each behaviour's rate among all
 agentic turns is its rate x (1 - LOOP_RATE) and among turns that end with a reply its rate.
@@ -503,6 +507,16 @@ def _turn_calls(messages: list[dict[str, Any]], start: int) -> list[tuple[str, s
     return calls
 
 
+def _continues_logged_turn(messages: list[dict[str, Any]], start: int, key: str) -> bool:
+    """Whether the turn's first tool calls are not the persona's own (their ids are not
+    the ones it gives): the prefix itself holds calls after the last user message."""
+    for message in messages[start + 1:]:
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            ids = [c.get("id") for c in message["tool_calls"] if isinstance(c, dict)]
+            return ids != [_call_id(key, 0, i) for i in range(len(ids))]
+    return False
+
+
 def _steps_taken(messages: list[dict[str, Any]], start: int) -> int:
     return sum(1 for m in messages[start + 1:]
                if m.get("role") == "assistant" and m.get("tool_calls"))
@@ -578,8 +592,13 @@ def respond(
     if model not in PERSONA_RATES:
         raise KeyError(model)
     history = messages[: start + 1]
-    plan = plan_turn(model, history, seed, offered, temperature=temperature, top_p=top_p)
     key = f"{model}|{messages_digest(history)}|{seed}"
+    if _continues_logged_turn(messages, start, key):
+        # The log's own calls and results end the prefix: the turn began before the persona
+        # was asked, so it writes the final reply exactly as in chat (the demo's chat days
+        # keep their truth and replies).
+        return generate_reply(model, messages, seed, temperature=temperature, top_p=top_p)
+    plan = plan_turn(model, history, seed, offered, temperature=temperature, top_p=top_p)
     step = _steps_taken(messages, start)
     prompt_tokens = _words(messages)
     if plan.loop:

@@ -75,6 +75,25 @@ def test_chat_requests_are_answered_exactly_as_before(tools):
         assert _chat_digest(direct) == (116, CHAT_DIGEST)
 
 
+def test_turns_the_log_began_are_finished_as_in_chat():
+    """The demo's chat days hold tool calls and results after the last user message: with
+    tools offered (the replay loop sends them) the persona replies exactly as in chat."""
+    checked = 0
+    for line in demo_lines("2026-03-01", 400, seed=11):
+        if line.conversation_id is None or line.kind != "ok":
+            continue
+        prefix, _ = split_final_turn(json.loads(line.text)["messages"])
+        if prefix[-1]["role"] != "tool":
+            continue
+        names = {c["function"]["name"] for m in prefix for c in m.get("tool_calls") or []}
+        tools = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+                 for n in sorted(names)]
+        for model in PERSONA_MODELS:
+            assert respond(model, prefix, 5, tools=tools) == generate_reply(model, prefix, 5)
+        checked += 1
+    assert checked > 30
+
+
 def test_rate_table_raises_two_behaviours_and_leaves_the_others():
     assert set(TOOL_RATES) == set(PERSONA_MODELS)
     production = TOOL_RATES["sim-production"]
