@@ -6,7 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from depsim_assets import config
 from depsim_assets.cli.common import clean, fmt
 
 
@@ -15,10 +14,11 @@ def cmd_judge_agreement(args: argparse.Namespace) -> int:
     from depsim_assets import warehouse
     from depsim_assets.judging.assets import run_agreement
 
-    path = config.warehouse_path()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no warehouse yet (run `depsim demo` first)")
-    with warehouse.connection(str(path), read_only=True) as conn:
+    if not warehouse.exists():
+        raise FileNotFoundError(
+            f"{warehouse.location()}: no warehouse yet (run `depsim demo` first)"
+        )
+    with warehouse.configured(read_only=True) as conn:
         report, _ = run_agreement(
             conn, args.labels, candidate=args.candidate, reps=args.bootstrap, seed=args.seed
         )
