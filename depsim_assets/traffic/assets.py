@@ -26,6 +26,7 @@ from depsim_assets.warehouse import (
     SAMPLING_FUNNEL,
     SAMPLING_QUARANTINE,
     SAMPLING_STATUS,
+    TOOL_EXAMPLES,
     read_partition,
     replace_partitions,
 )
@@ -122,9 +123,10 @@ def sampled_conversations(
         (SAMPLING_STATUS, status, keys),
     ]
     if not result.passed:
-        # Prefixes of an earlier sample of this day must not outlive its failed re-sample.
-        empty = CONVERSATION_PREFIXES.frame()
-        writes.append((CONVERSATION_PREFIXES, empty, keys))
+        # Prefixes and tool examples of an earlier sample of this day must not outlive its
+        # failed re-sample.
+        writes.append((CONVERSATION_PREFIXES, CONVERSATION_PREFIXES.frame(), keys))
+        writes.append((TOOL_EXAMPLES, TOOL_EXAMPLES.frame(), keys))
     with warehouse.get_connection() as conn:
         # One transaction for all tables: a crash never leaves a sample without its funnel
         # and verdict.

@@ -573,9 +573,16 @@ def _sampled_row(
     stratum: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
     surrogates: set[str] = set()
-    messages, tools, counts = deidentifier.deidentify_with_tools(
-        record.messages, record.conversation_id, tools=record.tools, surrogates=surrogates
-    )
+    tools = None
+    if record.tools:
+        # Schemas and messages in one pass: one original, one surrogate, wherever it appears.
+        messages, tools, counts = deidentifier.deidentify_with_tools(
+            record.messages, record.conversation_id, tools=record.tools, surrogates=surrogates
+        )
+    else:
+        messages, counts = deidentifier.deidentify_messages(
+            record.messages, record.conversation_id, surrogates=surrogates
+        )
     row = {
         "conversation_id": record.conversation_id,
         "traffic_date": date,
