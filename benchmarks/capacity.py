@@ -193,7 +193,39 @@ def _completions(replies: int, start: int, day: str, vocabulary: list[str],
     } for r in range(start, start + replies)]
 
 
-def measure_storage(replies: int, repeat: int, reply_words: int) -> dict[str, Any]:
+def _duckdb_target(tmp: Path) -> tuple[Any, Any]:
+    """(connection, bytes used so far) of a fresh DuckDB warehouse file."""
+    path = tmp / "w.duckdb"
+    conn = duckdb.connect(str(path))
+    ensure_tables(conn)
+
+    def used() -> int:
+        conn.execute("CHECKPOINT")
+        return path.stat().st_size
+
+    return conn, used
+
+
+def _postgres_target(url: str) -> tuple[Any, Any]:
+    """(connection, bytes used so far) of the PostgreSQL warehouse at ``url``, emptied."""
+    from depsim_assets.warehouse_pg import PgConnection
+
+    conn = PgConnection(url)
+    for table in (JUDGE_GRADES, CANDIDATE_COMPLETIONS):
+        conn.execute(f"DROP TABLE IF EXISTS {table.name}")
+    ensure_tables(conn)
+
+    def used() -> int:
+        row = conn.execute("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                           "WHERE c.relname IN ('judge_grades', 'candidate_completions')"
+                           ).fetchone()
+        return int(row[0] or 0) if row else 0
+
+    return conn, used
+
+
+def measure_storage(replies: int, repeat: int, reply_words: int,
+                    postgres_url: str | None = None) -> dict[str, Any]:
     texts = [_chat_text(json.loads(line.text)["messages"])
              for line in demo_lines("2026-06-01", 400, seed=11)
              if line.conversation_id is not None and _parses(line.text)]
@@ -208,11 +240,9 @@ def measure_storage(replies: int, repeat: int, reply_words: int) -> dict[str, An
                                                                  reply_words)),
         ):
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "w.duckdb"
-                conn = duckdb.connect(str(path))
-                ensure_tables(conn)
-                conn.execute("CHECKPOINT")
-                empty = path.stat().st_size
+                conn, used = (_postgres_target(postgres_url) if postgres_url
+                              else _duckdb_target(Path(tmp)))
+                empty = used()
                 rows_written, seconds = 0, 0.0
                 for p, start in enumerate(range(0, replies, chunk)):
                     n = min(chunk, replies - start)
@@ -224,10 +254,9 @@ def measure_storage(replies: int, repeat: int, reply_words: int) -> dict[str, An
                     replace_partitions(conn, [(table, frame, keys)])
                     seconds += time.perf_counter() - began
                     rows_written += len(frame)
-                conn.execute("CHECKPOINT")
+                sizes[table.name] = (used() - empty) / rows_written
                 conn.close()
                 results[table.name].append(rows_written / seconds)
-                sizes[table.name] = (path.stat().st_size - empty) / rows_written
     return {
         f"{name}_rows_per_s": round(statistics.median(v)) for name, v in results.items()
     } | {f"{name}_bytes_per_row": round(b, 1) for name, b in sizes.items()} | {
@@ -280,6 +309,9 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=100_000)
     parser.add_argument("--candidates", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--postgres", action="store_true",
+                        help="also measure the PostgreSQL warehouse (a throwaway server of "
+                        "depsim_tests/services.py, started and removed here)")
     args = parser.parse_args()
     tokens = measure_tokens(args.conversations)
     # Replies as long as the demo's, in words (about 0.75 of their tokens).
@@ -287,7 +319,22 @@ def main() -> int:
                               max(1, round(tokens["candidate_reply_tokens_mean"] * 0.75)))
     day = scale(tokens, storage, day=args.day_conversations, sample=args.sample,
                 candidates=args.candidates)
-    report = {"tokens": tokens, "storage": storage, "day": day,
+    report: dict[str, Any] = {"tokens": tokens, "storage": storage}
+    if args.postgres:
+        from depsim_tests.services import start_postgres
+
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start_postgres(Path(tmp))
+            try:
+                pg = measure_storage(args.replies, args.repeat, storage["reply_words"],
+                                     postgres_url=server.url)
+            finally:
+                server.stop()
+        report["storage_postgres"] = pg
+        grades = day["judge_grades_rows"]
+        day["postgres_write_s_judge_grades"] = round(grades / pg["judge_grades_rows_per_s"], 1)
+        day["postgres_judge_grades_bytes"] = round(grades * pg["judge_grades_bytes_per_row"])
+    report |= {"day": day,
               "load_avg": os.getloadavg(), "cores": os.cpu_count()}
     if args.json:
         print(json.dumps(report, indent=2))
