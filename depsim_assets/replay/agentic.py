@@ -253,15 +253,13 @@ async def run_turns(
     interrupted still knows what was done.
     """
     stats = stats if stats is not None else LoopStats()
-    turns = [
-        _Turn(request=req, context=ctx,
-              messages=list(req.messages))
-        for req, ctx in zip(requests, contexts, strict=True)
-    ]
+    turns = [_Turn(request=req, context=ctx, messages=list(req.messages))
+             for req, ctx in zip(requests, contexts, strict=True)]
     open_turns = list(range(len(turns)))
     agentic = any(ctx is not None for ctx in contexts)
+    step = -1
     while open_turns:
-        step = stats.rounds
+        step += 1  # every open turn takes its step-th step in this round
         asked = [
             ReplayRequest(turns[i].request.conversation_id, turns[i].request.sample_index,
                           turns[i].messages, tools=ctx.tools if (ctx := turns[i].context) else None)
@@ -405,11 +403,14 @@ async def replay_with_cache(
         context_window=entry.context_window, counter=counter)
     batch = batch_calls(entry, partition_key=partition_key) if entry.mode == "batch" else None
 
+    rounds = 0
+
     async def ask(step_requests: list[ReplayRequest]) -> Answers[ReplayOutcome]:
-        first = stats.rounds == 0
+        nonlocal rounds
+        step, rounds = rounds, rounds + 1
 
         def announce(cached: int, pending: int) -> None:
-            where = "" if first else f" (agentic step {stats.rounds})"
+            where = f" (agentic step {step})" if step else ""
             log(f"replay {entry.name}{where}: {cached} answers cached, {pending} to call")
 
         return await answer_all(
