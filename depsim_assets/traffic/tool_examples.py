@@ -30,7 +30,8 @@ GROUP = "traffic"
 
 
 def schemas_by_name(tools_json: str | None) -> dict[str, dict[str, Any]]:
-    """The declared function tools of a ``tools_json`` value, by function name."""
+    """The declared functions of a ``tools_json`` value (each tool's ``function`` object:
+    name, description, parameters), by name: the schema replay shows the tool simulator."""
     if not tools_json:
         return {}
     try:
@@ -41,8 +42,8 @@ def schemas_by_name(tools_json: str | None) -> dict[str, dict[str, Any]]:
     for tool in tools if isinstance(tools, list) else []:
         fn = tool.get("function") if isinstance(tool, dict) else None
         name = fn.get("name") if isinstance(fn, dict) else None
-        if isinstance(name, str):
-            out.setdefault(name, tool)
+        if isinstance(name, str) and isinstance(fn, dict):
+            out.setdefault(name, fn)
     return out
 
 

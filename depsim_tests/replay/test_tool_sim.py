@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from depsim_assets import toolsim
+from depsim_assets.endpoints import EndpointError
 from depsim_assets.models import Budget
 from depsim_assets.replay.tools import (
     FAILED_TEXT,
@@ -19,7 +20,7 @@ from depsim_assets.replay.tools import (
     nearest_examples,
     simulate_tools,
 )
-from depsim_assets.resources import ToolSimulator, Warehouse
+from depsim_assets.resources import RealismDiscriminator, ToolSimulator, Warehouse
 from depsim_assets.warehouse import TOOL_EXAMPLES, ensure_tables, replace_partitions
 
 
@@ -202,3 +203,22 @@ def test_nearest_examples_breaks_ties_by_newest_day_and_handles_argumentless_too
     found = nearest_examples(pool, name="now", traffic_date="2026-03-02", conversation_id="z",
                              arguments=["{}"], k=2)
     assert [e.result for e in found[0]] == ["t2", "t1"]
+
+
+def test_the_roles_are_configured_from_their_variables_and_never_echo_a_key(monkeypatch):
+    monkeypatch.setenv("DEPSIM_TOOLSIM_MODEL", "my-simulator")
+    monkeypatch.setenv("DEPSIM_TOOLSIM_EXAMPLES_K", "5")
+    monkeypatch.setenv("DEPSIM_DISCRIMINATOR_BASE_URL", "https://user:pw123456@gw.example/v1?k=1")
+    sim = ToolSimulator(timeout_s=9)  # one field given, the rest from the environment
+    assert (sim.model, sim.examples_k, sim.timeout_s, sim.base_url) == (
+        "my-simulator", 5, 9, "sim")
+    disc = RealismDiscriminator()
+    assert disc.model == toolsim.SIM_DISCRIMINATOR
+    assert disc.label() == "https://gw.example/v1 sim-discriminator"  # no credentials
+    key = "sk-proj-" + "a1B2" * 10
+    with pytest.raises(EndpointError) as err:
+        ToolSimulator(api_key_env=key)
+    assert key not in str(err.value) and "NAME of the environment variable" in str(err.value)
+    monkeypatch.setenv("DEPSIM_TOOLSIM_EXAMPLES_K", "many")
+    with pytest.raises(EndpointError, match="DEPSIM_TOOLSIM_EXAMPLES_K='many' is not a whole"):
+        ToolSimulator()
