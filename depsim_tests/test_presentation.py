@@ -25,7 +25,7 @@ from depsim_assets.metadata import (
 from depsim_assets.partitions import RUN_GROUPS
 
 # The assets that call a model endpoint; every other asset is plain computation.
-MODEL_CALLERS = {"candidate_completions", "judge_grades"}
+MODEL_CALLERS = {"candidate_completions", "judge_grades", "tool_realism"}
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dg.Definitions:
 
 def test_every_asset_has_kinds_an_owner_and_its_stage_tag(location: dg.Definitions) -> None:
     nodes = location.resolve_asset_graph().asset_nodes
-    assert len(nodes) == 9
+    assert len(nodes) == 11
     for node in nodes:
         name, stage = node.key.to_user_string(), node.group_name
         compute = "openai" if name in MODEL_CALLERS else "python"
@@ -193,4 +193,5 @@ def test_a_cli_run_shows_named_jobs_typed_tables_and_rounded_numbers(
             assert _long_floats(metadata) == [], name
             # the row count leads (after the measurement note of graded assets)
             assert "dagster/row_count" in list(metadata)[:3], name
-        assert seen == 8  # all but judge_agreement (needs a labels file)
+        # all but judge_agreement (needs a labels file) and tool_realism (in no run group)
+        assert seen == 9
