@@ -12,6 +12,7 @@ p-values, the guard's partition summary) giving the same numbers on both backend
 from __future__ import annotations
 
 import datetime as dt
+import json
 import multiprocessing as mp
 import time
 import uuid
@@ -432,3 +433,34 @@ def test_the_estimates_sql_gives_the_same_numbers_on_both_backends(pg, tmp_path)
     assert [list(m) for m in want["judge_models"]] == [list(m) for m in got["judge_models"]]
     assert int(want["unscored"].sum()) > 0
     duck.close()
+
+
+# ------------------------------------------------------------------------- the whole graph
+@pytest.mark.e2e
+def test_the_demo_on_postgres_compares_exactly_as_on_duckdb(url, tmp_path, monkeypatch, capsys):
+    """The issue's acceptance: the whole graph (sampling to comparison) on Postgres, through
+    Dagster and the CLI, gives the DuckDB run's comparison: same counts, same p-values."""
+    from depsim_assets.cli import main
+
+    args = ["--days", "1", "--per-day", "80", "--sample-size", "30", "--no-progress", "--json"]
+    printed, stored = {}, {}
+    key = ["candidate", "category"]
+    for backend in ("duckdb", "postgres"):
+        home = tmp_path / backend
+        monkeypatch.setenv("DEPSIM_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+        monkeypatch.delenv("DEPSIM_WAREHOUSE", raising=False)
+        if backend == "postgres":
+            monkeypatch.setenv(wh.URL_ENV, url)
+        else:
+            monkeypatch.delenv(wh.URL_ENV, raising=False)
+        assert main(["demo", *args]) == 0
+        printed[backend] = json.loads(capsys.readouterr().out)
+        with wh.configured(read_only=True) as conn:
+            frame = conn.execute("SELECT * FROM candidate_comparison").df()
+        stored[backend] = frame.sort_values(key).reset_index(drop=True)
+    assert not (tmp_path / "postgres" / "warehouse.duckdb").exists()
+    assert not list((tmp_path / "postgres").rglob("*.duckdb"))  # nothing went to a file
+    assert printed["postgres"] == printed["duckdb"]
+    pd.testing.assert_frame_equal(stored["postgres"], stored["duckdb"], check_exact=True)
+    assert len(stored["duckdb"]) > 0 and stored["duckdb"]["n_paired"].sum() > 0
