@@ -28,13 +28,15 @@ Settings (read from the environment):
 - ``DEPSIM_SCHEDULE_CRON`` (default ``0 2 * * *``) and ``DEPSIM_SCHEDULE_TZ`` (default
   ``UTC``): when the daily schedule ticks; read when the definitions load.
 - ``DEPSIM_CATCHUP_DAYS`` (default 7): the schedule's look-back window, ending yesterday.
-- ``DEPSIM_RECENT_DAYS`` (default 7): the days, ending yesterday in ``DEPSIM_SCHEDULE_TZ``,
-  a newly registered candidate is run on.
+- ``DEPSIM_RECENT_DAYS`` (default 7): the days, ending yesterday in ``DEPSIM_SCHEDULE_TZ``
+  (or on the partitions' last day when they end earlier: a demo home), a newly registered
+  candidate is run on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ from depsim_assets.partitions import (
     CANDIDATE_ASSETS,
     CANDIDATE_DIM,
     COMPARISON_ASSETS,
+    END_DATE,
     PRODUCTION,
     START_DATE,
     TRAFFIC_ASSETS,
@@ -149,8 +152,12 @@ def now_utc() -> dt.datetime:
 
 def days_before(today: dt.date, n: int) -> list[str]:
     """The ``n`` days before ``today`` (today excluded: its traffic is not complete), oldest
-    first, never before the first partition (``DEPSIM_START_DATE``)."""
+    first, within the partitions: never before the first (``DEPSIM_START_DATE``), and when
+    the partitions end (a demo home's ``partitions.yaml``), the ``n`` days up to the last one,
+    so a candidate added to a demo home weeks later still runs on the demo's days."""
     first = dt.date.fromisoformat(START_DATE)
+    if END_DATE is not None:
+        today = min(today, dt.date.fromisoformat(END_DATE) + dt.timedelta(days=1))
     days = [today - dt.timedelta(days=i) for i in range(n, 0, -1)]
     return [d.isoformat() for d in days if d >= first]
 
@@ -227,8 +234,9 @@ def _entry_fingerprint(registry: Registry, name: str) -> str:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Keeps candidate partitions in step with candidates.yaml: adds new entries, retires "
-        "removed or retired ones (their data stays), and runs each new candidate on the "
-        f"recent days (${RECENT_ENV}) that have conversation_prefixes."
+        "removed or retired ones (their data stays), and runs each new candidate (also one "
+        "`depsim candidates add` registered, until it has run) on the recent days "
+        f"(${RECENT_ENV}) that have conversation_prefixes."
     ),
 )
 def candidate_registry_sensor(
@@ -236,8 +244,13 @@ def candidate_registry_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     """Add new candidates, retire removed ones, and run the new ones on the recent days.
 
-    An invalid registry (or setting) raises before anything is requested, so the tick fails
-    with the reason and changes nothing.
+    "New" is new to this sensor: its cursor lists the candidates it has handled (on its first
+    tick, those that already have a partition). A candidate without a partition is added and
+    run. One that already has a partition (``depsim candidates add`` registers it at once) is
+    run too, unless someone already ran it (it has ``behavior_rates``: whoever did plans its
+    days) or a depsim CLI run is in flight (the CLI may be planning it; the next tick looks
+    again). An invalid registry (or setting) raises before anything is requested, so the
+    tick fails with the reason and changes nothing.
     """
     settings = settings_from_env()
     if skip := _no_registry(registry):
@@ -245,16 +258,39 @@ def candidate_registry_sensor(
     loaded = registry.load()
     active = loaded.names()
     existing = context.instance.get_dynamic_partitions(CANDIDATE_DIM)
-    new = missing_partitions(active, existing)
+    handled = set(json.loads(context.cursor)) if context.cursor else set(existing)
+    missing = missing_partitions(active, existing)
     gone = retired_partitions(active, existing)
-    if not new and not gone:
+    unseen = [n for n in [PRODUCTION, *active] if n not in handled and n not in missing]
+    to_run = list(missing)
+    waiting = []
+    if unseen:
+        ran = {key.split("|", 1)[0] for key in context.instance.get_materialized_partitions(RATES)}
+        cli_busy = bool(
+            context.instance.get_run_records(
+                dg.RunsFilter(statuses=IN_FLIGHT, tags={SOURCE_TAG: "cli"}), limit=1
+            )
+        )
+        for name in unseen:
+            if name in ran:
+                handled.add(name)
+            elif cli_busy:
+                waiting.append(name)
+            else:
+                to_run.append(name)
+    handled = (handled | set(to_run)) & {PRODUCTION, *active}
+    cursor = json.dumps(sorted(handled))
+    if not to_run and not gone:
+        context.update_cursor(cursor)
+        if waiting:
+            return dg.SkipReason(f"{waiting} wait for the depsim CLI's runs to finish")
         return dg.SkipReason(f"all {len(active)} active candidates have partitions")
 
     today = now_utc().astimezone(ZoneInfo(settings.timezone)).date()
     days = days_before(today, settings.recent_days)
     prefixes = {d: i for d in days if (i := _latest_id(context.instance, PREFIXES, d))}
     requests = []
-    for name in new:
+    for name in to_run:
         fingerprint = _entry_fingerprint(loaded, name)
         for day, prefixes_id in prefixes.items():
             if needs_run(context.instance, name, day, prefixes_id):
@@ -262,16 +298,19 @@ def candidate_registry_sensor(
                 requests.append(_candidate_request(name, day, run_key, "registry_sensor"))
     partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest]
     partition_requests = []
-    if new:
-        partition_requests.append(candidate.build_add_request(new))
+    if missing:
+        partition_requests.append(candidate.build_add_request(missing))
     if gone:
         # Only the partition goes; rows in the warehouse and past materializations stay.
         partition_requests.append(candidate.build_delete_request(gone))
     context.log.info(
-        f"adding {new or 'none'}, retiring {gone or 'none'}; {len(requests)} runs over "
-        f"{sorted(prefixes) or 'no days with prefixes'}"
+        f"adding {missing or 'none'}, running {to_run or 'none'}, retiring {gone or 'none'}; "
+        f"{len(requests)} runs over {sorted(prefixes) or 'no days with prefixes'}"
+        + (f"; {waiting} wait for the depsim CLI's runs" if waiting else "")
     )
-    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
+    return dg.SensorResult(
+        run_requests=requests, dynamic_partitions_requests=partition_requests, cursor=cursor
+    )
 
 
 def _launched_by_cli(instance: dg.DagsterInstance, run_id: str, cache: dict[str, bool]) -> bool:

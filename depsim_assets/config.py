@@ -8,6 +8,7 @@ and the reports. Paths are resolved when asked for, so a test or the CLI can poi
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 from pathlib import Path
@@ -120,3 +121,77 @@ def env_threshold(name: str, default: float, *, low: float = 0.0, high: float = 
     value = env_float(name, default, low=low, high=high)
     assert value is not None
     return value
+
+
+# ----------------------------------------------------------------------- partition window
+START_DATE_ENV = "DEPSIM_START_DATE"
+END_DATE_ENV = "DEPSIM_END_DATE"
+PARTITION_DATE_ENVS = (START_DATE_ENV, END_DATE_ENV)
+DEFAULT_START_DATE = "2025-01-01"
+PARTITIONS_FILE = "partitions.yaml"
+
+
+def partitions_file() -> Path:
+    """The home's partition window, ``<home>/partitions.yaml`` (``depsim demo`` writes it)."""
+    return depsim_home() / PARTITIONS_FILE
+
+
+def _iso_day(value: object, where: str) -> str:
+    text = str(value).strip()
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ValueError(f"{where}={text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def partition_window() -> tuple[str, str | None]:
+    """``(first day, last day or None)`` of the daily partitions, read when Dagster loads.
+
+    From ``$DEPSIM_START_DATE`` / ``$DEPSIM_END_DATE`` when either is set; else from the
+    home's ``partitions.yaml`` (``start_date``, ``end_date``, both optional) when it exists;
+    else from 2025-01-01 with no last day (a new day's partition opens every day). A demo home
+    ends on its last day, so its graph shows its own days, not two years of empty ones.
+    A bad date or a window that ends before it starts is one-line error naming its source.
+    """
+    if any(os.environ.get(name, "").strip() for name in PARTITION_DATE_ENVS):
+        start_raw = os.environ.get(START_DATE_ENV, "").strip() or DEFAULT_START_DATE
+        end_raw = os.environ.get(END_DATE_ENV, "").strip() or None
+        start_where, end_where = START_DATE_ENV, END_DATE_ENV
+    else:
+        path = partitions_file()
+        settings: object = {}
+        if path.exists():
+            from depsim_assets import safe_yaml
+
+            settings = safe_yaml.load_file(path) or {}
+        if not isinstance(settings, dict):
+            raise ValueError(f"{path}: expected start_date and end_date keys")
+        unknown = sorted(set(map(str, settings)) - {"start_date", "end_date"})
+        if unknown:
+            raise ValueError(f"{path}: unknown key {unknown[0]!r} (start_date, end_date)")
+        start_raw = settings.get("start_date") or DEFAULT_START_DATE
+        end_raw = settings.get("end_date")
+        start_where, end_where = f"{path}: start_date", f"{path}: end_date"
+    start = _iso_day(start_raw, start_where)
+    end = _iso_day(end_raw, end_where) if end_raw else None
+    if end is not None and end < start:
+        raise ValueError(f"{end_where}={end!r} is before the first day {start!r}")
+    return start, end
+
+
+def write_partition_window(start: str, end: str | None) -> Path:
+    """Write the home's ``partitions.yaml`` (atomically) and return its path."""
+    path = partitions_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# depsim: the days this home's daily partitions cover (read when Dagster loads;",
+        "# $DEPSIM_START_DATE / $DEPSIM_END_DATE override it). Written by `depsim demo`:",
+        "# remove end_date once this home receives new days of traffic.",
+        f"start_date: '{_iso_day(start, 'start_date')}'",
+    ]
+    if end is not None:
+        lines.append(f"end_date: '{_iso_day(end, 'end_date')}'")
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

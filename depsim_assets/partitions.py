@@ -15,7 +15,7 @@ location checks, when it loads, that each names existing assets on the partition
 
 from __future__ import annotations
 
-import os
+import datetime as dt
 import warnings
 from collections.abc import Callable
 
@@ -27,10 +27,18 @@ PRODUCTION = config.PRODUCTION_CANDIDATE
 CANDIDATE_DIM = "candidate"
 DATE_DIM = "traffic_date"
 
-# The first day a user may backfill; set DEPSIM_START_DATE for older logs.
-START_DATE = os.environ.get("DEPSIM_START_DATE", "2025-01-01")
+# The first day a user may backfill (DEPSIM_START_DATE for older logs), and the last day when
+# the partitions end (a demo home's partitions.yaml, or DEPSIM_END_DATE); see
+# config.partition_window.
+START_DATE, END_DATE = config.partition_window()
 
-traffic_date = dg.DailyPartitionsDefinition(start_date=START_DATE)
+traffic_date = dg.DailyPartitionsDefinition(
+    start_date=START_DATE,
+    # Dagster's end is exclusive: the partitions stop after the last day.
+    end_date=(dt.date.fromisoformat(END_DATE) + dt.timedelta(days=1)).isoformat()
+    if END_DATE
+    else None,
+)
 candidate = dg.DynamicPartitionsDefinition(name=CANDIDATE_DIM)
 candidate_by_date = dg.MultiPartitionsDefinition({CANDIDATE_DIM: candidate, DATE_DIM: traffic_date})
 

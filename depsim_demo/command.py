@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+import dagster as dg
+
 from depsim_assets import config
 from depsim_assets.cli.compare import (
     comparison_report,
@@ -50,8 +52,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             production_model_by_date={deploy_day: demo.DEPLOYED_CANDIDATE},
         )
-    registry = demo.register_sim_candidates(deployed_on={demo.DEPLOYED_CANDIDATE: [deploy_day]})
     instance = get_instance()
+    window = claim_partition_window(instance, [*dates, deploy_day])
+    registry = demo.register_sim_candidates(deployed_on={demo.DEPLOYED_CANDIDATE: [deploy_day]})
     runs.ensure_candidate_partitions(instance, registry.names())
     plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size, log_level="ERROR")
     # The deployment day needs only its traffic and the realised (production) rates.
@@ -87,11 +90,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"warehouse: {config.warehouse_path()}")
         print(f"report:    {config.reports_dir() / 'comparison.md'}")
         print(f"           {html_report}  (one self-contained HTML file: tables and plots)")
+        if window is not None:
+            print(f"days:      {window}")
         print(
             f"UI:        depsim ui   (or: DAGSTER_HOME={config.dagster_home()} "
             f"{sys.executable} -m dagster dev -w workspace.yaml)"
         )
     return 0
+
+
+def claim_partition_window(instance: dg.DagsterInstance, days: list[str]) -> str | None:
+    """Make this home's daily partitions the demo's days, when the home is the demo's alone.
+
+    Partitions open every day from ``DEPSIM_START_DATE`` (2025-01-01) by default, so a demo
+    home's graph would be hundreds of empty days with the demo's few at the bottom, and a
+    candidate added later would find no recent day to run on. A home with no
+    ``partitions.yaml``, no ``DEPSIM_START_DATE``/``DEPSIM_END_DATE`` and no traffic but the
+    demo's gets ``partitions.yaml`` with the demo's first and last day; any other home is
+    left as it is, and must already cover the demo's days. Returns what to tell the user.
+    """
+    from depsim_assets import partitions
+
+    first, last = min(days), max(days)
+    if not (partitions.START_DATE <= first and (partitions.END_DATE or last) >= last):
+        raise ValueError(
+            f"the demo's days {first}..{last} are outside this home's partitions "
+            f"({partitions.START_DATE}..{partitions.END_DATE or 'today'}, from "
+            f"{config.partitions_file()} or ${config.START_DATE_ENV}/${config.END_DATE_ENV}); "
+            "widen them, or use another DEPSIM_HOME"
+        )
+    overridden = any(os.environ.get(v, "").strip() for v in config.PARTITION_DATE_ENVS)
+    if overridden or config.partitions_file().exists():
+        return None
+    sampled = instance.get_materialized_partitions(dg.AssetKey("conversation_prefixes"))
+    if not sampled <= set(days):
+        return None  # a home with traffic of its own keeps partitions that open every day
+    path = config.write_partition_window(first, last)
+    return f"{first}..{last} are this home's partitions ({path}; the UI reads it when it starts)"
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
