@@ -242,9 +242,11 @@ def _wait_workers(cluster: Cluster) -> None:
 
 
 @contextlib.contextmanager
-def running_cluster(home: Path, **kwargs: object) -> Iterator[Cluster]:
+def running_cluster(
+    home: Path, *, workers: int = 2, concurrency: int = 1, daemon: bool = False
+) -> Iterator[Cluster]:
     """:func:`start_cluster` for a ``with`` block; stopped however the block ends."""
-    cluster = start_cluster(home, **kwargs)  # type: ignore[arg-type]
+    cluster = start_cluster(home, workers=workers, concurrency=concurrency, daemon=daemon)
     try:
         yield cluster
     finally:
@@ -379,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-day", type=int, default=demo.DEMO_PER_DAY)
     p.add_argument("--sample-size", type=int, default=demo.DEMO_SAMPLE_SIZE)
     p.add_argument("--seed", type=int, default=demo.DEMO_SEED)
+    p.add_argument("--json", action="store_true",
+                   help="print the comparison as JSON (`depsim compare --json`)")
     p.add_argument("--serve", action="store_true",
                    help="after the demo, keep everything up and run `dagster dev` on the "
                    "instance (the UI) until Ctrl-C")
@@ -403,14 +407,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ServiceError, ValueError) as exc:
         print(f"cluster: error: {exc}", file=sys.stderr)
         return 1
+    # With --json, stdout carries only the comparison (the compare process writes it there).
+    progress = contextlib.ExitStack()
+    if args.json:
+        progress.enter_context(contextlib.redirect_stdout(sys.stderr))
     try:
         print(f"PostgreSQL {cluster.postgres.url} (Dagster runs, events, schedules)")
         print(f"Redis      {cluster.redis.url} (Celery broker and results)")
         print(f"workers    {', '.join(cluster.workers)} x {args.concurrency} process(es)")
         print(f"instance   {cluster.dagster_home / 'dagster.yaml'}")
         demo_on_cluster(cluster, args)
-        compared = subprocess.run([str(BIN / "depsim"), "compare"], env=cluster.env,
-                                  cwd=PROJECT_ROOT, check=False)
+        compared = subprocess.run(
+            [str(BIN / "depsim"), "compare", *(["--json"] if args.json else [])],
+            env=cluster.env, cwd=PROJECT_ROOT, check=False,
+        )
         print(json.dumps(summary(cluster)))
         if args.serve:
             print("serving the UI on http://127.0.0.1:3000 (Ctrl-C stops everything)")
@@ -431,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cluster: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        progress.close()
         cluster.stop()
 
 
