@@ -367,6 +367,34 @@ def replace_partitions(
         with suppress(psycopg.Error):
             conn.execute("ROLLBACK")
         raise
+    refresh_statistics(conn, writes)
+
+
+# A table is analyzed after a write that adds more than this share of its estimated rows.
+ANALYZE_SHARE = 0.1
+
+
+def refresh_statistics(
+    conn: PgConnection, writes: Sequence[tuple[Table, pd.DataFrame, Mapping[str, str]]]
+) -> None:
+    """``ANALYZE`` each written table that has no statistics yet or grew by more than
+    :data:`ANALYZE_SHARE` of its rows.
+
+    The next step reads the table at once (rates and the comparison right after the grades),
+    before autovacuum's next round: without statistics Postgres estimates one row per CTE
+    and joins the two arms of the paired SQL by nested loop, measured 31.8 s instead of
+    0.21 s on 34k grade rows. A large table taking a small partition keeps its statistics.
+    """
+    written: dict[str, int] = {}
+    for table, frame, _ in writes:
+        written[table.name] = written.get(table.name, 0) + len(frame)
+    for name, rows in written.items():
+        found = conn.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(?)", [name]
+        ).fetchone()
+        estimated = float(found[0]) if found and found[0] is not None else -1.0
+        if rows and (estimated < 0 or rows > ANALYZE_SHARE * estimated):
+            conn.execute(f"ANALYZE {name}")
 
 
 def _lock_name(table: Table, keys: Mapping[str, str]) -> str:
