@@ -469,3 +469,35 @@ def test_the_demo_on_postgres_compares_exactly_as_on_duckdb(url, tmp_path, monke
     assert printed["postgres"] == printed["duckdb"]
     pd.testing.assert_frame_equal(stored["postgres"], stored["duckdb"], check_exact=True)
     assert len(stored["duckdb"]) > 0 and stored["duckdb"]["n_paired"].sum() > 0
+
+
+@pytest.mark.slow
+def test_the_resource_picks_the_backend_and_the_batch_ledger_upserts_on_both(url, tmp_path):
+    from depsim_assets.models.batch import _Ledger
+    from depsim_assets.resources import Warehouse
+
+    created = dt.datetime(2026, 11, 1, 9, 0, 0, tzinfo=dt.UTC).replace(tzinfo=None)
+    row = {"batch_id": "batch-1", "endpoint": "sim", "model": "m", "partition_key": "a|d",
+           "input_hash": "h1", "n_requests": 3, "input_file_id": "file-in", "status": "validating",
+           "output_file_id": None, "error_file_id": None, "created_at": created,
+           "updated_at": created, "collected_at": None}
+    found = {}
+    for backend, resource in (
+        ("duckdb", Warehouse(database=str(tmp_path / "w.duckdb"))),
+        ("postgres", Warehouse(database=str(tmp_path / "never.duckdb"), url=url)),
+    ):
+        ledger = _Ledger(resource)
+        ledger.insert(row)
+        ledger.insert({**row, "n_requests": 4})  # the same batch again: replaced, not doubled
+        ledger.update("batch-1", status="completed", output_file_id="file-out")
+        found[backend] = ledger.find_open(endpoint="sim", model="m", input_hash="h1")
+        with resource.get_connection() as conn:
+            assert wh.dialect(conn) == backend
+            assert conn.execute("SELECT count(*) FROM model_batches").fetchone() == (1,)
+    assert not (tmp_path / "never.duckdb").exists()
+    assert found["postgres"] is not None and found["duckdb"] is not None
+    assert found["postgres"]["status"] == "completed" and found["postgres"]["n_requests"] == 4
+    assert found["postgres"]["updated_at"] > created
+    assert {k: v for k, v in found["postgres"].items() if k != "updated_at"} == {
+        k: v for k, v in found["duckdb"].items() if k != "updated_at"
+    }
