@@ -1,5 +1,7 @@
-"""The built-in simulator: an OpenAI-compatible server with known-rate personas and a judge."""
+"""The built-in simulator: an OpenAI-compatible server with known-rate personas (which call
+tools when offered), a judge, a tool simulator and a realism discriminator."""
 
+from depsim_assets.sim.agentic import TOOL_RAISED, TOOL_RATES, plan_turn, respond
 from depsim_assets.sim.judge import JUDGE_MODEL, grade_category, grade_request
 from depsim_assets.sim.personas import (
     LOWERED,
@@ -21,10 +23,14 @@ __all__ = [
     "RAISED",
     "SimReply",
     "SimServer",
+    "TOOL_RAISED",
+    "TOOL_RATES",
     "create_app",
     "ensure_sim_server",
     "generate_reply",
     "grade_category",
     "grade_request",
+    "plan_turn",
+    "respond",
     "serve",
 ]

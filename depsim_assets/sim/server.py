@@ -263,6 +263,8 @@ def create_app(taxonomy: Taxonomy | None = None, faults: FaultPlan | None = None
         tools = body.get("tools")
         if tools is not None and not isinstance(tools, list):
             return 400, _error_body("'tools' must be a list of tool definitions", "bad_tools")
+        if body.get("tool_choice") == "none":  # OpenAI: tools listed, but none may be called
+            tools = None
         # The personas answer temperature and top_p with more or less variance between
         # replies, never with other expected rates (personas.temperature_multiplier). With
         # tools offered they call them (agentic.respond); without, they reply as always.

@@ -292,6 +292,10 @@ def test_personas_call_tools_over_http():
                          for c in message.tool_calls or []]
         assert answer.choices[0].finish_reason == "stop"
         assert (answer.choices[0].message.content or "").startswith("I used run_sql")
+        plain = client.chat.completions.create(model="sim-production", messages=messages[:1],
+                                               tools=TOOLS, tool_choice="none", seed=1)
+        assert plain.choices[0].message.content == generate_reply(
+            "sim-production", messages[:1], 1).text
         with pytest.raises(openai.BadRequestError, match="'tools' must be a list"):
             client.chat.completions.create(model="sim-production", messages=messages,
                                            tools={"x": 1})  # type: ignore[arg-type]
