@@ -126,36 +126,46 @@ def load_examples(warehouse: DuckDBResource, names: Sequence[str], up_to: str) -
 
 
 def nearest_examples(
-    pool: pd.DataFrame, *, name: str, traffic_date: str, conversation_id: str,
-    arguments: Sequence[str], k: int,
+    pool: pd.DataFrame, *, name: str, traffic_date: str,
+    queries: Sequence[tuple[str, str]], k: int,
 ) -> list[list[ToolExample]]:
-    """For each of ``arguments`` (calls of tool ``name`` in conversation ``conversation_id``
-    on ``traffic_date``): the ``k`` real calls of ``pool`` most similar by TF-IDF cosine over
-    the arguments, from days up to ``traffic_date``, never from that conversation.
+    """For each ``(conversation_id, arguments)`` of ``queries`` (calls of tool ``name`` on
+    ``traffic_date``): the ``k`` real calls of ``pool`` most similar by TF-IDF cosine over the
+    arguments, from days up to ``traffic_date``, never from that conversation.
 
-    The vectorizer is fitted on the tool's calls of days up to ``traffic_date`` (the
-    conversation's own included), so a call's examples depend only on the call and the
-    warehouse, not on which other calls were asked together (the cache key stays stable).
+    The vectorizer is fitted once on the tool's calls of days up to ``traffic_date`` (every
+    conversation's included), so a call's examples depend only on the call and the warehouse,
+    not on which other calls were asked together (the cache key stays stable).
     """
-    if k <= 0 or pool.empty:
-        return [[] for _ in arguments]
+    if k <= 0 or pool.empty or not queries:
+        return [[] for _ in queries]
     rows = pool[(pool["tool_name"] == name) & (pool["traffic_date"] <= traffic_date)]
     rows = rows.reset_index(drop=True)
-    eligible = (rows["conversation_id"] != conversation_id).to_numpy()
-    if not eligible.any():
-        return [[] for _ in arguments]
+    if rows.empty:
+        return [[] for _ in queries]
     corpus = ["" if a is None else str(a) for a in rows["arguments"].tolist()]
     try:
         vectorizer = TfidfVectorizer(token_pattern=_TOKEN_PATTERN, lowercase=True)
         matrix = vectorizer.fit_transform(corpus)
-        scores = linear_kernel(vectorizer.transform(list(arguments)), matrix)
+        scores = linear_kernel(vectorizer.transform([q for _, q in queries]), matrix)
     except ValueError:
         # No word in any call (every argument list is "{}"): nothing ranks above another.
-        scores = np.zeros((len(arguments), len(rows)))
+        scores = np.zeros((len(queries), len(rows)))
+    conversations = np.asarray(rows["conversation_id"].tolist(), dtype=object)
     out = []
-    for row_scores in scores:
-        ranked = np.argsort(-np.where(eligible, row_scores, -np.inf), kind="stable")
-        picked = [int(i) for i in ranked[: min(k, int(eligible.sum()))]]
+    for (conversation_id, _), row_scores in zip(queries, scores, strict=True):
+        eligible = conversations != conversation_id
+        take = min(k, int(eligible.sum()))
+        if take == 0:
+            out.append([])
+            continue
+        masked = np.where(eligible, row_scores, -np.inf)
+        # The k-th best score, then every call at least that good (ties included), ordered
+        # best first and, among equals, by position (newest day first): a full sort of a
+        # large tool's calls per query was half the time.
+        floor = np.partition(masked, len(masked) - take)[len(masked) - take]
+        best = np.flatnonzero(masked >= floor)
+        picked = [int(i) for i in best[np.lexsort((best, -masked[best]))][:take]]
         out.append([ToolExample(_cut(str(rows.at[i, "arguments"] or "")),
                                 _cut(str(rows.at[i, "result"] or ""))) for i in picked])
     return out
@@ -169,13 +179,13 @@ def examples_for(
         return [[] for _ in calls]
     pool = load_examples(warehouse, [c.name for c in calls], max(c.traffic_date for c in calls))
     out: list[list[ToolExample]] = [[] for _ in calls]
-    groups: dict[tuple[str, str, str], list[int]] = {}
+    groups: dict[tuple[str, str], list[int]] = {}
     for i, call in enumerate(calls):
-        groups.setdefault((call.name, call.traffic_date, call.conversation_id), []).append(i)
-    for (name, day, conversation), indexes in groups.items():
-        found = nearest_examples(pool, name=name, traffic_date=day,
-                                 conversation_id=conversation,
-                                 arguments=[calls[i].arguments for i in indexes], k=k)
+        groups.setdefault((call.name, call.traffic_date), []).append(i)
+    for (name, day), indexes in groups.items():
+        found = nearest_examples(
+            pool, name=name, traffic_date=day, k=k,
+            queries=[(calls[i].conversation_id, calls[i].arguments) for i in indexes])
         for i, examples in zip(indexes, found, strict=True):
             out[i] = examples
     return out

@@ -200,9 +200,10 @@ def test_nearest_examples_breaks_ties_by_newest_day_and_handles_argumentless_too
         "tool_name": ["now"] * 3, "arguments": ["{}", "{}", "{}"],
         "result": ["t2", "t1", "t3"],
     })
-    found = nearest_examples(pool, name="now", traffic_date="2026-03-02", conversation_id="z",
-                             arguments=["{}"], k=2)
+    found = nearest_examples(pool, name="now", traffic_date="2026-03-02", k=2,
+                             queries=[("z", "{}"), ("b", "{}")])
     assert [e.result for e in found[0]] == ["t2", "t1"]
+    assert [e.result for e in found[1]] == ["t1", "t3"]  # never its own conversation's
 
 
 def test_the_roles_are_configured_from_their_variables_and_never_echo_a_key(monkeypatch):
