@@ -4,8 +4,6 @@ interval. Real Dagster runs on the agentic synthetic day, the built-in simulator
 
 from __future__ import annotations
 
-import time
-
 import dagster as dg
 import pytest
 
@@ -30,7 +28,6 @@ def _run(instance, selection, resources, run_config=None):
 
 @pytest.mark.e2e
 def test_lower_realism_is_judged_real_less_often(depsim_home, instance):
-    started = time.perf_counter()
     write_agentic_day(config.log_root(), DAY, n=CONVERSATIONS)
     resources = build_resources()
     traffic = _run(instance, ["sampled_conversations", "conversation_prefixes", "tool_examples"],
@@ -68,4 +65,3 @@ def test_lower_realism_is_judged_real_less_often(depsim_home, instance):
     # do not overlap: the drop is measured, not noise.
     assert low["share_high"] < high["share_low"]
     assert 0.3 < high["judged_real_share"] < 0.6 and low["judged_real_share"] < 0.2
-    assert time.perf_counter() - started < 60
