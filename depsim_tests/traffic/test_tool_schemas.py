@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from depsim_assets.traffic.ingest import normalise
-from depsim_assets.traffic.logs import BAD_FIELD, LogRecord, Rejected, parse_line
+from depsim_assets.traffic.ingest import ingest_files, normalise
+from depsim_assets.traffic.logs import BAD_FIELD, LogRecord, Rejected, iter_log, parse_line
 from depsim_assets.traffic.pipeline import run_sampling
 from depsim_assets.traffic.tool_examples import examples_of_day
 from depsim_assets.warehouse import SAMPLED_CONVERSATIONS
@@ -166,3 +168,20 @@ def test_ingest_keeps_tools_and_converts_anthropic_tool_definitions():
     assert out["tools"] == [{"type": "function", "function": {
         "name": "get_weather", "description": "Weather",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+def test_ingest_reads_tools_stored_as_json_text_in_parquet(tmp_path):
+    src = tmp_path / "calls.parquet"
+    rec = _agentic("pq1", tools=[WEATHER])
+    pq.write_table(pa.table({
+        "conversation_id": ["pq1", "pq2"],
+        "messages": [json.dumps(rec["messages"])] * 2,
+        "tools": [json.dumps([WEATHER]), "{not json"],
+    }), src)
+    result = ingest_files([src], date=DAY, log_root=tmp_path / "log")
+    assert (result.written, result.quarantined) == (1, 1)
+    items = list(iter_log(tmp_path / "log", DAY))
+    [record] = [i for i in items if isinstance(i, LogRecord)]
+    assert record.tools == [WEATHER]
+    [rej] = [i for i in items if isinstance(i, Rejected)]
+    assert rej.reason == BAD_FIELD and "'tools' is text that is not JSON" in rej.detail
