@@ -52,7 +52,12 @@ from depsim_assets.cli.instance import INSTANCE_YAML  # noqa: E402
 from depsim_assets.registry import Registry, save_registry  # noqa: E402
 from depsim_demo import registry as demo  # noqa: E402
 from depsim_demo.synth import write_demo_log  # noqa: E402
-from depsim_tests.cluster import start_cluster, worker_of_steps  # noqa: E402
+from depsim_tests.cluster import (  # noqa: E402
+    GRPC_TIMEOUT_ENV,
+    PATIENT_CODE_SERVERS,
+    start_cluster,
+    worker_of_steps,
+)
 from depsim_tests.services import start_postgres  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -149,6 +154,7 @@ def one_run(mode: str, template: Path, folder: Path, days: list[str], args: argp
         "DEPSIM_MIN_SAMPLE": "10",
         "DEPSIM_MAX_CONCURRENT_STEPS": "2",
         "DEPSIM_HOME": str(home),
+        **GRPC_TIMEOUT_ENV,
     }
     names = [c.name for c in demo.SIM_CANDIDATES]
     started = time.monotonic()
@@ -159,7 +165,8 @@ def one_run(mode: str, template: Path, folder: Path, days: list[str], args: argp
         if mode == "multiprocess":
             dagster_home = home / "dagster"
             dagster_home.mkdir()
-            (dagster_home / "dagster.yaml").write_text(INSTANCE_YAML)
+            # The same patience with code servers as the cluster's instance (cluster.py).
+            (dagster_home / "dagster.yaml").write_text(INSTANCE_YAML + PATIENT_CODE_SERVERS)
             env = {
                 **os.environ, **env_extra, "DAGSTER_HOME": str(dagster_home),
                 "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",

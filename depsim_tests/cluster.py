@@ -56,6 +56,10 @@ BIN = Path(sys.executable).parent
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKER_READY_S = 180.0
 CELERY_WORKER_KEY = "Celery worker"  # dagster-celery's engine-event metadata naming the worker
+# On a shared 2-core machine under load a code server can take minutes to start and answer:
+# Dagster's defaults (180 s to start, 60 s per request) then cancel queued runs.
+PATIENT_CODE_SERVERS = "code_servers:\n  local_startup_timeout: 600\n"
+GRPC_TIMEOUT_ENV = {"DAGSTER_GRPC_TIMEOUT_SECONDS": "300"}
 
 
 def instance_yaml(postgres_url: str, max_concurrent_runs: int = 4) -> str:
@@ -81,7 +85,7 @@ run_coordinator:
 concurrency:
   runs:
     max_concurrent_runs: {max_concurrent_runs}
-"""
+{PATIENT_CODE_SERVERS}"""
 
 
 def celery_yaml(broker: str, backend: str) -> str:
@@ -191,6 +195,7 @@ def start_cluster(
         # dagster-celery starts `celery` by name.
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
+        **GRPC_TIMEOUT_ENV,
         **(extra_env or {}),
     }
     cluster = Cluster(home=home, dagster_home=dagster_home, postgres=postgres, redis=redis,
