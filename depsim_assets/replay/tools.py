@@ -119,7 +119,8 @@ def load_examples(warehouse: DuckDBResource, names: Sequence[str], up_to: str) -
         ensure_tables(conn)
         return conn.execute(
             "SELECT traffic_date, conversation_id, call_index, tool_name, arguments, result "
-            "FROM tool_examples WHERE traffic_date <= ? AND list_contains(?, tool_name) "
+            "FROM tool_examples WHERE traffic_date <= ? "
+            "AND tool_name IN (SELECT unnest(?::VARCHAR[])) "  # read by DuckDB and Postgres
             "ORDER BY traffic_date DESC, conversation_id, call_index",
             [up_to, sorted(set(names))],
         ).df()
