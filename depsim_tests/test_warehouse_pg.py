@@ -12,10 +12,14 @@ p-values, the guard's partition summary) giving the same numbers on both backend
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import multiprocessing as mp
+import re
 import time
+import tokenize
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
@@ -62,6 +66,29 @@ def test_url_password_is_never_shown(monkeypatch):
     assert "s3cret" not in str(err.value)
     monkeypatch.delenv(wh.URL_ENV)
     assert wh.warehouse_url() is None
+
+
+# DuckDB spellings Postgres does not read (docs/warehouse.md, "SQL written once"); keywords in
+# capitals as the code writes SQL, so English prose in docstrings ("by name") is not matched.
+DUCKDB_ONLY = re.compile(
+    r"GROUP BY ALL|\blist_\w+\(|\bany_value\(|INSERT OR REPLACE|\bBY NAME\b|\bQUALIFY\b"
+    r"|unnest\(\?\)|\bflatten\(|\blist\(DISTINCT|\bstruct_pack\("
+)
+# The seam itself (each backend's own statements) and the log reader, which queries its own
+# in-memory DuckDB, never the warehouse.
+OWN_DUCKDB = {"warehouse.py", "warehouse_pg.py", "traffic/fast_sample.py"}
+
+
+def test_no_warehouse_sql_is_spelled_for_duckdb_only():
+    root = Path(wh.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).as_posix() in OWN_DUCKDB:
+            continue
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if tok.type == tokenize.STRING and (hit := DUCKDB_ONLY.search(tok.string)):
+                found.append(f"{path.relative_to(root)}:{tok.start[0]} {hit.group(0)}")
+    assert not found, f"DuckDB-only SQL (write it as both read it): {found}"
 
 
 # ------------------------------------------------------------------------------- the server
