@@ -340,7 +340,7 @@ async def run_turns(
                 open_turns.append(i)
         if agentic:
             log(f"agentic step {step}: {len(asked)} turns asked ({answers.cached} cached), "
-                f"{len(waiting)} tool calls simulated, {len(open_turns)} turns go on")
+                f"{len(waiting)} tool calls to the simulator, {len(open_turns)} turns go on")
     outcomes = [turn.outcome for turn in turns]
     assert all(o is not None for o in outcomes), "a turn left the loop without an outcome"
     return [o for o in outcomes if o is not None]

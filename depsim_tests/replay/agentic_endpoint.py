@@ -5,13 +5,15 @@ The first user message says what to do, as ``key=value`` words:
 - ``calls=N``: call a tool in each of the first N steps of the turn, then reply (``forever``:
   never stop calling);
 - ``per_step=M``: tool calls per step (1);
-- ``tool=NAME`` and ``args=JSON``: the call made (``lookup`` and ``{"step": <k>}``);
+- ``tool=NAME`` and ``args=JSON``: the call made (the first tool the request offers, else
+  ``lookup``; and ``{"by": "cand", "step": <k>, "j": <i>}``);
 - ``tokens=T``: the completion tokens each answer reports (5).
 
 A step is counted by the assistant messages with calls whose ids this server made
 (``cand_...``), so the real calls of a prefix do not count. The final reply quotes the tool
 results the turn was shown. ``state.fail_from_step = k`` answers every step k and later with
-HTTP 500; ``state.no_ids`` sends calls without ids. Every request body is kept in
+HTTP 500; ``state.no_ids`` sends calls without ids; ``state.default`` is the script of a
+prompt that has none (from its first user message's text). Every request body is kept in
 ``state.requests``.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,14 +34,17 @@ class AgentState:
     requests: list[dict[str, Any]] = field(default_factory=list)
     fail_from_step: int | None = None
     no_ids: bool = False
+    default: Callable[[str], dict[str, str]] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def script_of(messages: list[dict[str, Any]]) -> dict[str, str]:
-    """The ``key=value`` words of the first user message."""
+def script_of(messages: list[dict[str, Any]],
+              default: Callable[[str], dict[str, str]] | None = None) -> dict[str, str]:
+    """The ``key=value`` words of the first user message (else ``default`` of its text)."""
     first = next(m for m in messages if m.get("role") == "user")
-    words = str(first.get("content") or "").split()
-    return dict(w.split("=", 1) for w in words if "=" in w)
+    text = str(first.get("content") or "")
+    script = dict(w.split("=", 1) for w in text.split() if "=" in w)
+    return script if script or default is None else default(text)
 
 
 def candidate_steps(messages: list[dict[str, Any]]) -> int:
@@ -55,7 +61,7 @@ def candidate_steps(messages: list[dict[str, Any]]) -> int:
 def answer(body: dict[str, Any], state: AgentState) -> tuple[int, dict[str, Any]]:
     """The status and body of the reply to one request."""
     messages = body["messages"]
-    script = script_of(messages)
+    script = script_of(messages, state.default)
     step = candidate_steps(messages)
     if state.fail_from_step is not None and step >= state.fail_from_step:
         return 500, {"error": {"message": "scripted failure", "type": "server_error"}}
@@ -63,7 +69,9 @@ def answer(body: dict[str, Any], state: AgentState) -> tuple[int, dict[str, Any]
     calls = script.get("calls", "0")
     more = calls == "forever" or step < int(calls)
     if more:
-        tool = script.get("tool", "lookup")
+        offered = [t["function"]["name"] for t in body.get("tools") or []
+                   if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+        tool = script.get("tool", offered[0] if offered else "lookup")
         raw = script.get("args")
         tool_calls = []
         for j in range(int(script.get("per_step", "1"))):

@@ -105,7 +105,7 @@ def test_turn_ends_ok_after_three_tool_rounds(agent, warehouse):
     state, url = agent
     sim = FakeSim()
     stats = LoopStats()
-    (out,) = run(warehouse, entry(url), [user("calls=3")], sim, stats=stats)
+    (out,) = run(warehouse, entry(url), [user("calls=3 tool=lookup")], sim, stats=stats)
     assert out.status == "ok" and out.error is None
     assert (out.steps, out.tool_calls) == (4, 3)
     assert [e["step"] for e in out.tool_trace] == [0, 1, 2]
@@ -137,7 +137,7 @@ def test_step_limit_on_max_tool_calls_keeps_the_unrun_calls(agent, warehouse):
     sim = FakeSim()
     # Two calls a step under a limit of three: the second step's two calls would make four.
     (out,) = run(warehouse, entry(url, max_tool_calls=3),
-                 [user("calls=forever per_step=2")], sim)
+                 [user("calls=forever per_step=2 tool=lookup")], sim)
     assert out.status == "step_limit"
     assert out.error.startswith("StepLimit: 4 tool calls would pass max_tool_calls 3")
     assert (out.steps, out.tool_calls) == (2, 2)
