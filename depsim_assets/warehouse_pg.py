@@ -188,6 +188,16 @@ class PgConnection:
             # DuckDB's exception for the same case, which callers already catch ("a table not
             # materialized yet"): the callers' code stays one for both backends.
             raise duckdb.CatalogException(str(exc).splitlines()[0]) from exc
+        except (psycopg.OperationalError, pg_errors.InsufficientPrivilege) as exc:
+            # The server went away, or this user may not read/write there: the operator's
+            # problem, said in one line (a RuntimeError, which the CLI prints as such).
+            # DiskFull is left to replace_partitions, which names what was not written.
+            if isinstance(exc, pg_errors.DiskFull):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WarehouseConnectError(
+                f"the Postgres warehouse {display_url(self.url)} failed: {first}"
+            ) from exc
         if cur.description is None:
             return PgResult([], [], [])
         names = [d.name for d in cur.description]
@@ -343,7 +353,7 @@ def ensure_tables(conn: PgConnection) -> None:
             conn.execute("COMMIT")
     except BaseException:
         if opened:
-            with suppress(psycopg.Error):
+            with suppress(psycopg.Error, WarehouseConnectError):
                 conn.execute("ROLLBACK")
         raise
     conn.tables_checked = True
@@ -387,7 +397,7 @@ def replace_partitions(
             copy_frame(conn, table.name, frame, {c.name: c.type for c in table.columns})
         conn.execute("COMMIT")
     except BaseException:
-        with suppress(psycopg.Error):
+        with suppress(psycopg.Error, WarehouseConnectError):
             conn.execute("ROLLBACK")
         raise
     refresh_statistics(conn, writes)

@@ -248,6 +248,22 @@ def test_a_failed_write_leaves_every_old_partition_whole(pg):
     assert pg.execute("SELECT count(*) FROM sampling_funnel").fetchone() == (1,)
 
 
+@pytest.mark.slow
+def test_a_lost_server_connection_is_one_line_without_the_password(pg, server):
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pg.raw.info.backend_pid])
+    keys = {"traffic_date": DAYS[0]}
+    funnel = wh.SAMPLING_FUNNEL.frame([{"traffic_date": DAYS[0], "stage": "sampled",
+                                        "reason": "", "n": 1}])
+    with pytest.raises(warehouse_pg.WarehouseConnectError) as err:
+        wh.replace_partitions(pg, [(wh.SAMPLING_FUNNEL, funnel, keys)])
+    message = str(err.value)
+    assert message.startswith("the Postgres warehouse postgresql://") and "\n" not in message
+    with pytest.raises(warehouse_pg.WarehouseConnectError, match="cannot reach") as refused:
+        PgConnection("postgresql://depsim:s3cret@127.0.0.1:1/depsim")
+    assert "s3cret" not in str(refused.value)
+
+
 def _hold_partition(url: str, day: str, written, release, n: int) -> None:
     """Replace a partition, pausing inside the transaction (after its rows are copied) until
     ``release`` is set."""
