@@ -30,6 +30,7 @@ import pytest
 
 from depsim_assets import warehouse as wh
 from depsim_assets import warehouse_pg
+from depsim_assets.estimates.checks import coverage_counts
 from depsim_assets.estimates.compute import (
     comparison_by_day,
     comparison_from_relation,
@@ -480,6 +481,10 @@ def test_the_estimates_sql_gives_the_same_numbers_on_both_backends(pg, tmp_path)
     assert want.drop(columns="judge_models").equals(got.drop(columns="judge_models"))
     assert [list(m) for m in want["judge_models"]] == [list(m) for m in got["judge_models"]]
     assert int(want["unscored"].sum()) > 0
+
+    want, got = (coverage_counts(c, "judge_grades", "baseline", [DAYS[2]]) for c in (duck, pg))
+    pd.testing.assert_frame_equal(got, want)
+    assert not want["covered"].all() and want["only_candidate"].sum() > 0  # gaps are counted
     duck.close()
 
 

@@ -9,6 +9,7 @@ without saying so. The logic is a plain function over DataFrames, testable witho
 from collections.abc import Collection
 
 import dagster as dg
+import duckdb
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
@@ -17,6 +18,57 @@ from depsim_assets.metadata import table_metadata
 from depsim_assets.partitions import PRODUCTION
 from depsim_assets.resources import CandidateRegistry
 from depsim_assets.warehouse import JUDGE_GRADES, ensure_tables
+
+COVERAGE_COLUMNS = [
+    "candidate",
+    "traffic_date",
+    "prefixes",
+    "baseline_prefixes",
+    "only_candidate",
+    "only_baseline",
+    "covered",
+]
+
+# Per compared candidate x day, counted where the grades are: Python gets one row per
+# candidate x day, never a prefix. Read by DuckDB and Postgres alike.
+_COVERAGE_SQL = """
+WITH p AS (
+    SELECT DISTINCT candidate, traffic_date, conversation_id FROM {relation}
+), b AS (
+    SELECT traffic_date, conversation_id FROM p WHERE candidate = ?
+), mine AS (
+    SELECT o.candidate, o.traffic_date, count(*) AS prefixes,
+           count(*) FILTER (WHERE b.conversation_id IS NULL) AS only_candidate
+    FROM p o LEFT JOIN b
+      ON b.traffic_date = o.traffic_date AND b.conversation_id = o.conversation_id
+    WHERE o.candidate <> ? AND NOT (o.candidate = ? AND {skipped})
+    GROUP BY o.candidate, o.traffic_date
+), base_n AS (
+    SELECT traffic_date, count(*) AS baseline_prefixes FROM b GROUP BY traffic_date
+)
+SELECT m.candidate, m.traffic_date, m.prefixes,
+       coalesce(n.baseline_prefixes, 0) AS baseline_prefixes, m.only_candidate,
+       coalesce(n.baseline_prefixes, 0) - (m.prefixes - m.only_candidate) AS only_baseline,
+       m.only_candidate = 0 AND coalesce(n.baseline_prefixes, 0) = m.prefixes AS covered
+FROM mine m LEFT JOIN base_n n ON n.traffic_date = m.traffic_date
+"""
+
+
+def coverage_counts(
+    conn, relation: str, baseline: str, skip_production_dates: Collection[str] = ()
+) -> pd.DataFrame:
+    """One row per compared candidate x day of the grade rows in ``relation``: prefixes
+    graded for it, for the baseline, and how many only one side has (see
+    :func:`coverage_table`), counted in SQL."""
+    skipped = sorted(skip_production_dates)
+    sql = _COVERAGE_SQL.format(
+        relation=relation,
+        skipped=f"o.traffic_date IN ({', '.join('?' * len(skipped))})" if skipped else "FALSE",
+    )
+    frame = conn.execute(sql, [baseline, baseline, PRODUCTION, *skipped]).df()
+    frame["covered"] = frame["covered"].astype(bool)
+    ordered = frame.sort_values(["candidate", "traffic_date"], kind="stable")
+    return ordered.reset_index(drop=True).loc[:, COVERAGE_COLUMNS]
 
 
 def coverage_table(
@@ -29,38 +81,16 @@ def coverage_table(
     A day the baseline was graded and the candidate was not is not a gap (the candidate was
     not replayed that day); a day the candidate has and the baseline lacks is: the comparison
     silently leaves it out. ``production`` is not compared on ``skip_production_dates``
-    (days another model served production), so they are skipped here too.
+    (days another model served production), so they are skipped here too. The same SQL as
+    the check's (:func:`coverage_counts`), on an in-memory DuckDB.
     """
-    columns = [
-        "candidate",
-        "traffic_date",
-        "prefixes",
-        "baseline_prefixes",
-        "only_candidate",
-        "only_baseline",
-        "covered",
-    ]
-    base = graded[graded["candidate"] == baseline]
-    base_sets = base.groupby("traffic_date")["conversation_id"].agg(set).to_dict()
-    rows = []
-    others = graded[graded["candidate"] != baseline]
-    pairs = others.groupby(["candidate", "traffic_date"], as_index=False)["conversation_id"]
-    for name, day, ids in pairs.agg(set).itertuples(index=False):
-        if name == PRODUCTION and day in set(skip_production_dates):
-            continue
-        mine, theirs = set(ids), base_sets.get(day, set())
-        rows.append(
-            {
-                "candidate": name,
-                "traffic_date": day,
-                "prefixes": len(mine),
-                "baseline_prefixes": len(theirs),
-                "only_candidate": len(mine - theirs),
-                "only_baseline": len(theirs - mine),
-                "covered": mine == theirs,
-            }
-        )
-    return pd.DataFrame(rows, columns=pd.Index(columns))
+    conn = duckdb.connect(":memory:")
+    try:
+        frame = graded.loc[:, ["candidate", "traffic_date", "conversation_id"]].astype(str)
+        conn.register("graded_frame", frame)
+        return coverage_counts(conn, "graded_frame", baseline, skip_production_dates)
+    finally:
+        conn.close()
 
 
 def coverage_result(table: pd.DataFrame, baseline: str) -> dg.AssetCheckResult:
@@ -105,8 +135,5 @@ def candidate_comparison_coverage(
     baseline = loaded.baseline_name()
     with warehouse.get_connection() as conn:
         ensure_tables(conn)
-        graded = conn.execute(
-            f"SELECT DISTINCT candidate, traffic_date, conversation_id FROM {JUDGE_GRADES.name}"
-        ).df()
-    table = coverage_table(graded, baseline, served_by_others(loaded))
+        table = coverage_counts(conn, JUDGE_GRADES.name, baseline, served_by_others(loaded))
     return coverage_result(table, baseline)
