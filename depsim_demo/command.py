@@ -57,11 +57,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     registry = demo.register_sim_candidates(deployed_on={demo.DEPLOYED_CANDIDATE: [deploy_day]})
     runs.ensure_candidate_partitions(instance, registry.names())
     plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size, log_level="ERROR")
-    # The deployment day needs only its traffic and the realised (production) rates.
+    # The deployment day needs its traffic and the realised (production) rates, and the
+    # baseline simulated there: a candidate added later (the registry sensor runs it on every
+    # demo day) is compared against the baseline on each of its days, so the comparison's
+    # coverage check would fail on a day without it.
     plan[-1:-1] = [
         run
         for run in runs.plan_graph(
-            [deploy_day], [], sample_size=args.sample_size, log_level="ERROR"
+            [deploy_day], [registry.baseline_name()], sample_size=args.sample_size,
+            log_level="ERROR",
         )
         if run.partition_key is not None
     ]

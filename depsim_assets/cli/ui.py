@@ -34,7 +34,9 @@ SUPERSEDED = "Function `dev_command` is superseded"  # a warning of dagster dev,
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start ``dagster dev`` on this home folder's instance; Ctrl-C stops it (exit 0)."""
     home = prepare_dagster_home()
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # The code location runs from the project folder: give it this home by its absolute path,
+    # so it reads the same warehouse, registry and partitions.yaml as the command line.
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DEPSIM_HOME": str(config.depsim_home())}
     # depsim chose the command, so Dagster's advice to type another one is not for the user.
     quiet = f"ignore:{SUPERSEDED}"
     env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), quiet) if w)
