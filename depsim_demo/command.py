@@ -15,7 +15,7 @@ import sys
 
 import dagster as dg
 
-from depsim_assets import config
+from depsim_assets import config, warehouse
 from depsim_assets.cli.compare import (
     comparison_report,
     print_comparison,
@@ -32,7 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from depsim_assets import runs
     from depsim_demo import registry as demo
-    from depsim_demo.synth import write_demo_log
+    from depsim_demo.synth import write_agentic_day, write_demo_log
 
     if not os.environ.get(config.SALT_ENV):
         # The demo's synthetic log only: a fixed, public salt keeps it reproducible. Every
@@ -40,10 +40,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         os.environ[config.SALT_ENV] = config.DEMO_SALT
     dates = demo.demo_dates(args.end_date, args.days)
     deploy_day = demo.deployment_date(dates)
+    agentic_day = demo.agentic_date(dates) if args.agentic_per_day > 0 else None
     root = config.log_root()
+    say = sys.stderr if args.json else sys.stdout
     missing = [d for d in [*dates, deploy_day] if not (root / d).exists()]
     if missing:
-        say = sys.stderr if args.json else sys.stdout
         print(f"writing synthetic production log for {', '.join(missing)} under {root}", file=say)
         write_demo_log(
             root,
@@ -52,8 +53,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             production_model_by_date={deploy_day: demo.DEPLOYED_CANDIDATE},
         )
+    if agentic_day is not None and not (root / agentic_day).exists():
+        print(f"writing the agentic day {agentic_day} ({args.agentic_per_day} conversations "
+              f"that declare tools) under {root}", file=say)
+        write_agentic_day(root, agentic_day, n=args.agentic_per_day, seed=args.seed)
     instance = get_instance()
-    window = claim_partition_window(instance, [*dates, deploy_day])
+    days = [*dates, deploy_day, *([agentic_day] if agentic_day else [])]
+    window = claim_partition_window(instance, days)
     registry = demo.register_sim_candidates(deployed_on={demo.DEPLOYED_CANDIDATE: [deploy_day]})
     runs.ensure_candidate_partitions(instance, registry.names())
     plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size, log_level="ERROR")
@@ -69,6 +75,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         if run.partition_key is not None
     ]
+    if agentic_day is not None:
+        # Every candidate on the agentic day, every conversation of it sampled.
+        plan[-1:-1] = [
+            run
+            for run in runs.plan_graph(
+                [agentic_day], registry.names(), sample_size=args.agentic_per_day,
+                log_level="ERROR",
+            )
+            if run.partition_key is not None
+        ]
     if not args.no_progress and sys.stderr.isatty():
         # Within each run, the call engine draws a bar of its requests under this one.
         os.environ["DEPSIM_PROGRESS_BAR"] = "1"
@@ -81,17 +97,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
             bar.update(1)
 
         runs.execute(plan, instance, on_run=advance)
-    # What the last run materialized, read once for both reports.
-    computed = comparison_frame(baseline=None, alpha=0.1)
+    # The agentic day alone first (a windowed materialization of candidate_comparison), then
+    # the chat days, so that the chat days' comparison is the latest one the UI shows and
+    # what the reports describe. The agentic day is not pooled with them: its production arm
+    # (the log's final replies, whose tool calls sit in the prefix) is not comparable with a
+    # resampled agentic turn, so it would distort the resampling fidelity (docs/agentic.md).
+    agentic = (comparison_report(baseline=None, alpha=0.1, date_from=agentic_day,
+                                 date_to=agentic_day)
+               if agentic_day is not None else None)
+    chat_to = deploy_day if agentic_day is not None else None
+    computed = comparison_frame(baseline=None, alpha=0.1, date_to=chat_to)
     report = comparison_report(baseline=None, alpha=0.1, computed=computed)
     write_reports(report)
     html_report = write_html_report(baseline=None, alpha=0.1, computed=computed)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report if agentic is None else {**report, "agentic_day": agentic},
+                         indent=2))
     else:
         print_comparison(report)
+        if agentic is not None:
+            print()
+            print(f"agentic day {agentic_day} alone (tools declared; the candidate's turn runs "
+                  "until its final reply, each tool call answered by the tool simulator):")
+            print_comparison(agentic)
         print()
-        print(f"warehouse: {config.warehouse_path()}")
+        print(f"warehouse: {warehouse.location()}")
         print(f"report:    {config.reports_dir() / 'comparison.md'}")
         print(f"           {html_report}  (one self-contained HTML file: tables and plots)")
         if window is not None:
@@ -151,6 +181,12 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=demo.DEMO_SAMPLE_SIZE,
         help="conversations sampled per day",
+    )
+    p.add_argument(
+        "--agentic-per-day",
+        type=int,
+        default=demo.DEMO_AGENTIC_PER_DAY,
+        help="conversations of the agentic day (tools declared; all sampled); 0: no agentic day",
     )
     p.add_argument("--seed", type=int, default=demo.DEMO_SEED, help="seed of the synthetic log")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")

@@ -12,6 +12,10 @@ DEMO_DAYS = 3
 DEMO_PER_DAY = 2000
 DEMO_SAMPLE_SIZE = 1200
 DEMO_SEED = 7
+# The agentic day (tools declared, a task per conversation): every conversation is sampled.
+# 600 turns give each of the regressed persona's two raised tool behaviours a power above
+# 0.99 to be called `up` at alpha 0.1 (docs/agentic.md).
+DEMO_AGENTIC_PER_DAY = 600
 
 SIM_CANDIDATES = tuple(
     Candidate(
@@ -38,6 +42,11 @@ def demo_dates(end_date: str = DEMO_END_DATE, days: int = DEMO_DAYS) -> list[str
 def deployment_date(dates: list[str]) -> str:
     """The demo's deployment day: the day after the last simulated day."""
     return (dt.date.fromisoformat(max(dates)) + dt.timedelta(days=1)).isoformat()
+
+
+def agentic_date(dates: list[str]) -> str:
+    """The demo's agentic day: the day after the deployment day (its own folder of log)."""
+    return (dt.date.fromisoformat(deployment_date(dates)) + dt.timedelta(days=1)).isoformat()
 
 
 def register_sim_candidates(deployed_on: dict[str, list[str]] | None = None) -> Registry:

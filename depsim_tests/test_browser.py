@@ -52,7 +52,9 @@ VENV_BIN = Path(sys.executable).parent
 DEPSIM = VENV_BIN / "depsim"
 # The demo's days at its defaults (2026-11-01..03 simulated, 11-04 the deployment day) at a
 # size that keeps the test to a few minutes.
-DEMO_ARGS = ["--per-day", "100", "--sample-size", "30", "--no-progress"]
+# No agentic day: its 600 conversations would triple the demo's time here.
+DEMO_ARGS = ["--per-day", "100", "--sample-size", "30", "--no-progress",
+             "--agentic-per-day", "0"]
 SAMPLE_SIZE = 30
 DEMO_DAYS = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
 WINDOW = ("2026-11-02", "2026-11-03")  # the Launchpad's comparison window

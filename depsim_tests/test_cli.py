@@ -26,7 +26,8 @@ ROW_FIELDS = {
 
 @pytest.mark.e2e
 def test_demo_then_compare_json(depsim_home, capsys):
-    args = ["--days", "2", "--per-day", "120", "--sample-size", "40", "--no-progress"]
+    args = ["--days", "2", "--per-day", "120", "--sample-size", "40", "--no-progress",
+            "--agentic-per-day", "0"]
     assert main(["demo", *args, "--json"]) == 0
     demo_out = json.loads(capsys.readouterr().out)
     assert main(["compare", "--json"]) == 0
@@ -283,13 +284,43 @@ def test_the_sampling_step_fails_without_a_salt_however_launched(depsim_home, mo
 @pytest.mark.e2e
 def test_demo_runs_without_a_salt_on_its_own_public_one(depsim_home, capsys, monkeypatch):
     monkeypatch.delenv("DEPSIM_DEID_SALT")
-    args = ["--days", "1", "--per-day", "60", "--sample-size", "30", "--no-progress", "--json"]
+    args = ["--days", "1", "--per-day", "60", "--sample-size", "30", "--no-progress", "--json",
+            "--agentic-per-day", "0"]
     monkeypatch.setenv("DEPSIM_MIN_SAMPLE", "1")
     assert main(["demo", *args]) == 0
     assert json.loads(capsys.readouterr().out)["rows"]
     # Outside the demo (a new process, no salt in its environment) sampling still refuses.
     monkeypatch.delenv("DEPSIM_DEID_SALT")
     assert main(["sample", "--date", "2026-11-03"]) == 2
+
+
+@pytest.mark.e2e
+def test_demo_agentic_day_is_compared_on_its_own(depsim_home, capsys, monkeypatch):
+    """The demo's agentic day (tools declared) runs the loop for every candidate and is
+    compared alone; the main comparison stays on the chat days."""
+    import duckdb
+
+    from depsim_assets import config
+
+    monkeypatch.setenv("DEPSIM_MIN_SAMPLE", "1")
+    args = ["--days", "1", "--per-day", "60", "--sample-size", "30", "--no-progress", "--json",
+            "--agentic-per-day", "60"]
+    assert main(["demo", *args]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert "2026-11-03" in printed["dates"] and "2026-11-05" not in printed["dates"]
+    assert printed["agentic_day"]["dates"] == ["2026-11-05"]
+    assert {r["candidate"] for r in printed["agentic_day"]["rows"]} >= {
+        "sim-candidate-regressed", "sim-candidate-safer"}
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as conn:
+        steps, calls, turns = conn.execute(
+            "SELECT sum(steps), sum(tool_calls), count(*) FROM candidate_completions"
+            " WHERE traffic_date = '2026-11-05' AND candidate = 'sim-candidate-regressed'"
+        ).fetchone()
+        examples = conn.execute(
+            "SELECT count(*) FROM tool_examples WHERE traffic_date = '2026-11-05'").fetchone()
+    # Every turn took at least one step and the candidate called tools on this day.
+    assert turns == 60 and steps > turns and calls > 0
+    assert examples[0] > 0
 
 
 @pytest.mark.e2e

@@ -495,7 +495,8 @@ def test_the_demo_on_postgres_compares_exactly_as_on_duckdb(url, tmp_path, monke
     Dagster and the CLI, gives the DuckDB run's comparison: same counts, same p-values."""
     from depsim_assets.cli import main
 
-    args = ["--days", "1", "--per-day", "80", "--sample-size", "30", "--no-progress", "--json"]
+    args = ["--days", "1", "--per-day", "80", "--sample-size", "30", "--no-progress", "--json",
+            "--agentic-per-day", "0"]
     printed, stored = {}, {}
     key = ["candidate", "category"]
     for backend in ("duckdb", "postgres"):
