@@ -113,15 +113,18 @@ def _base_url(raw: object, where: str) -> str:
     return value
 
 
-def _key_env(raw: object, where: str) -> str:
-    value = _text(raw, where)
-    if not ENV_NAME_PATTERN.match(value):
-        # never echoed: the usual mistake is pasting the key itself here
-        raise EndpointError(
-            f"{where} must be the NAME of the environment variable that holds the judge's API "
-            "key (letters, digits, '_'), not the key"
-        )
-    return value
+def _role_key_env(role: str) -> Callable[[object, str], str]:
+    def parse(raw: object, where: str) -> str:
+        value = _text(raw, where)
+        if not ENV_NAME_PATTERN.match(value):
+            # never echoed: the usual mistake is pasting the key itself here
+            raise EndpointError(
+                f"{where} must be the NAME of the environment variable that holds the {role}'s "
+                "API key (letters, digits, '_'), not the key"
+            )
+        return value
+
+    return parse
 
 
 def _number(kind: type, low: float, high: float = math.inf) -> Callable[[object, str], Any]:
@@ -157,7 +160,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[object, str], str]:
 JUDGE_ENV: dict[str, tuple[str, Callable[[object, str], Any], Any]] = {
     "base_url": ("DEPSIM_JUDGE_BASE_URL", _base_url, SIM),
     "model": ("DEPSIM_JUDGE_MODEL", _text, "sim-judge"),
-    "api_key_env": ("DEPSIM_JUDGE_API_KEY_ENV", _key_env, None),
+    "api_key_env": ("DEPSIM_JUDGE_API_KEY_ENV", _role_key_env("judge"), None),
     "timeout_s": ("DEPSIM_JUDGE_TIMEOUT_S", _number(float, 0.001, 86_400), 120.0),
     "max_concurrency": ("DEPSIM_JUDGE_MAX_CONCURRENCY", _number(int, 1, 4096), 32),
     "max_retries": ("DEPSIM_JUDGE_MAX_RETRIES", _number(int, 0, 20), 4),
@@ -313,20 +316,6 @@ class RunBudget(dg.ConfigurableResource):
                 if isinstance(number, int | float):
                     spent += float(number)
         return Budget(self.max_usd, spent_usd=spent)
-
-
-def _role_key_env(role: str) -> Callable[[object, str], str]:
-    def parse(raw: object, where: str) -> str:
-        value = _text(raw, where)
-        if not ENV_NAME_PATTERN.match(value):
-            # never echoed: the usual mistake is pasting the key itself here
-            raise EndpointError(
-                f"{where} must be the NAME of the environment variable that holds the {role}'s "
-                "API key (letters, digits, '_'), not the key"
-            )
-        return value
-
-    return parse
 
 
 def _role_env(
