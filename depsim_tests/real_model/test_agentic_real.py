@@ -1,7 +1,7 @@
 """A small agentic day with a real model as the candidate AND as the tool simulator.
 
 SmolLM2-135M-Instruct on llama.cpp's ``llama-server`` (``--jinja``: it takes the OpenAI
-``tools`` field and parses tool calls out of the model's text) replays ten prefixes that
+``tools`` field and parses tool calls out of the model's text) replays six prefixes that
 declare tools (two also hold a real call and its result); every tool call it makes is
 answered by the same model prompted as the tool (``DEPSIM_TOOLSIM_*``), or replayed from the
 prefix. candidate_completions then judge_grades (the built-in judge) run through Dagster, and
@@ -79,8 +79,10 @@ def _replayable(tools: list[dict], name: str, arguments: dict, result: str, agai
 
 
 def _prefixes() -> pd.DataFrame:
+    # Four asks and two replayable prefixes: each turn of SmolLM2 on two CPU cores costs tens
+    # of seconds, and CI runs the whole suite in well under 45 minutes.
     scripts = [(tools, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}])
-               for tools, q in ASKS]
+               for tools, q in ASKS[:4]]
     scripts.append(_replayable([WEATHER], "get_weather", {"city": "Paris"},
                                '{"city": "Paris", "temp_c": 14, "sky": "rain"}',
                                "Check the weather in Paris again and tell me if I need an "
@@ -154,7 +156,7 @@ def _day(instance, candidate: str, server: servers.Server) -> None:
         print(f"  {cid} {status} {str(error or '')[:90]!r} reply={str(reply)[:100]!r} {shown}")
 
     # Every prefix is a row with a status of the loop, its counts consistent with its trace.
-    assert len(rows) == 10
+    assert len(rows) == len(_prefixes())
     assert set(rows["status"]) <= {"ok", "step_limit", "error"}
     assert (rows["status"] != "error").mean() >= 0.8, rows[["status", "error"]]
     for trace, steps, n_calls, status in zip(traces, rows["steps"], rows["tool_calls"],
