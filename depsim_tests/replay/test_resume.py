@@ -79,3 +79,82 @@ def test_sigkill_then_resume(depsim_home, monkeypatch):
     assert meta["cache_hits"].value == cached_before
     assert rows == distinct == SAMPLE
     assert cache_rows == steps
+
+
+AGENTIC_DAY, AGENTIC_N = "2026-11-05", 120
+AGENTIC_CHILD = textwrap.dedent(
+    """
+    import dagster as dg
+    from depsim_assets import runs
+    with dg.DagsterInstance.ephemeral() as instance:
+        runs.ensure_candidate_partitions(instance, ["agent"])
+        runs.execute([r for r in runs.plan_graph([{day!r}], ["agent"], sample_size={sample})
+                      if r.label.startswith(("traffic", "agent"))], instance)
+    """
+)
+
+
+def _turns_done(path) -> tuple[int, int]:
+    """(candidate steps answered, tool results simulated) in the response cache."""
+    with duckdb.connect(str(path), read_only=True) as conn:
+        steps = conn.execute("SELECT count(*) FROM model_calls "
+                             "WHERE status = 'ok' AND kind = 'replay'").fetchone()[0]
+        sims = conn.execute("SELECT count(*) FROM model_calls "
+                            "WHERE status = 'ok' AND kind = 'tool_sim'").fetchone()[0]
+    return steps, sims
+
+
+def test_sigkill_mid_trajectory_then_resume(depsim_home, monkeypatch):
+    """Agentic turns killed with SIGKILL between their steps: the rerun asks only the steps
+    and tool simulations never answered, and each is stored once."""
+    from depsim_demo.synth import write_agentic_day
+
+    write_agentic_day(config.log_root(), AGENTIC_DAY, n=AGENTIC_N, seed=5)
+    save_registry(Registry(baseline="agent", candidates=[Candidate(
+        name="agent", base_url="sim", model="sim-candidate-regressed", max_concurrency=4)]))
+    # 150 ms per call at 4 in flight: about 2-3 steps per turn, so the turns take tens of
+    # seconds, long enough to kill while some have finished steps and others not.
+    env = {**os.environ, "DEPSIM_SIM_FAULTS": "latency_ms=150"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", AGENTIC_CHILD.format(day=AGENTIC_DAY, sample=AGENTIC_N)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    path = config.warehouse_path()
+    # Kill once the first round's answers and some simulations are stored: turns are then
+    # between steps (mid-trajectory).
+    while time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.5)
+        try:
+            steps, sims = _turns_done(path)
+        except duckdb.Error:  # the child holds the write lock at that instant, or no table yet
+            continue
+        if steps >= AGENTIC_N and sims >= 20:
+            break
+    assert child.poll() is None, "the child finished before it could be killed"
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    steps_before, sims_before = _turns_done(path)
+    assert steps_before >= AGENTIC_N and sims_before >= 20
+
+    monkeypatch.setenv("DEPSIM_SIM_FAULTS", "")
+    with dg.DagsterInstance.ephemeral() as instance:
+        runs.ensure_candidate_partitions(instance, ["agent"])
+        key = str(runs.multi_key("agent", AGENTIC_DAY))
+        runs.execute([runs.PlannedRun("agent", ("candidate_completions",), key)], instance)
+        meta = instance.get_latest_materialization_event(
+            dg.AssetKey("candidate_completions")).asset_materialization.metadata
+    with duckdb.connect(str(path), read_only=True) as conn:
+        rows, steps, more_than_one = conn.execute(
+            "SELECT count(*), sum(steps), count(*) FILTER (WHERE steps > 1) "
+            "FROM candidate_completions WHERE candidate = 'agent'").fetchone()
+        cache_steps, cache_sims = conn.execute(
+            "SELECT count(*) FILTER (WHERE kind = 'replay'), "
+            "count(*) FILTER (WHERE kind = 'tool_sim') FROM model_calls").fetchone()
+    assert rows == AGENTIC_N and more_than_one > 0
+    # Every step of every turn is stored once; the rerun asked only the ones not stored.
+    assert cache_steps == steps
+    assert meta["calls_made"].value == steps - steps_before
+    assert meta["cache_hits"].value == steps_before
+    # Every simulated result is stored once too (those of the killed run reused).
+    assert cache_sims == meta["tool_results_simulated"].value
+    assert cache_sims >= sims_before
