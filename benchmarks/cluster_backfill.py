@@ -231,6 +231,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=1, help="processes per worker")
     parser.add_argument("--pg-warehouse", action="store_true",
                         help="also run celery-pg: the warehouse in PostgreSQL")
+    parser.add_argument("--modes", default="multiprocess,celery",
+                        help="comma-separated modes to run (celery-pg needs --pg-warehouse)")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -246,7 +248,12 @@ def main() -> int:
     workdir.chmod(0o755)
     os.environ["DEPSIM_DEID_SALT"] = SALT
     template = prepare_template(workdir, days, args.per_day)
-    modes = ["multiprocess", "celery"] + (["celery-pg"] if args.pg_warehouse else [])
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.pg_warehouse and "celery-pg" not in modes:
+        modes.append("celery-pg")
+    unknown = set(modes) - {"multiprocess", "celery", "celery-pg"}
+    if unknown:
+        parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
     results: list[dict[str, Any]] = []
     try:
         for i in range(args.runs):
@@ -254,7 +261,10 @@ def main() -> int:
                 folder = workdir / f"{mode}-{i}"
                 folder.mkdir()
                 folder.chmod(0o755)
+                load_start = os.getloadavg()[0]
                 result = one_run(mode, template, folder, days, args)
+                result["load_average_start_end"] = [round(load_start, 2),
+                                                    round(os.getloadavg()[0], 2)]
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr, flush=True)
     finally:
@@ -266,7 +276,7 @@ def main() -> int:
         "per_day": args.per_day,
         "workers": args.workers,
         "concurrency": args.concurrency,
-        "load_average_end": os.getloadavg()[0],
+        "load_average_end": round(os.getloadavg()[0], 2),
         "median_wall_s": {
             m: statistics.median(r["wall_s"] for r in results if r["mode"] == m) for m in modes
         },
