@@ -13,9 +13,10 @@ DEMO_PER_DAY = 2000
 DEMO_SAMPLE_SIZE = 1200
 DEMO_SEED = 7
 # The agentic day (tools declared, a task per conversation): every conversation is sampled.
-# 600 turns give each of the regressed persona's two raised tool behaviours a power above
-# 0.99 to be called `up` at alpha 0.1 (docs/agentic.md).
-DEMO_AGENTIC_PER_DAY = 600
+# 800 turns give each of the regressed persona's two raised tool behaviours a power above
+# 0.99 to be called `up` at alpha 0.1 (docs/agentic.md), and are the day the acceptance test
+# (depsim_tests/sim/test_agentic_day_e2e.py) checks, same date and seed.
+DEMO_AGENTIC_PER_DAY = 800
 
 SIM_CANDIDATES = tuple(
     Candidate(
