@@ -185,20 +185,27 @@ def judge_setting_raw(field: str) -> Any:
     return os.environ.get(env, "").strip() or default
 
 
-def judge_settings_from_env(given: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every judge setting: ``given`` where set (not None), else its ``DEPSIM_JUDGE_*``
-    variable, else the built-in default; each value checked, an invalid one refused by name
-    (:class:`~depsim_assets.endpoints.EndpointError`, one line, never echoing a key)."""
-    given = given or {}
+def _settings(
+    table: Mapping[str, tuple[str, Callable[[object, str], Any], Any]],
+    role: str,
+    given: Mapping[str, Any],
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for field, (env, parse, default) in JUDGE_ENV.items():
+    for field, (env, parse, default) in table.items():
         value = given.get(field)
         if value is not None:
-            out[field] = parse(value, f"judge {field}")
+            out[field] = parse(value, f"{role} {field}")
             continue
         raw = os.environ.get(env, "").strip()
         out[field] = parse(raw, env) if raw else default
     return out
+
+
+def judge_settings_from_env(given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every judge setting: ``given`` where set (not None), else its ``DEPSIM_JUDGE_*``
+    variable, else the built-in default; each value checked, an invalid one refused by name
+    (:class:`~depsim_assets.endpoints.EndpointError`, one line, never echoing a key)."""
+    return _settings(JUDGE_ENV, "judge", given or {})
 
 
 def _resolved(value: T | None, field: str) -> T:
@@ -336,22 +343,6 @@ def _role_env(
     for field, (parse, default) in extra.items():
         table[field] = (f"{prefix}_{field.upper()}", parse, default)
     return table
-
-
-def _settings(
-    table: Mapping[str, tuple[str, Callable[[object, str], Any], Any]],
-    role: str,
-    given: Mapping[str, Any],
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for field, (env, parse, default) in table.items():
-        value = given.get(field)
-        if value is not None:
-            out[field] = parse(value, f"{role} {field}")
-            continue
-        raw = os.environ.get(env, "").strip()
-        out[field] = parse(raw, env) if raw else default
-    return out
 
 
 # The two agentic roles (issue #14), configured like the judge: every field left unset takes
