@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -287,10 +288,13 @@ def _sample_path(deid: Any, residue: Any, records: list[Any]) -> list[Any]:
         pipeline.residue = saved
 
 
-def _timed(deid: Any, residue: Any, records: list[Any]) -> float:
-    start = time.perf_counter()
+def _timed(deid: Any, residue: Any, records: list[Any]) -> tuple[float, float]:
+    """Wall and CPU milliseconds per conversation (CPU: this process's, which other
+    processes on a shared machine disturb less)."""
+    start, cpu = time.perf_counter(), time.process_time()
     _sample_path(deid, residue, records)
-    return (time.perf_counter() - start) * 1000 / max(len(records), 1)
+    n = max(len(records), 1)
+    return (time.perf_counter() - start) * 1000 / n, (time.process_time() - cpu) * 1000 / n
 
 
 def check_equal(rev: str, n: int, runs: int) -> dict[str, Any]:
@@ -314,7 +318,8 @@ def check_equal(rev: str, n: int, runs: int) -> dict[str, Any]:
         for _ in range(runs):
             befores.append(_timed(old_deid, old_residue, records))
             afters.append(_timed(new_deid, new_residue, records))
-        before, after = statistics.median(befores), statistics.median(afters)
+        before, after = (statistics.median(t[0] for t in ts) for ts in (befores, afters))
+        before_cpu, after_cpu = (statistics.median(t[1] for t in ts) for ts in (befores, afters))
         texts = [
             m["content"] for r in records for m in r.messages
             if isinstance(m, dict) and isinstance(m.get("content"), str)
@@ -327,7 +332,11 @@ def check_equal(rev: str, n: int, runs: int) -> dict[str, Any]:
             "before_ms": round(before, 3),
             "after_ms": round(after, 3),
             "speedup": round(before / after, 2) if after else None,
+            "before_cpu_ms": round(before_cpu, 3),
+            "after_cpu_ms": round(after_cpu, 3),
+            "cpu_speedup": round(before_cpu / after_cpu, 2) if after_cpu else None,
         }
+    result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -353,8 +362,10 @@ def main() -> None:
                 f"{name:17s} {r['equal']:6d} of {r['conversations']:6d} conversations equal "
                 f"({r['hits']} residue hits, unique texts {r['unique_text_share']:.0%}): "
                 f"{r['before_ms']:.3f} -> {r['after_ms']:.3f} ms/conversation "
-                f"({r['speedup']}x)"
+                f"({r['speedup']}x); CPU {r['before_cpu_ms']:.3f} -> {r['after_cpu_ms']:.3f} ms "
+                f"({r['cpu_speedup']}x)"
             )
+        print(f"load average after: {result['loadavg']}")
         return
     result = measure(args.conversations, args.runs, args.baseline_rev or baseline_rev())
     if args.json:

@@ -28,7 +28,7 @@ import ipaddress
 import json
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -304,7 +304,7 @@ _SECRET_TRIGGERS = (
 
 
 def _trigger_index(
-    sets: list[tuple[str, ...]],
+    sets: Sequence[tuple[str, ...]],
 ) -> tuple[detectors.Words, tuple[int, ...]]:
     """One automaton over the words of several trigger sets, and for each word the bit mask
     of the sets holding it: one pass over a text tells which sets occur in it."""
@@ -1119,18 +1119,45 @@ def _propagate_values(slots: list[_Slot]) -> None:
                 values.setdefault(span.value, span.kind)
     if not values:
         return
-    pattern = re.compile(
-        r"(?<![\w])(?:"
-        + "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
-        + r")(?![\w])"
-    )
+    ordered = sorted(values, key=len, reverse=True)
     for slot in slots:
         extra = [
-            _Span(m.start(), m.end(), values[m.group()], m.group())
-            for m in pattern.finditer(slot.text)
+            _Span(start, start + len(value), values[value], value)
+            for start, value in _whole_word_matches(slot.text, ordered)
         ]
         if extra:
             slot.spans = _merge(slot.spans, extra)
+
+
+def _whole_word_matches(text: str, ordered: list[str]) -> list[tuple[int, str]]:
+    r"""(start, value) of what ``re.finditer(r"(?<![\w])(?:v1|v2|...)(?![\w])", text)`` finds
+    for the escaped literal ``ordered`` values (longest first), found with ``str.find``.
+
+    Compiling that pattern, new for every conversation with a value to propagate, cost more
+    than de-identifying the conversation. This is the same search: positions in order, from
+    the end of the last match on; at each, the first value (in ``ordered``) that occurs there
+    with no word character before or after it (``\w`` is ``str.isalnum()`` or "_").
+    """
+    at: dict[int, list[str]] = {}
+    for value in ordered:
+        i = text.find(value)
+        while i != -1:
+            at.setdefault(i, []).append(value)
+            i = text.find(value, i + 1)
+    out: list[tuple[int, str]] = []
+    pos = 0
+    size = len(text)
+    for start in sorted(at):
+        if start < pos or (start and (text[start - 1].isalnum() or text[start - 1] == "_")):
+            continue
+        for value in at[start]:
+            end = start + len(value)
+            if end < size and (text[end].isalnum() or text[end] == "_"):
+                continue
+            out.append((start, value))
+            pos = end
+            break
+    return out
 
 
 def _normalise(kind: str, value: str) -> str:

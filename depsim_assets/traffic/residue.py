@@ -40,6 +40,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import ahocorasick_rs
 import phonenumbers
 from stdnum import iban as std_iban
 from stdnum import luhn
@@ -581,6 +582,20 @@ _ID_RULES: list[tuple[str, str, re.Pattern[str], Any, str | None]] = [
         None,
     ),
 ]
+
+
+def _least_width(pattern: re.Pattern[str]) -> int:
+    """The fewest characters a match of ``pattern`` consumes: the bound ``re`` computes when
+    it compiles a pattern and checks before every search, read here to skip the search (and
+    its Python loop) in a shorter window. 0, which skips nothing, if ``re`` cannot tell."""
+    try:
+        from re import _parser  # type: ignore[attr-defined]  # re's own parser, 3.11+
+
+        return int(_parser.parse(pattern.pattern, pattern.flags).getwidth()[0])
+    except Exception:  # noqa: BLE001 - no bound is always correct
+        return 0
+
+
 # Digits and ids sit right next to CJK text ("携帯は090-1234-5678です"): the boundaries are
 # ASCII letters and digits, not every Unicode word character.
 _PHONE_CAND = re.compile(_PHONE_CAND.pattern, re.ASCII)
@@ -588,6 +603,7 @@ _ID_RULES = [
     (kind, rule, re.compile(p.pattern, (p.flags & ~re.UNICODE) | re.ASCII), valid, ctx)
     for kind, rule, p, valid, ctx in _ID_RULES
 ]
+_ID_LEAST = tuple(_least_width(pattern) for _, _, pattern, _, _ in _ID_RULES)
 _PASSPORT_RE = re.compile(
     r"(?i)(?:passport|passeport|reisepass|pasaporte|passaporto|паспорт|护照|パスポート|"
     r"driver'?s licen[cs]e|driving licen[cs]e)[\s\S]{0,48}?"
@@ -611,14 +627,17 @@ _OBFUSCATED_EMAIL_RE = re.compile(
 )
 
 
-def _email_hits(text: str, digests: frozenset[str]) -> Iterator[tuple[int, int, str]]:
+def _email_hits(
+    text: str, digests: frozenset[str], lowered: str | None = None
+) -> Iterator[tuple[int, int, str]]:
     if "@" in text:
         for m in _EMAIL_RE.finditer(text):
             local, domain = m.group(1), m.group(2)
             if _reserved_domain(domain) or local.lower() in _ROLE_MAILBOXES:
                 continue
             yield m.start(), m.end(), "email"
-    lowered = text.lower()
+    if lowered is None:
+        lowered = text.lower()
     if "dot" in lowered or "[at]" in lowered or "(at)" in lowered or " @ " in text:
         for m in _OBFUSCATED_EMAIL_RE.finditer(text):
             spelled = m.group()
@@ -702,8 +721,13 @@ _SECRET_CUES = ("key", "secret", "token", "auth", "bearer")  # "key" covers Acco
 _PASSWORD_CUES = ("pass", "pwd", "mot de", "contraseña", "senha", "пароль", "密码", "パスワード")
 
 
-def _secret_hits(text: str, lowered: str) -> Iterator[tuple[int, int, str]]:
-    for m in _PREFIXED_SECRET_RE.finditer(text):
+def _secret_hits(
+    text: str, lowered: str, cues: int | None = None
+) -> Iterator[tuple[int, int, str]]:
+    # ``cues``: the bit mask of _cue_sets(lowered), when the caller has it already.
+    if cues is None:
+        cues = _cue_sets(lowered)
+    for m in _PREFIXED_SECRET_RE.finditer(text) if _PREFIXES.find_matches_as_indexes(text) else ():
         body = m.group().split("_", 1)[-1] if "_" in m.group()[:12] else m.group()[3:]
         # Keys are random: a digit or mixed case. CSS classes and slugs ("sk-toggleable__")
         # share the prefixes but not that.
@@ -712,7 +736,7 @@ def _secret_hits(text: str, lowered: str) -> Iterator[tuple[int, int, str]]:
     if "-----BEGIN" in text:
         for m in _PEM_RE.finditer(text):
             yield m.start(), m.end(), "secret:pem"
-    keyword = any(w in lowered for w in _SECRET_CUES)
+    keyword = bool(cues & _SECRET_CUE_BIT)
     for m in _KEYWORD_SECRET_RE.finditer(text) if keyword else ():
         v = m.group("v").rstrip(".")
         if _is_hashlike(v) or _PLACEHOLDER_RE.match(v) or not _looks_random(v, 3.5):
@@ -722,7 +746,7 @@ def _secret_hits(text: str, lowered: str) -> Iterator[tuple[int, int, str]]:
         v = m.group("v")
         if not _PLACEHOLDER_RE.match(v) and _looks_random(v, 3.5):
             yield m.start("v"), m.end("v"), "secret:bearer"
-    password = any(w in lowered for w in _PASSWORD_CUES)
+    password = bool(cues & _PASSWORD_CUE_BIT)
     for m in _PASSWORD_RE.finditer(text) if password else ():
         v = m.group("v").rstrip(".!)")
         if (
@@ -829,14 +853,18 @@ def scan_text(text: str, digests: frozenset[str]) -> list[tuple[str, str]]:
 
     has_digit = _DIGIT_RE.search(text) is not None
     lowered = text.lower()
+    cues = _cue_sets(lowered)
     if has_digit:
         keep(PHONE, _phone_hits(text))
         windows = _digit_windows(text)
-        for kind, rule, pattern, valid, context in _ID_RULES:
+        whole = [(0, len(text))]
+        for (kind, rule, pattern, valid, context), least in zip(_ID_RULES, _ID_LEAST, strict=True):
             # Rules mostly of letters run on the whole text; the others only near digit runs.
-            spans_in = [(0, len(text))] if rule in _LETTER_RULES else windows
+            spans_in = whole if rule in _LETTER_RULES else windows
             spans = []
             for pos, endpos in spans_in:
+                if endpos - pos < least:
+                    continue  # shorter than any match of the rule: re would find nothing
                 for m in pattern.finditer(text, pos, endpos):
                     if context is not None and not _ID_WORDS[context].search(
                         _before(text, m.start())
@@ -844,8 +872,9 @@ def scan_text(text: str, digests: frozenset[str]) -> list[tuple[str, str]]:
                         continue
                     if valid(m.group()):
                         spans.append((m.start(), m.end(), rule))
-            keep(kind, spans)
-        if any(w in lowered for w in _PASSPORT_CUES):
+            if spans:
+                keep(kind, spans)
+        if cues & _PASSPORT_CUE_BIT:
             keep(
                 PASSPORT,
                 (
@@ -857,11 +886,12 @@ def scan_text(text: str, digests: frozenset[str]) -> list[tuple[str, str]]:
         ips = list(_ip_hits(text))
         keep(IPV4, ((s, e, "ipaddress") for s, e, k in ips if k == IPV4))
         keep(IPV6, ((s, e, "ipaddress") for s, e, k in ips if k == IPV6))
-    keep(EMAIL, _email_hits(text, digests))
-    secrets = list(_secret_hits(text, lowered))
-    keep(SECRET, (h for h in secrets if not h[2].startswith("url:")))
-    keep(URL_TOKEN, (h for h in secrets if h[2].startswith("url:")))
-    if any(w in lowered for w in _INTRO_CUES):
+    keep(EMAIL, _email_hits(text, digests, lowered))
+    secrets = list(_secret_hits(text, lowered, cues))
+    if secrets:
+        keep(SECRET, (h for h in secrets if not h[2].startswith("url:")))
+        keep(URL_TOKEN, (h for h in secrets if h[2].startswith("url:")))
+    if cues & _INTRO_CUE_BIT:
         keep(PERSON_NAME, _name_hits(text, digests))
     if "|" in text and "---" in text:
         keep(PERSON_NAME, _table_name_hits(text, digests))
@@ -918,6 +948,34 @@ _PASSPORT_CUES = ("passport", "passeport", "reisepass", "pasaporte", "passaporto
 _INTRO_CUES = ("my name", "my full name", "appelle", "nom est", "heiße", "heisse", "name ist",
                "llamo", "nombre es", "chiamo", "nome é", "nome e", "зовут", "имя", "नाम",
                "اسمي", "我叫", "名字", "名前")  # fmt: skip
+
+
+# One Aho-Corasick automaton (ahocorasick-rs) over the cue words of every context rule: one
+# pass over the lower-cased text tells which rules may apply, where ``any(w in lowered for w
+# in cues)`` per rule cost more than the rules' own scans on ordinary chat turns.
+_CUE_SETS = (_SECRET_CUES, _PASSWORD_CUES, _PASSPORT_CUES, _INTRO_CUES)
+_SECRET_CUE_BIT, _PASSWORD_CUE_BIT, _PASSPORT_CUE_BIT, _INTRO_CUE_BIT = 1, 2, 4, 8
+_CUE_WORDS: dict[str, int] = {}
+for _bit, _words in enumerate(_CUE_SETS):
+    for _word in _words:
+        _CUE_WORDS[_word] = _CUE_WORDS.get(_word, 0) | 1 << _bit
+_CUE_AUTOMATON = ahocorasick_rs.AhoCorasick(list(_CUE_WORDS))
+_CUE_MASKS = tuple(_CUE_WORDS.values())
+# Every alternative of _PREFIXED_SECRET_RE begins with one of these (case-sensitive, as it is).
+_PREFIXES = ahocorasick_rs.AhoCorasick(
+    ["sk-", "sk_", "rk_", "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ghp_", "gho_",
+     "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox", "AIza", "hf_", "gsk_", "SG.",
+     "npm_", "pypi-", "shpat_", "dop_v1_", "eyJ", "https://hooks.slack.com/services/T",
+     "https://discord"]
+)  # fmt: skip
+
+
+def _cue_sets(lowered: str) -> int:
+    """Bit mask of the cue sets (_SECRET_CUE_BIT...) with a word in ``lowered``."""
+    found = 0
+    for i, _, _ in _CUE_AUTOMATON.find_matches_as_indexes(lowered, True):
+        found |= _CUE_MASKS[i]
+    return found
 
 
 def _digit_windows(text: str) -> list[tuple[int, int]]:
