@@ -493,7 +493,7 @@ def find_spans(text: str) -> list[_Span]:
     if "@" in text:
         for m in _EMAIL_RE.finditer(text):
             add(EMAIL, m.start(), m.end())
-    if _DIGIT_RE.search(text):
+    if detectors.has_digit(text):
         for m in _CARD_RE.finditer(text):
             if luhn_valid(m.group()) and _card_brand_ok(m.group()):
                 add(PAYMENT_CARD, m.start(), m.end())

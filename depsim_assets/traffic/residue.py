@@ -851,7 +851,7 @@ def scan_text(text: str, digests: frozenset[str]) -> list[tuple[str, str]]:
             if not _surrogate(text[start:end], text, start, end, digests):
                 out.append((kind, rule))
 
-    has_digit = _DIGIT_RE.search(text) is not None
+    has_digit = _has_digit(text)
     lowered = text.lower()
     cues = _cue_sets(lowered)
     if has_digit:
@@ -968,6 +968,16 @@ _PREFIXES = ahocorasick_rs.AhoCorasick(
      "npm_", "pypi-", "shpat_", "dop_v1_", "eyJ", "https://hooks.slack.com/services/T",
      "https://discord"]
 )  # fmt: skip
+
+
+def _has_digit(text: str) -> bool:
+    # _DIGIT_RE.search(text): ten ``in`` tests in an ASCII text, several times faster.
+    if text.isascii():
+        return (
+            "0" in text or "1" in text or "2" in text or "3" in text or "4" in text
+            or "5" in text or "6" in text or "7" in text or "8" in text or "9" in text
+        )  # fmt: skip
+    return _DIGIT_RE.search(text) is not None
 
 
 def _cue_sets(lowered: str) -> int:

@@ -165,7 +165,10 @@ def _implies(pattern: re.Pattern[str], gate: object, texts: list[str]) -> int:
 def test_detector_gates_hold_wherever_their_pattern_matches():
     texts = _texts(30, 6000)
     ascii_texts = [t for t in texts if t.isascii()]
-    assert _implies(detectors._PAIR_RE, detectors._PAIR_HINT_RE.search, ascii_texts) > 100
+    assert _implies(detectors._PAIR_RE, detectors._pair_possible, ascii_texts) > 100
+    hint = re.compile(r"[a-z][ \t][A-Z][a-z]")
+    for text in ascii_texts:
+        assert detectors._pair_possible(text) == bool(hint.search(text)), text
     assert _implies(
         detectors._OBFUSCATION_HINT_RE, detectors._obfuscation_possible,
         [*texts, *_texts(31, 2000, (*_PIECES, "DOT", "İ", "ı", "ſ", "\u00a0at\u2003"))],
@@ -236,3 +239,17 @@ def test_whole_word_matches_equal_the_alternation_they_replace():
         )
         expected = [(m.start(), m.group()) for m in pattern.finditer(text)]
         assert deid._whole_word_matches(text, ordered) == expected, (text, ordered)
+
+
+def test_whitespace_and_digits_are_what_re_matches_for_s_and_d():
+    space, digit = re.compile(r"\s"), re.compile(r"\d")
+    chars = [chr(c) for c in range(0x110000)]
+    assert set(detectors.WHITESPACE) == {c for c in chars if space.match(c)}
+    decimal = {c for c in chars if digit.match(c)}
+    rng = random.Random(80)
+    pieces = ("a", " ", "7", "x", "é", "٣", "\n", "_", "0", "9", "५")
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 8)))
+        expected = any(c in decimal for c in text)
+        assert detectors.has_digit(text) == expected, text
+        assert residue._has_digit(text) == expected, text
