@@ -333,6 +333,22 @@ _CASED_INDEX = _trigger_index([*_CASED_SETS, _SECRET_TRIGGERS])
 _SECRET_BIT = 1 << len(_CASED_SETS)
 
 
+def _name_runs() -> tuple[tuple[re.Pattern[str], bool, bool, int, re.Pattern[str] | None], ...]:
+    """(pattern, family only, triggers lower-cased, the triggers' bit, gate) of each name
+    pattern, in order: the bit of its trigger set in _present's mask of that case."""
+    runs = []
+    bits = {True: 0, False: 0}
+    for (pattern, family_only), (_, lowered), gate in zip(
+        _NAME_PATTERNS, _NAME_TRIGGERS, _NAME_GATES, strict=True
+    ):
+        runs.append((pattern, family_only, lowered, 1 << bits[lowered], gate))
+        bits[lowered] += 1
+    return tuple(runs)
+
+
+_NAME_RUNS = _name_runs()
+
+
 # Capitalised words that follow a trigger ("I'm Sorry", "Hi Team,", "Thanks, Everyone") but
 # are not names. A name stops at the first of these.
 _NOT_NAMES = frozenset(
@@ -369,6 +385,8 @@ _PRIORITY = (
     PHONE,
     STREET_ADDRESS,
 )
+# Sort rank of each kind in find_spans: _PRIORITY, then names.
+_RANK = {kind: i for i, kind in enumerate((*_PRIORITY, PERSON_NAME))}
 
 
 class _Span(NamedTuple):
@@ -521,15 +539,10 @@ def find_spans(text: str) -> list[_Span]:
     low = text.lower()
     lowered_sets = _present(_LOWER_INDEX, low)
     ascii_text = text.isascii()
-    lower_bit = cased_bit = 0
-    for (pattern, family_only), (_, lowered), gate in zip(
-        _NAME_PATTERNS, _NAME_TRIGGERS, _NAME_GATES, strict=True
-    ):
-        if lowered:
-            present, lower_bit = lowered_sets & 1 << lower_bit, lower_bit + 1
-        else:
-            present, cased_bit = cased & 1 << cased_bit, cased_bit + 1
-        if not present or (ascii_text and gate is not None and not gate.search(low)):
+    for pattern, family_only, lowered, bit, gate in _NAME_RUNS:
+        if not (lowered_sets if lowered else cased) & bit:
+            continue
+        if ascii_text and gate is not None and not gate.search(low):
             continue
         for m in pattern.finditer(text):
             if pattern is _KEY_NAME_PATTERN and (
@@ -549,8 +562,7 @@ def find_spans(text: str) -> list[_Span]:
         if d.end > d.start:
             add(d.kind, d.start, d.end, hint=d.hint)
 
-    rank = {kind: i for i, kind in enumerate((*_PRIORITY, PERSON_NAME))}
-    found.sort(key=lambda s: (rank[s.kind], s.start, -(s.end - s.start)))
+    found.sort(key=lambda s: (_RANK[s.kind], s.start, -(s.end - s.start)))
     return _merge([], found)
 
 

