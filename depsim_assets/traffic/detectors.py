@@ -637,7 +637,9 @@ def split_card(first: str, second: str) -> tuple[tuple[int, int], tuple[int, int
     Returns the (start, end) of each part when the joined digits are 13-19 long and pass the
     Luhn check, and neither part is a card on its own.
     """
-    tail = _SPLIT_TAIL_RE.search(first)
+    # The tail starts with a digit: the digit test skips searching (from every position of)
+    # a turn without one.
+    tail = _SPLIT_TAIL_RE.search(first) if has_digit(first) else None
     if not tail:
         return None
     head = _SPLIT_HEAD_RE.match(second)

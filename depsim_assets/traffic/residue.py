@@ -1014,7 +1014,8 @@ def _split_card_hits(
     hits = []
     for i, msg in enumerate(messages):
         a = msg.get("content") if isinstance(msg, dict) else None
-        if not isinstance(a, str) or not (tail := _SPLIT_TAIL.search(a)):
+        # The tail holds digits: the digit test skips the search in a turn without one.
+        if not isinstance(a, str) or not _has_digit(a) or not (tail := _SPLIT_TAIL.search(a)):
             continue
         j = next(
             (
