@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import dagster as dg
 
@@ -25,12 +27,53 @@ from depsim_assets.cli.compare import (
 from depsim_assets.cli.comparison import comparison_frame
 from depsim_assets.cli.instance import get_instance
 
+if TYPE_CHECKING:  # runs imports the whole graph: only when a command runs
+    from depsim_assets import runs
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the log if absent, register the sim candidates, materialize everything."""
     from tqdm import tqdm
 
     from depsim_assets import runs
+
+    say = sys.stderr if args.json else sys.stdout
+    dates, deploy_day, agentic_day = write_demo_logs(args, say)
+    instance = get_instance()
+    days = [*dates, deploy_day, *([agentic_day] if agentic_day else [])]
+    window = claim_partition_window(instance, days)
+    plan, names = demo_plan(args, dates, deploy_day, agentic_day)
+    runs.ensure_candidate_partitions(instance, names)
+    if not args.no_progress and sys.stderr.isatty():
+        # Within each run, the call engine draws a bar of its requests under this one.
+        os.environ["DEPSIM_PROGRESS_BAR"] = "1"
+    with tqdm(
+        total=len(plan), desc="materializing", unit="run", file=sys.stderr, disable=args.no_progress
+    ) as bar:
+
+        def advance(run: runs.PlannedRun) -> None:
+            bar.set_postfix_str(run.label)
+            bar.update(1)
+
+        runs.execute(plan, instance, on_run=advance)
+    html_report = print_demo_comparison(args, deploy_day, agentic_day)
+    if not args.json:
+        print()
+        print(f"warehouse: {warehouse.location()}")
+        print(f"report:    {config.reports_dir() / 'comparison.md'}")
+        print(f"           {html_report}  (one self-contained HTML file: tables and plots)")
+        if window is not None:
+            print(f"days:      {window}")
+        print(
+            f"UI:        depsim ui   (or: DAGSTER_HOME={config.dagster_home()} "
+            f"{sys.executable} -m dagster dev -w workspace.yaml)"
+        )
+    return 0
+
+
+def write_demo_logs(args: argparse.Namespace, say: TextIO) -> tuple[list[str], str, str | None]:
+    """The demo's synthetic log, written where missing: ``(chat days, deployment day,
+    agentic day or None)``. Uses the public demo salt unless one is set."""
     from depsim_demo import registry as demo
     from depsim_demo.synth import write_agentic_day, write_demo_log
 
@@ -42,7 +85,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     deploy_day = demo.deployment_date(dates)
     agentic_day = demo.agentic_date(dates) if args.agentic_per_day > 0 else None
     root = config.log_root()
-    say = sys.stderr if args.json else sys.stdout
     missing = [d for d in [*dates, deploy_day] if not (root / d).exists()]
     if missing:
         print(f"writing synthetic production log for {', '.join(missing)} under {root}", file=say)
@@ -57,11 +99,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"writing the agentic day {agentic_day} ({args.agentic_per_day} conversations "
               f"that declare tools) under {root}", file=say)
         write_agentic_day(root, agentic_day, n=args.agentic_per_day, seed=args.seed)
-    instance = get_instance()
-    days = [*dates, deploy_day, *([agentic_day] if agentic_day else [])]
-    window = claim_partition_window(instance, days)
+    return dates, deploy_day, agentic_day
+
+
+def demo_plan(
+    args: argparse.Namespace, dates: list[str], deploy_day: str, agentic_day: str | None
+) -> tuple[list[runs.PlannedRun], list[str]]:
+    """The demo's runs, in order (traffic, candidate-days, the comparison last), and the
+    candidates it registered. ``scripts/cluster.sh`` runs the same plan on Celery workers."""
+    from depsim_assets import runs
+    from depsim_demo import registry as demo
+
     registry = demo.register_sim_candidates(deployed_on={demo.DEPLOYED_CANDIDATE: [deploy_day]})
-    runs.ensure_candidate_partitions(instance, registry.names())
     plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size, log_level="ERROR")
     # The deployment day needs its traffic and the realised (production) rates, and the
     # baseline simulated there: a candidate added later (the registry sensor runs it on every
@@ -85,18 +134,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             if run.partition_key is not None
         ]
-    if not args.no_progress and sys.stderr.isatty():
-        # Within each run, the call engine draws a bar of its requests under this one.
-        os.environ["DEPSIM_PROGRESS_BAR"] = "1"
-    with tqdm(
-        total=len(plan), desc="materializing", unit="run", file=sys.stderr, disable=args.no_progress
-    ) as bar:
+    return plan, registry.names()
 
-        def advance(run: runs.PlannedRun) -> None:
-            bar.set_postfix_str(run.label)
-            bar.update(1)
 
-        runs.execute(plan, instance, on_run=advance)
+def print_demo_comparison(
+    args: argparse.Namespace, deploy_day: str, agentic_day: str | None
+) -> Path:
+    """The demo's comparison from the warehouse as it is configured now: written as reports,
+    printed as tables, or with ``--json`` as one JSON document (``agentic_day`` inside).
+    Returns the HTML report's path."""
     # The agentic day alone first (a windowed materialization of candidate_comparison), then
     # the chat days, so that the chat days' comparison is the latest one the UI shows and
     # what the reports describe. The agentic day is not pooled with them: its production arm
@@ -113,24 +159,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report if agentic is None else {**report, "agentic_day": agentic},
                          indent=2))
-    else:
-        print_comparison(report)
-        if agentic is not None:
-            print()
-            print(f"agentic day {agentic_day} alone (tools declared; the candidate's turn runs "
-                  "until its final reply, each tool call answered by the tool simulator):")
-            print_comparison(agentic)
+        return html_report
+    print_comparison(report)
+    if agentic is not None:
         print()
-        print(f"warehouse: {warehouse.location()}")
-        print(f"report:    {config.reports_dir() / 'comparison.md'}")
-        print(f"           {html_report}  (one self-contained HTML file: tables and plots)")
-        if window is not None:
-            print(f"days:      {window}")
-        print(
-            f"UI:        depsim ui   (or: DAGSTER_HOME={config.dagster_home()} "
-            f"{sys.executable} -m dagster dev -w workspace.yaml)"
-        )
-    return 0
+        print(f"agentic day {agentic_day} alone (tools declared; the candidate's turn runs "
+              "until its final reply, each tool call answered by the tool simulator):")
+        print_comparison(agentic)
+    return html_report
 
 
 def claim_partition_window(instance: dg.DagsterInstance, days: list[str]) -> str | None:

@@ -55,6 +55,8 @@ from depsim_tests.services import (
 BIN = Path(sys.executable).parent
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKER_READY_S = 180.0
+WAREHOUSE_URL_ENV = "DEPSIM_WAREHOUSE_URL"
+WAREHOUSE_DATABASE = "depsim_warehouse"
 CELERY_WORKER_KEY = "Celery worker"  # dagster-celery's engine-event metadata naming the worker
 # On a shared 2-core machine under load a code server can take minutes to start and answer:
 # Dagster's defaults (180 s to start, 60 s per request) then cancel queued runs.
@@ -161,6 +163,7 @@ def start_cluster(
     concurrency: int = 1,
     daemon: bool = False,
     keep_data: bool = False,
+    pg_warehouse: bool = False,
     extra_env: dict[str, str] | None = None,
 ) -> Cluster:
     """Start PostgreSQL, Redis and ``workers`` Celery workers (each ``concurrency`` step
@@ -168,6 +171,8 @@ def start_cluster(
 
     ``keep_data`` keeps PostgreSQL's data under ``<home>/cluster/postgres`` across starts
     (the script); otherwise it is thrown away on :meth:`Cluster.stop` (tests, benchmarks).
+    ``pg_warehouse`` puts the warehouse in database ``depsim_warehouse`` of the same server
+    (``DEPSIM_WAREHOUSE_URL`` for every process) instead of the DuckDB file.
     """
     if workers < 1 or concurrency < 1:
         raise ValueError("workers and concurrency must be at least 1")
@@ -179,6 +184,14 @@ def start_cluster(
     except BaseException:
         postgres.stop()
         raise
+    warehouse_env = {}
+    if pg_warehouse:
+        try:
+            warehouse_env[WAREHOUSE_URL_ENV] = postgres.database(WAREHOUSE_DATABASE)
+        except BaseException:
+            redis.stop()
+            postgres.stop()
+            raise
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
     (dagster_home / "dagster.yaml").write_text(instance_yaml(postgres.url))
@@ -196,6 +209,7 @@ def start_cluster(
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
         **GRPC_TIMEOUT_ENV,
+        **warehouse_env,
         **(extra_env or {}),
     }
     cluster = Cluster(home=home, dagster_home=dagster_home, postgres=postgres, redis=redis,
@@ -248,10 +262,12 @@ def _wait_workers(cluster: Cluster) -> None:
 
 @contextlib.contextmanager
 def running_cluster(
-    home: Path, *, workers: int = 2, concurrency: int = 1, daemon: bool = False
+    home: Path, *, workers: int = 2, concurrency: int = 1, daemon: bool = False,
+    pg_warehouse: bool = False,
 ) -> Iterator[Cluster]:
     """:func:`start_cluster` for a ``with`` block; stopped however the block ends."""
-    cluster = start_cluster(home, workers=workers, concurrency=concurrency, daemon=daemon)
+    cluster = start_cluster(home, workers=workers, concurrency=concurrency, daemon=daemon,
+                            pg_warehouse=pg_warehouse)
     try:
         yield cluster
     finally:
@@ -327,34 +343,27 @@ def run_waves(cluster: Cluster, waves: Sequence[Sequence[object]], max_runs: int
             time.sleep(0.5)
 
 
-def demo_on_cluster(cluster: Cluster, args: argparse.Namespace) -> None:
-    """The demo's plan (``depsim_demo/command.py``) run on the cluster, wave by wave."""
-    from depsim_assets import config, runs
-    from depsim_demo import registry as demo
-    from depsim_demo.synth import write_demo_log
+def demo_on_cluster(cluster: Cluster, args: argparse.Namespace) -> tuple[str, str | None]:
+    """The demo's plan (``depsim_demo.command.demo_plan``, the runs ``depsim demo`` makes, the
+    agentic day included) run on the cluster, wave by wave: every day's traffic, then every
+    candidate-day, then the comparison. Returns the deployment day and the agentic day."""
+    from depsim_assets import runs
+    from depsim_demo.command import demo_plan, write_demo_logs
 
-    dates = demo.demo_dates(args.end_date, args.days)
-    deploy_day = demo.deployment_date(dates)
-    root = config.log_root()
-    missing = [d for d in [*dates, deploy_day] if not (root / d).exists()]
-    if missing:
-        print(f"writing synthetic production log for {', '.join(missing)} under {root}")
-        write_demo_log(root, missing, per_day=args.per_day, seed=args.seed,
-                       production_model_by_date={deploy_day: demo.DEPLOYED_CANDIDATE})
-    registry = demo.register_sim_candidates(deployed_on={demo.DEPLOYED_CANDIDATE: [deploy_day]})
+    dates, deploy_day, agentic_day = write_demo_logs(args, sys.stdout)
+    plan, names = demo_plan(args, dates, deploy_day, agentic_day)
     with cluster.instance() as instance:
-        runs.ensure_candidate_partitions(instance, registry.names())
-    plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size,
-                           log_level="ERROR")
-    deploy = [r for r in runs.plan_graph([deploy_day], [], sample_size=args.sample_size,
-                                         log_level="ERROR") if r.partition_key is not None]
-    traffic = [r for r in [*plan, *deploy] if r.assets == runs.TRAFFIC_ASSETS]
-    candidates = [r for r in [*plan, *deploy] if r.assets == runs.CANDIDATE_ASSETS]
+        runs.ensure_candidate_partitions(instance, names)
+    traffic = [r for r in plan if r.assets == runs.TRAFFIC_ASSETS]
+    candidates = [r for r in plan if r.assets == runs.CANDIDATE_ASSETS]
     comparison = [r for r in plan if r.partition_key is None]
+    if len(traffic) + len(candidates) + len(comparison) != len(plan):
+        raise RuntimeError("the demo's plan holds a run that is neither traffic, a "
+                           "candidate-day nor the comparison")
     started = time.monotonic()
     run_waves(cluster, [traffic, candidates, comparison], args.max_runs)
-    print(f"materialized {len(traffic) + len(candidates) + len(comparison)} runs in "
-          f"{time.monotonic() - started:.0f}s")
+    print(f"materialized {len(plan)} runs in {time.monotonic() - started:.0f}s")
+    return deploy_day, agentic_day
 
 
 def summary(cluster: Cluster) -> dict[str, object]:
@@ -370,6 +379,7 @@ def summary(cluster: Cluster) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from depsim_demo import registry as demo
+    from depsim_demo.command import print_demo_comparison
 
     p = argparse.ArgumentParser(
         prog="scripts/cluster.sh",
@@ -385,9 +395,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--end-date", default=demo.DEMO_END_DATE)
     p.add_argument("--per-day", type=int, default=demo.DEMO_PER_DAY)
     p.add_argument("--sample-size", type=int, default=demo.DEMO_SAMPLE_SIZE)
+    p.add_argument("--agentic-per-day", type=int, default=demo.DEMO_AGENTIC_PER_DAY,
+                   help="conversations of the demo's agentic day; 0: none")
     p.add_argument("--seed", type=int, default=demo.DEMO_SEED)
+    p.add_argument("--pg-warehouse", action="store_true",
+                   help="the warehouse in the same PostgreSQL (database depsim_warehouse) "
+                   "instead of the DuckDB file")
     p.add_argument("--json", action="store_true",
-                   help="print the comparison as JSON (`depsim compare --json`)")
+                   help="print the comparison as JSON (as `depsim demo --json` does)")
     p.add_argument("--serve", action="store_true",
                    help="after the demo, keep everything up and run `dagster dev` on the "
                    "instance (the UI) until Ctrl-C")
@@ -401,6 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from depsim_assets import config
 
     os.environ.setdefault(config.SALT_ENV, config.DEMO_SALT)
+    if args.pg_warehouse and os.environ.get(WAREHOUSE_URL_ENV):
+        print(f"cluster: error: --pg-warehouse and {WAREHOUSE_URL_ENV} both name a warehouse; "
+              "give one", file=sys.stderr)
+        return 2
 
     def terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -408,11 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     try:
         cluster = start_cluster(home, workers=args.workers, concurrency=args.concurrency,
-                                keep_data=True)
+                                keep_data=True, pg_warehouse=args.pg_warehouse)
     except (ServiceError, ValueError) as exc:
         print(f"cluster: error: {exc}", file=sys.stderr)
         return 1
     # With --json, stdout carries only the comparison (the compare process writes it there).
+    stdout = sys.stdout
     progress = contextlib.ExitStack()
     if args.json:
         progress.enter_context(contextlib.redirect_stdout(sys.stderr))
@@ -421,11 +441,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Redis      {cluster.redis.url} (Celery broker and results)")
         print(f"workers    {', '.join(cluster.workers)} x {args.concurrency} process(es)")
         print(f"instance   {cluster.dagster_home / 'dagster.yaml'}")
-        demo_on_cluster(cluster, args)
-        compared = subprocess.run(
-            [str(BIN / "depsim"), "compare", *(["--json"] if args.json else [])],
-            env=cluster.env, cwd=PROJECT_ROOT, check=False,
-        )
+        if args.pg_warehouse:
+            # This process reads the comparison back from there too.
+            os.environ[WAREHOUSE_URL_ENV] = cluster.env[WAREHOUSE_URL_ENV]
+            print(f"warehouse  {cluster.env[WAREHOUSE_URL_ENV]} (PostgreSQL)")
+        deploy_day, agentic_day = demo_on_cluster(cluster, args)
+        # The comparison the demo prints, from the same functions; with --json on stdout
+        # alone, so the two outputs can be compared byte for byte.
+        with contextlib.ExitStack() as out:
+            if args.json:
+                out.enter_context(contextlib.redirect_stdout(stdout))
+            print_demo_comparison(args, deploy_day, agentic_day)
         print(json.dumps(summary(cluster)))
         if args.serve:
             print("serving the UI on http://127.0.0.1:3000 (Ctrl-C stops everything)")
@@ -438,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ui.wait()
             finally:
                 _stop_group(ui, signal.SIGINT, 20)
-        return compared.returncode
+        return 0
     except KeyboardInterrupt:
         print("cluster: interrupted, stopping", file=sys.stderr)
         return 130

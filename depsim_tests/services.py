@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -166,6 +167,11 @@ class PgServer:
     def pid(self) -> int:
         return self.process.pid
 
+    def database(self, name: str) -> str:
+        """The URL of database ``name`` on this server, created when it does not exist."""
+        _ensure_database(pg_bin_dir(), self.port, name)
+        return f"{self.url.rsplit('/', 1)[0]}/{name}"
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, close connections) of the
         process group; removes the data unless ``keep``."""
@@ -261,21 +267,22 @@ def _wait_postgres(bin_dir: Path, port: int, proc: subprocess.Popen[bytes]) -> b
     return False
 
 
-def _ensure_database(bin_dir: Path, port: int) -> None:
+def _ensure_database(bin_dir: Path, port: int, name: str = PG_DATABASE) -> None:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"database names here are lower-case identifiers, got {name!r}")
     exists = subprocess.run(
         [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, "-d",
-         "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"],
+         "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
         capture_output=True, text=True, check=False,
     )
     if exists.stdout.strip() == "1":
         return
     made = subprocess.run(
-        [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER,
-         PG_DATABASE],
+        [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, name],
         capture_output=True, text=True, check=False,
     )
     if made.returncode != 0:
-        raise ServiceError(f"createdb {PG_DATABASE} failed: {made.stderr.strip()}")
+        raise ServiceError(f"createdb {name} failed: {made.stderr.strip()}")
 
 
 # -- Redis -----------------------------------------------------------------------------------

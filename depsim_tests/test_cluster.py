@@ -2,9 +2,11 @@
 
 A real PostgreSQL and Redis (``depsim_tests.services``), two ``dagster-celery`` worker
 processes standing in for two hosts, and the Dagster daemon executing a ``depsim`` backfill
-(2 days x 2 candidates, traffic included) with ``DEPSIM_EXECUTOR=celery``: every partition
-materializes, steps ran on both workers (the worker name dagster-celery records on each step),
-and the runs and their events are rows in PostgreSQL.
+(2 days x 2 candidates, traffic included) with ``DEPSIM_EXECUTOR=celery`` and the warehouse in
+the same PostgreSQL (``DEPSIM_WAREHOUSE_URL``; separate hosts share no DuckDB file): every
+partition materializes, steps ran on both workers (the worker name dagster-celery records on
+each step), the runs and their events are rows in PostgreSQL, and so is every partition's
+warehouse data; no DuckDB warehouse file was made.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def small_days(monkeypatch):
     monkeypatch.setenv("DEPSIM_MIN_SAMPLE", "10")
 
 
-def test_backfill_on_postgres_and_two_celery_workers(depsim_home):
+def test_backfill_on_postgres_and_two_celery_workers(depsim_home, monkeypatch):
     write_demo_log(config.log_root(), DAYS, per_day=PER_DAY, seed=11)
     save_registry(
         Registry(
@@ -42,7 +44,7 @@ def test_backfill_on_postgres_and_two_celery_workers(depsim_home):
         ),
         config.registry_path(),
     )
-    with running_cluster(depsim_home, workers=2, daemon=True) as cluster:
+    with running_cluster(depsim_home, workers=2, daemon=True, pg_warehouse=True) as cluster:
         with cluster.instance() as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -88,26 +90,32 @@ def test_backfill_on_postgres_and_two_celery_workers(depsim_home):
             cur.execute("SELECT count(*) FROM bulk_actions WHERE key = %s", (backfill_id,))
             assert cur.fetchone() == (1,)
 
-    # And the warehouse holds every partition's rows.
-    with warehouse.connection(config.warehouse_path(), read_only=True) as conn:
-        for day in DAYS:
-            prefixes = conn.execute(
-                "SELECT count(*) FROM conversation_prefixes WHERE traffic_date = ?", [day]
-            ).fetchone()[0]
-            assert prefixes >= PER_DAY * 0.6, (day, prefixes)
-            for cand in CANDIDATES:
-                keys = [cand, day]
-                completions = conn.execute(
-                    "SELECT count(*) FROM candidate_completions"
-                    " WHERE candidate = ? AND traffic_date = ? AND status = 'ok'",
-                    keys,
+        # And the warehouse, in PostgreSQL, holds every partition's rows.
+        monkeypatch.setenv(warehouse.URL_ENV, cluster.env[warehouse.URL_ENV])
+        assert "depsim_warehouse" in warehouse.location()
+        with warehouse.configured(read_only=True) as conn:
+            for day in DAYS:
+                prefixes = conn.execute(
+                    "SELECT count(*) FROM conversation_prefixes WHERE traffic_date = ?", [day]
                 ).fetchone()[0]
-                grades = conn.execute(
-                    "SELECT count(*) FROM judge_grades WHERE candidate = ? AND traffic_date = ?",
-                    keys,
-                ).fetchone()[0]
-                rates = conn.execute(
-                    "SELECT count(*) FROM behavior_rates WHERE candidate = ? AND traffic_date = ?",
-                    keys,
-                ).fetchone()[0]
-                assert (completions, grades, rates) == (prefixes, prefixes * 20, 20), (cand, day)
+                assert prefixes >= PER_DAY * 0.6, (day, prefixes)
+                for cand in CANDIDATES:
+                    keys = [cand, day]
+                    completions = conn.execute(
+                        "SELECT count(*) FROM candidate_completions"
+                        " WHERE candidate = ? AND traffic_date = ? AND status = 'ok'",
+                        keys,
+                    ).fetchone()[0]
+                    grades = conn.execute(
+                        "SELECT count(*) FROM judge_grades"
+                        " WHERE candidate = ? AND traffic_date = ?",
+                        keys,
+                    ).fetchone()[0]
+                    rates = conn.execute(
+                        "SELECT count(*) FROM behavior_rates"
+                        " WHERE candidate = ? AND traffic_date = ?",
+                        keys,
+                    ).fetchone()[0]
+                    counts = (completions, grades, rates)
+                    assert counts == (prefixes, prefixes * 20, 20), (cand, day)
+    assert not config.warehouse_path().exists()  # nothing went to a DuckDB file
