@@ -186,6 +186,10 @@ class Words:
         """(start, end) in code points of every occurrence of every word."""
         return [(a, b) for _, a, b in self._automaton.find_matches_as_indexes(text, True)]
 
+    def matches(self, text: str) -> list[tuple[int, int, int]]:
+        """(index into ``words``, start, end) of every occurrence of every word."""
+        return self._automaton.find_matches_as_indexes(text, True)
+
     def found(self, text: str) -> set[int]:
         """Indexes (into ``words``) of the words that occur in ``text``."""
         return {i for i, _, _ in self._automaton.find_matches_as_indexes(text, True)}
@@ -227,7 +231,7 @@ def _cue_finditer(
     size = len(text)
     windows = [
         (start - before if start > before else 0, end + after if end + after < size else size)
-        for start, end in triggers.spans(low)
+        for _, start, end in triggers.matches(low)
     ]
     if not windows:
         return
@@ -259,7 +263,7 @@ def _matches_at(
     candidates = sorted(
         {
             a
-            for a, _ in starts.spans(low)
+            for _, a, _ in starts.matches(low)
             if a == 0 or not (low[a - 1].isalnum() or low[a - 1] == "_")
         }
     )
