@@ -3,7 +3,7 @@
 Run by hand (not part of the test suite)::
 
     .venv/bin/python benchmarks/sampling_scale.py [--json] [--records N] [--sample N]
-        [--repeat R] [--engines duckdb,python]
+        [--repeat R] [--engines duckdb,python] [--deid-workers N[,M...]]
 
 It writes a synthetic day of OpenAI-chat JSONL (2-6 messages per conversation, some planted
 PII, tool calls, opted-out, multimodal and malformed records) under ``--workdir`` (default: a
@@ -15,6 +15,9 @@ hide another's:
   Dagster materialization of ``sampled_conversations`` and ``conversation_prefixes``:
   validation, eligibility, sampling, de-identification, the residue check, prefixes);
 - ``sample_python_s``: the same on the Python path (``DEPSIM_SAMPLING_ENGINE=python``);
+- ``sample_workers{N}_s`` (with ``--deid-workers``): the DuckDB path's sample with
+  ``DEPSIM_DEID_WORKERS=N`` de-identification processes (the default rule keeps one on a
+  machine of two CPUs), each N timed as the others, on the same home;
 - ``select_s`` / ``select_python_s``: the read phase alone on each path (validation,
   eligibility, the seeded bottom-k and reading the chosen records: what DuckDB replaces),
   without de-identification or Dagster;
@@ -173,8 +176,12 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def phase_sample(home: Path, size: int, engine: str = "duckdb") -> dict[str, float]:
+def phase_sample(
+    home: Path, size: int, engine: str = "duckdb", workers: int = 0
+) -> dict[str, float]:
     os.environ["DEPSIM_SAMPLING_ENGINE"] = engine
+    if workers:
+        os.environ["DEPSIM_DEID_WORKERS"] = str(workers)
     os.environ["DEPSIM_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     # Sampling refuses to run without a secret salt; a throwaway one suits synthetic traffic.
@@ -256,6 +263,10 @@ def main() -> int:
     parser.add_argument(
         "--engines", default="duckdb,python", help="sampling paths to time (comma-separated)"
     )
+    parser.add_argument(
+        "--deid-workers", default="",
+        help="also time the DuckDB path's sample with these DEPSIM_DEID_WORKERS (comma-separated)",
+    )
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -266,7 +277,8 @@ def main() -> int:
         elif name == "ingest":
             out = phase_ingest(Path(rest[0]), Path(rest[1]))
         elif name == "sample":
-            out = phase_sample(Path(rest[0]), int(rest[1]), rest[2])
+            out = phase_sample(Path(rest[0]), int(rest[1]), rest[2],
+                               int(rest[3]) if len(rest) > 3 else 0)
         elif name == "select":
             out = phase_select(Path(rest[0]), int(rest[1]), rest[2])
         elif name == "scan":
@@ -297,6 +309,10 @@ def main() -> int:
     for engine in engines:
         selects[engine] = _median(["select", str(home), str(args.sample), engine], args.repeat)
         samples[engine] = _median(["sample", str(home), str(args.sample), engine], args.repeat)
+    by_workers = {
+        int(w): _median(["sample", str(home), str(args.sample), engines[0], w], args.repeat)
+        for w in args.deid_workers.split(",") if w.strip()
+    }
     scan, _, _ = _median(["scan", str(path)], 3)
     reservoir, reservoir_rss, reservoir_runs = _median(
         ["reservoir", str(path), str(args.sample), str(workdir)], 3
@@ -335,6 +351,14 @@ def main() -> int:
             result[f"python_read_files{suffix}"] = sel["python_files"]
         if smp["sampled"] != sample["sampled"] or smp["eligible"] != sample["eligible"]:
             raise SystemExit(f"the {engine} path sampled differently: {smp} vs {sample}")
+    for workers, (smp, smp_rss, smp_runs) in by_workers.items():
+        result[f"sample_workers{workers}_s"] = round(smp["seconds"], 2)
+        result[f"sample_workers{workers}_over_reservoir"] = round(smp["seconds"] / ref, 2)
+        result[f"sample_workers{workers}_runs_s"] = smp_runs
+        result[f"sample_workers{workers}_cpu_s"] = round(smp["cpu_s"], 1)
+        result[f"peak_rss_workers{workers}_mib"] = round(smp_rss)
+        if smp["sampled"] != sample["sampled"]:
+            raise SystemExit(f"{workers} de-identification processes sampled differently")
     result["reservoir_runs_s"] = reservoir_runs
     result["loadavg_before"] = load_before
     result["loadavg_after"] = load_after
