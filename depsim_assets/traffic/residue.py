@@ -855,12 +855,18 @@ def scan_text(text: str, digests: frozenset[str]) -> list[tuple[str, str]]:
     lowered = text.lower()
     cues = _cue_sets(lowered)
     if has_digit:
-        keep(PHONE, _phone_hits(text))
+        phones = list(_phone_hits(text))
+        if phones:
+            keep(PHONE, phones)
         windows = _digit_windows(text)
-        whole = [(0, len(text))]
-        for (kind, rule, pattern, valid, context), least in zip(_ID_RULES, _ID_LEAST, strict=True):
+        size = len(text)
+        longest = max((endpos - pos for pos, endpos in windows), default=0)
+        whole = [(0, size)]
+        for kind, rule, pattern, valid, context, least, letters in _ID_RUNS:
+            if least > (size if letters else longest):
+                continue  # no window is as long as the rule's shortest match
             # Rules mostly of letters run on the whole text; the others only near digit runs.
-            spans_in = whole if rule in _LETTER_RULES else windows
+            spans_in = whole if letters else windows
             spans = []
             for pos, endpos in spans_in:
                 if endpos - pos < least:
@@ -884,9 +890,12 @@ def scan_text(text: str, digests: frozenset[str]) -> list[tuple[str, str]]:
                 ),
             )
         ips = list(_ip_hits(text))
-        keep(IPV4, ((s, e, "ipaddress") for s, e, k in ips if k == IPV4))
-        keep(IPV6, ((s, e, "ipaddress") for s, e, k in ips if k == IPV6))
-    keep(EMAIL, _email_hits(text, digests, lowered))
+        if ips:
+            keep(IPV4, ((s, e, "ipaddress") for s, e, k in ips if k == IPV4))
+            keep(IPV6, ((s, e, "ipaddress") for s, e, k in ips if k == IPV6))
+    emails = list(_email_hits(text, digests, lowered))
+    if emails:
+        keep(EMAIL, emails)
     secrets = list(_secret_hits(text, lowered, cues))
     if secrets:
         keep(SECRET, (h for h in secrets if not h[2].startswith("url:")))
@@ -986,6 +995,13 @@ def _cue_sets(lowered: str) -> int:
     for i, _, _ in _CUE_AUTOMATON.find_matches_as_indexes(lowered, True):
         found |= _CUE_MASKS[i]
     return found
+
+
+# _ID_RULES with each rule's least width and whether it runs on the whole text.
+_ID_RUNS = tuple(
+    (kind, rule, pattern, valid, context, least, rule in _LETTER_RULES)
+    for (kind, rule, pattern, valid, context), least in zip(_ID_RULES, _ID_LEAST, strict=True)
+)
 
 
 def _digit_windows(text: str) -> list[tuple[int, int]]:
