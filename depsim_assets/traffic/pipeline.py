@@ -349,6 +349,11 @@ DEID_WORKERS_ENV = "DEPSIM_DEID_WORKERS"
 # Below this many sampled conversations one process is faster: each worker process pays the
 # de-identifier's start-up (imports, recognizers, name lists: seconds) before its first row.
 PARALLEL_MIN = 4000
+# On two CPUs the second worker competes with everything else on the machine: measured, it paid
+# at 100,000 (44 s against 55 s for the whole 1M-day sample, load ~2; benchmarks/
+# sampling_scale.py --deid-workers 2) and lost at 20,000 on a busier machine (72-79 s against
+# 46-56 s).
+PARALLEL_MIN_TWO_CPUS = 50_000
 _CHUNK_JOBS = 500
 
 Done = tuple[dict[str, Any], dict[str, int], list[str], str, float]
@@ -357,11 +362,13 @@ Done = tuple[dict[str, Any], dict[str, int], list[str], str, float]
 def deid_workers(workers: int | None, jobs: int) -> int:
     """How many processes de-identify ``jobs`` conversations: ``workers``, else
     ``$DEPSIM_DEID_WORKERS``, else one per CPU (at most 4) on a machine with more than two
-    CPUs once there are at least :data:`PARALLEL_MIN` of them, and one otherwise.
+    CPUs once there are at least :data:`PARALLEL_MIN` of them, two on a two-CPU machine from
+    :data:`PARALLEL_MIN_TWO_CPUS`, and one otherwise.
 
-    Measured on a shared 2-core machine (20,000 conversations, docs/sampling.md): two
+    Measured on the shared 2-core machine (docs/sampling.md): at 20,000 conversations two
     processes took 72-79 s against 46-56 s for one, each worker paying the de-identifier's
-    start-up while the other core was busy anyway; so two cores stay serial by default.
+    start-up while the other core was busy anyway; at 100,000 the whole sample took 44 s
+    with two against 55 s with one.
     """
     if workers is None and os.environ.get(DEID_WORKERS_ENV):
         try:
@@ -372,7 +379,12 @@ def deid_workers(workers: int | None, jobs: int) -> int:
             ) from None
     if workers is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        workers = min(cpus, 4) if cpus > 2 and jobs >= PARALLEL_MIN else 1
+        if cpus > 2 and jobs >= PARALLEL_MIN:
+            workers = min(cpus, 4)
+        elif cpus == 2 and jobs >= PARALLEL_MIN_TWO_CPUS:
+            workers = 2
+        else:
+            workers = 1
     if workers < 1:
         raise ValueError(f"de-identification workers must be >= 1, got {workers}")
     return min(workers, max(1, -(-jobs // _CHUNK_JOBS)))

@@ -268,3 +268,26 @@ def test_unknown_stratification_field_is_refused(tmp_path):
     _write_strata_day(tmp_path, {"free": 3})
     with pytest.raises(ValueError, match="stratify_by"):
         run_sampling(tmp_path, DATE, n=1, seed=1, salt="s", stratify_by="colour")
+
+
+def test_deid_workers_rule_by_cpus_and_sample_size(monkeypatch):
+    """One process for small samples; two on two CPUs from PARALLEL_MIN_TWO_CPUS; one per CPU
+    (at most 4) on bigger machines from PARALLEL_MIN; never more processes than chunks."""
+    from depsim_assets.traffic import pipeline as pl
+
+    monkeypatch.delenv(pl.DEID_WORKERS_ENV, raising=False)
+    for cpus, jobs, expected in [
+        (1, 200_000, 1),
+        (2, pl.PARALLEL_MIN_TWO_CPUS - 1, 1),
+        (2, pl.PARALLEL_MIN_TWO_CPUS, 2),
+        (8, pl.PARALLEL_MIN - 1, 1),
+        (8, pl.PARALLEL_MIN, 4),
+    ]:
+        monkeypatch.setattr(pl.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert pl.deid_workers(None, jobs) == expected, (cpus, jobs)
+    monkeypatch.setenv(pl.DEID_WORKERS_ENV, "3")
+    assert pl.deid_workers(None, 10_000) == 3
+    assert pl.deid_workers(None, 600) == 2  # 600 jobs are two chunks of 500
+    monkeypatch.setenv(pl.DEID_WORKERS_ENV, "many")
+    with pytest.raises(ValueError, match="whole number"):
+        pl.deid_workers(None, 10_000)
