@@ -30,6 +30,11 @@ from depsim_assets.cli.instance import get_instance
 if TYPE_CHECKING:  # runs imports the whole graph: only when a command runs
     from depsim_assets import runs
 
+# Dagster's console logger for the demo's runs. Not ERROR: Dagster logs a failed run at ERROR
+# with its stack trace, and the user gets depsim's one-line error for it anyway; every event
+# still reaches the instance (the UI's run page has the whole story).
+QUIET = "CRITICAL"
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the log if absent, register the sim candidates, materialize everything."""
@@ -111,7 +116,7 @@ def demo_plan(
     from depsim_demo import registry as demo
 
     registry = demo.register_sim_candidates(deployed_on={demo.DEPLOYED_CANDIDATE: [deploy_day]})
-    plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size, log_level="ERROR")
+    plan = runs.plan_graph(dates, registry.names(), sample_size=args.sample_size, log_level=QUIET)
     # The deployment day needs its traffic and the realised (production) rates, and the
     # baseline simulated there: a candidate added later (the registry sensor runs it on every
     # demo day) is compared against the baseline on each of its days, so the comparison's
@@ -120,7 +125,7 @@ def demo_plan(
         run
         for run in runs.plan_graph(
             [deploy_day], [registry.baseline_name()], sample_size=args.sample_size,
-            log_level="ERROR",
+            log_level=QUIET,
         )
         if run.partition_key is not None
     ]
@@ -130,7 +135,7 @@ def demo_plan(
             run
             for run in runs.plan_graph(
                 [agentic_day], registry.names(), sample_size=args.agentic_per_day,
-                log_level="ERROR",
+                log_level=QUIET,
             )
             if run.partition_key is not None
         ]
