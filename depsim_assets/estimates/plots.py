@@ -265,9 +265,11 @@ def trend_plot(by_day: pd.DataFrame, *, columns: int = 4) -> bytes:
             shift = pd.Timedelta(days=(i - (len(names) - 1) / 2) * width)
             x = sub["day"] + shift
             rate = sub["rate_per_100k"].astype(float)
+            # Plain lists: matplotlib probes yerr's first element with math.isfinite, and a
+            # one-day Series there is a pandas FutureWarning on the user's terminal.
             err = [
-                (rate - sub["ci_low_per_100k"]).clip(lower=0),
-                (sub["ci_high_per_100k"] - rate).clip(lower=0),
+                (rate - sub["ci_low_per_100k"]).clip(lower=0).astype(float).tolist(),
+                (sub["ci_high_per_100k"] - rate).clip(lower=0).astype(float).tolist(),
             ]
             ax.errorbar(
                 x, rate, yerr=err, color=colors[i % len(colors)], lw=1.1, marker="o", ms=3,

@@ -101,3 +101,34 @@ def test_production_leaves_out_the_days_another_model_served(grades):
     both = pd.concat([grades, production, _grades("production", DAYS[1], 100, 5)])
     rows = _by_day(both, served_by_others=[DAYS[1]])
     assert set(rows.loc[rows["candidate"] == "production", "traffic_date"]) == {DAYS[0]}
+
+
+def test_trend_plot_of_a_single_day_raises_no_warning():
+    """One day per candidate (a windowed comparison of one day, the demo's agentic day): the
+    error bars must not reach matplotlib as one-element Series, which pandas warns about on
+    the user's terminal (30 FutureWarnings after `depsim demo`)."""
+    import warnings
+
+    import pandas as pd
+
+    from depsim_assets.estimates.compute import BY_DAY_COLUMNS
+    from depsim_assets.estimates.plots import trend_plot
+
+    rows = []
+    for cand in ("new", "other"):
+        for cat in ("fabricated_facts", "lying_about_tools"):
+            rows.append({
+                "candidate": cand, "baseline": "old", "traffic_date": "2026-11-05",
+                "category": cat, "family": "f", "n_paired": 100, "n_graded": 100,
+                "n_flagged": 3, "rate_per_100k": 3000.0, "ci_low_per_100k": 900.0,
+                "ci_high_per_100k": 8000.0, "baseline_n_graded": 100, "baseline_n_flagged": 1,
+                "baseline_rate_per_100k": 1000.0, "baseline_ci_low_per_100k": 100.0,
+                "baseline_ci_high_per_100k": 5000.0, "rate_ratio": 3.0, "ci_low_ratio": 0.5,
+                "ci_high_ratio": 20.0, "p_value": 0.6, "ci_level": 0.9,
+                "taxonomy_version": "t",
+            })
+    frame = pd.DataFrame(rows, columns=pd.Index(BY_DAY_COLUMNS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = trend_plot(frame)
+    assert png.startswith(b"\x89PNG")
