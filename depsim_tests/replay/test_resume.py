@@ -23,17 +23,58 @@ CHILD = textwrap.dedent(
     import dagster as dg
     from depsim_assets import runs
     with dg.DagsterInstance.ephemeral() as instance:
-        runs.ensure_candidate_partitions(instance, ["slow"])
-        runs.execute([r for r in runs.plan_graph([{day!r}], ["slow"], sample_size={sample})
-                      if r.label.startswith(("traffic", "slow"))], instance)
+        runs.ensure_candidate_partitions(instance, [{name!r}])
+        runs.execute([r for r in runs.plan_graph([{day!r}], [{name!r}], sample_size={sample})
+                      if r.label.startswith(("traffic", {name!r}))], instance)
     """
 )
 
 
-def _cached(path) -> int:
+def _ok_calls(path, kind: str) -> int:
+    """Answers of ``kind`` stored in the response cache."""
     with duckdb.connect(str(path), read_only=True) as conn:
-        return conn.execute("SELECT count(*) FROM model_calls "
-                            "WHERE status = 'ok' AND kind = 'replay'").fetchone()[0]
+        return conn.execute("SELECT count(*) FROM model_calls WHERE status = 'ok' AND kind = ?",
+                            [kind]).fetchone()[0]
+
+
+def _cached(path) -> int:
+    return _ok_calls(path, "replay")
+
+
+def _start(name: str, day: str, sample: int) -> subprocess.Popen:
+    """The day's traffic and ``name``'s replay in a child process of its own group, 150 ms
+    per simulated call (4 in flight), so the replay lasts long enough to be killed."""
+    env = {**os.environ, "DEPSIM_SIM_FAULTS": "latency_ms=150"}
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(day=day, sample=sample, name=name)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill_when(child: subprocess.Popen, ready, timeout_s: float) -> None:
+    """SIGKILL ``child``'s group once ``ready()`` holds (polled every 0.5 s)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.5)
+        try:
+            if ready():
+                break
+        except duckdb.Error:  # the child holds the write lock at that instant, or no table yet
+            continue
+    assert child.poll() is None, "the child finished before it could be killed"
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+
+
+def _resume(monkeypatch, name: str, day: str) -> dict:
+    """``name``'s replay of ``day`` again, in this process, without the latency; returns its
+    materialization metadata."""
+    monkeypatch.setenv("DEPSIM_SIM_FAULTS", "")
+    with dg.DagsterInstance.ephemeral() as instance:
+        runs.ensure_candidate_partitions(instance, [name])
+        key = str(runs.multi_key(name, day))
+        runs.execute([runs.PlannedRun(name, ("candidate_completions",), key)], instance)
+        return instance.get_latest_materialization_event(
+            dg.AssetKey("candidate_completions")).asset_materialization.metadata
 
 
 def test_sigkill_then_resume(depsim_home, monkeypatch):
@@ -41,33 +82,14 @@ def test_sigkill_then_resume(depsim_home, monkeypatch):
     save_registry(Registry(baseline="slow", candidates=[Candidate(
         name="slow", base_url="sim", model="sim-production", max_concurrency=4)]))
     # 150 ms per call at 4 in flight: the replay alone takes about 9 s, long enough to kill.
-    env = {**os.environ, "DEPSIM_SIM_FAULTS": "latency_ms=150"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(day=DAY, sample=SAMPLE)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
+    child = _start("slow", DAY, SAMPLE)
     path = config.warehouse_path()
     # Kill once the replay has written some answers but far from all.
-    while time.monotonic() < deadline and child.poll() is None:
-        time.sleep(0.5)
-        try:
-            if 40 <= _cached(path) < SAMPLE:
-                break
-        except duckdb.Error:  # the child holds the write lock at that instant, or no table yet
-            continue
-    assert child.poll() is None, "the child finished before it could be killed"
-    os.killpg(child.pid, signal.SIGKILL)
-    child.wait()
+    _kill_when(child, lambda: 40 <= _cached(path) < SAMPLE, 120)
     cached_before = _cached(path)
     assert 0 < cached_before < SAMPLE
 
-    monkeypatch.setenv("DEPSIM_SIM_FAULTS", "")
-    with dg.DagsterInstance.ephemeral() as instance:
-        runs.ensure_candidate_partitions(instance, ["slow"])
-        key = str(runs.multi_key("slow", DAY))
-        runs.execute([runs.PlannedRun("slow", ("candidate_completions",), key)], instance)
-        meta = instance.get_latest_materialization_event(
-            dg.AssetKey("candidate_completions")).asset_materialization.metadata
+    meta = _resume(monkeypatch, "slow", DAY)
     with duckdb.connect(str(path), read_only=True) as conn:
         # Agentic prefixes (tool turns in the demo log) take a step per tool round.
         rows, distinct, steps = conn.execute(
@@ -82,26 +104,11 @@ def test_sigkill_then_resume(depsim_home, monkeypatch):
 
 
 AGENTIC_DAY, AGENTIC_N = "2026-11-05", 120
-AGENTIC_CHILD = textwrap.dedent(
-    """
-    import dagster as dg
-    from depsim_assets import runs
-    with dg.DagsterInstance.ephemeral() as instance:
-        runs.ensure_candidate_partitions(instance, ["agent"])
-        runs.execute([r for r in runs.plan_graph([{day!r}], ["agent"], sample_size={sample})
-                      if r.label.startswith(("traffic", "agent"))], instance)
-    """
-)
 
 
 def _turns_done(path) -> tuple[int, int]:
     """(candidate steps answered, tool results simulated) in the response cache."""
-    with duckdb.connect(str(path), read_only=True) as conn:
-        steps = conn.execute("SELECT count(*) FROM model_calls "
-                             "WHERE status = 'ok' AND kind = 'replay'").fetchone()[0]
-        sims = conn.execute("SELECT count(*) FROM model_calls "
-                            "WHERE status = 'ok' AND kind = 'tool_sim'").fetchone()[0]
-    return steps, sims
+    return _ok_calls(path, "replay"), _ok_calls(path, "tool_sim")
 
 
 def test_sigkill_mid_trajectory_then_resume(depsim_home, monkeypatch):
@@ -114,35 +121,20 @@ def test_sigkill_mid_trajectory_then_resume(depsim_home, monkeypatch):
         name="agent", base_url="sim", model="sim-candidate-regressed", max_concurrency=4)]))
     # 150 ms per call at 4 in flight: about 2-3 steps per turn, so the turns take tens of
     # seconds, long enough to kill while some have finished steps and others not.
-    env = {**os.environ, "DEPSIM_SIM_FAULTS": "latency_ms=150"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", AGENTIC_CHILD.format(day=AGENTIC_DAY, sample=AGENTIC_N)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 240
+    child = _start("agent", AGENTIC_DAY, AGENTIC_N)
     path = config.warehouse_path()
+
     # Kill once the first round's answers and some simulations are stored: turns are then
     # between steps (mid-trajectory).
-    while time.monotonic() < deadline and child.poll() is None:
-        time.sleep(0.5)
-        try:
-            steps, sims = _turns_done(path)
-        except duckdb.Error:  # the child holds the write lock at that instant, or no table yet
-            continue
-        if steps >= AGENTIC_N and sims >= 20:
-            break
-    assert child.poll() is None, "the child finished before it could be killed"
-    os.killpg(child.pid, signal.SIGKILL)
-    child.wait()
+    def first_round_done() -> bool:
+        steps, sims = _turns_done(path)
+        return steps >= AGENTIC_N and sims >= 20
+
+    _kill_when(child, first_round_done, 240)
     steps_before, sims_before = _turns_done(path)
     assert steps_before >= AGENTIC_N and sims_before >= 20
 
-    monkeypatch.setenv("DEPSIM_SIM_FAULTS", "")
-    with dg.DagsterInstance.ephemeral() as instance:
-        runs.ensure_candidate_partitions(instance, ["agent"])
-        key = str(runs.multi_key("agent", AGENTIC_DAY))
-        runs.execute([runs.PlannedRun("agent", ("candidate_completions",), key)], instance)
-        meta = instance.get_latest_materialization_event(
-            dg.AssetKey("candidate_completions")).asset_materialization.metadata
+    meta = _resume(monkeypatch, "agent", AGENTIC_DAY)
     with duckdb.connect(str(path), read_only=True) as conn:
         rows, steps, more_than_one = conn.execute(
             "SELECT count(*), sum(steps), count(*) FILTER (WHERE steps > 1) "
