@@ -44,6 +44,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from depsim_assets.warehouse import URL_ENV
 from depsim_tests.services import (
     PgServer,
     RedisServer,
@@ -55,7 +56,6 @@ from depsim_tests.services import (
 BIN = Path(sys.executable).parent
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKER_READY_S = 180.0
-WAREHOUSE_URL_ENV = "DEPSIM_WAREHOUSE_URL"
 WAREHOUSE_DATABASE = "depsim_warehouse"
 CELERY_WORKER_KEY = "Celery worker"  # dagster-celery's engine-event metadata naming the worker
 # On a shared 2-core machine under load a code server can take minutes to start and answer:
@@ -187,7 +187,7 @@ def start_cluster(
     warehouse_env = {}
     if pg_warehouse:
         try:
-            warehouse_env[WAREHOUSE_URL_ENV] = postgres.database(WAREHOUSE_DATABASE)
+            warehouse_env[URL_ENV] = postgres.database(WAREHOUSE_DATABASE)
         except BaseException:
             redis.stop()
             postgres.stop()
@@ -416,8 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from depsim_assets import config
 
     os.environ.setdefault(config.SALT_ENV, config.DEMO_SALT)
-    if args.pg_warehouse and os.environ.get(WAREHOUSE_URL_ENV):
-        print(f"cluster: error: --pg-warehouse and {WAREHOUSE_URL_ENV} both name a warehouse; "
+    if args.pg_warehouse and os.environ.get(URL_ENV):
+        print(f"cluster: error: --pg-warehouse and {URL_ENV} both name a warehouse; "
               "give one", file=sys.stderr)
         return 2
 
@@ -443,8 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"instance   {cluster.dagster_home / 'dagster.yaml'}")
         if args.pg_warehouse:
             # This process reads the comparison back from there too.
-            os.environ[WAREHOUSE_URL_ENV] = cluster.env[WAREHOUSE_URL_ENV]
-            print(f"warehouse  {cluster.env[WAREHOUSE_URL_ENV]} (PostgreSQL)")
+            os.environ[URL_ENV] = cluster.env[URL_ENV]
+            print(f"warehouse  {cluster.env[URL_ENV]} (PostgreSQL)")
         deploy_day, agentic_day = demo_on_cluster(cluster, args)
         # The comparison the demo prints, from the same functions; with --json on stdout
         # alone, so the two outputs can be compared byte for byte.
